@@ -1,0 +1,466 @@
+//! Loading the configuration: defaults, then the file, then `ANOMALYD_*` environment variables,
+//! with errors that point at the file, line, column and key (or the variable) at fault.
+//!
+//! figment does the merging, but its errors carry no positions, so the file is first parsed on
+//! its own with the `toml` crate, whose spans give line and column.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use thiserror::Error;
+use toml::de::{DeTable, DeValue};
+
+use super::Config;
+
+/// Where the service unit and packages expect the file.
+pub const DEFAULT_PATH: &str = "/etc/anomalyd/anomalyd.toml";
+
+/// `ANOMALYD_<SECTION>__<KEY>` overrides `<section>.<key>`.
+pub const ENV_PREFIX: &str = "ANOMALYD_";
+
+/// Variables with the prefix that are not config keys.
+const ENV_NOT_KEYS: &[&str] = &["ANOMALYD_CONFIG"];
+
+/// One thing wrong with the configuration.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read the config file: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{origin}: {}{message}", key.as_ref().map(|k| format!("{k}: ")).unwrap_or_default())]
+    Invalid {
+        origin: Origin,
+        /// Dotted key at fault, when one can be named.
+        key: Option<String>,
+        message: String,
+    },
+}
+
+/// Where a bad value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A position in the file (1-based line and column).
+    File {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+    },
+    /// The file as a whole, or a default that conflicts with it.
+    FileAsWhole(PathBuf),
+    /// An `ANOMALYD_*` variable.
+    Env(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File { path, line, column } => write!(f, "{}:{line}:{column}", path.display()),
+            Self::FileAsWhole(path) => write!(f, "{}", path.display()),
+            Self::Env(var) => write!(f, "environment variable {var}"),
+        }
+    }
+}
+
+impl ConfigError {
+    /// The dotted key at fault, if any.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Self::Read { .. } => None,
+            Self::Invalid { key, .. } => key.as_deref(),
+        }
+    }
+}
+
+/// Every error found, in the order found. Displayed one per line.
+#[derive(Debug, Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> Self {
+        Self(vec![e])
+    }
+}
+
+/// Loads `path` with the process environment's overrides and validates the result.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with_env(path, std::env::vars())
+}
+
+/// [`load`] with the environment given explicitly (tests, and callers that sanitise it).
+pub fn load_with_env(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+
+    // First the file alone, for errors with positions.
+    if let Err(e) = toml::from_str::<Config>(&text) {
+        return Err(file_error(path, &text, &e).into());
+    }
+
+    let vars: Vec<EnvVar> = env.into_iter().filter_map(EnvVar::parse).collect();
+    let mut figment =
+        Figment::from(Serialized::defaults(Config::default())).merge(Toml::file_exact(path));
+    for var in &vars {
+        figment = figment.merge(var);
+    }
+    let config: Config = figment.extract().map_err(|e| {
+        ConfigErrors(
+            e.into_iter()
+                .map(|e| figment_error(path, &vars, e))
+                .collect(),
+        )
+    })?;
+
+    let invalid = config.validate();
+    if invalid.is_empty() {
+        return Ok(config);
+    }
+    let table = DeTable::parse(&text).ok();
+    Err(ConfigErrors(
+        invalid
+            .into_iter()
+            .map(|inv| {
+                let origin = match vars.iter().find(|v| v.key == inv.key) {
+                    Some(var) => Origin::Env(var.name.clone()),
+                    None => table
+                        .as_ref()
+                        .and_then(|t| span_of_key(t.get_ref(), &inv.key))
+                        .map(|span| position(path, &text, span.start))
+                        .unwrap_or_else(|| Origin::FileAsWhole(path.to_owned())),
+                };
+                ConfigError::Invalid {
+                    origin,
+                    key: Some(inv.key),
+                    message: inv.message,
+                }
+            })
+            .collect(),
+    ))
+}
+
+/// A `toml` parse or type error, placed at its line and column and named by its key.
+fn file_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+    let key = e.span().and_then(|span| {
+        let table = DeTable::parse(text).ok()?;
+        let mut keys = Vec::new();
+        key_at_span(table.get_ref(), &span, &mut keys).then(|| keys.join("."))
+    });
+    let origin = match e.span() {
+        Some(span) => position(path, text, span.start),
+        None => Origin::FileAsWhole(path.to_owned()),
+    };
+    ConfigError::Invalid {
+        origin,
+        key,
+        message: e.message().trim_end().to_owned(),
+    }
+}
+
+fn position(path: &Path, text: &str, offset: usize) -> Origin {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    Origin::File {
+        path: path.to_owned(),
+        line,
+        column,
+    }
+}
+
+/// Fills `keys` with the path to the key or value that `span` points into.
+fn key_at_span(table: &DeTable<'_>, span: &std::ops::Range<usize>, keys: &mut Vec<String>) -> bool {
+    for (k, v) in table {
+        let inside = |s: std::ops::Range<usize>| s.start <= span.start && span.end <= s.end;
+        if k.span() == *span {
+            keys.push(k.get_ref().to_string());
+            return true;
+        }
+        keys.push(k.get_ref().to_string());
+        if let DeValue::Table(t) = v.get_ref() {
+            if key_at_span(t, span, keys) {
+                return true;
+            }
+        } else if inside(v.span()) {
+            return true;
+        }
+        keys.pop();
+    }
+    false
+}
+
+/// The span of a dotted key's value in the file; keys may themselves hold dots
+/// (`kafka.properties."fetch.wait.max.ms"`), so the longest matching key wins.
+fn span_of_key(table: &DeTable<'_>, dotted: &str) -> Option<std::ops::Range<usize>> {
+    let mut best: Option<std::ops::Range<usize>> = None;
+    for (k, v) in table {
+        let k = k.get_ref().as_ref();
+        if dotted == k {
+            return Some(v.span());
+        }
+        if let Some(rest) = dotted.strip_prefix(k).and_then(|r| r.strip_prefix('.')) {
+            if let DeValue::Table(t) = v.get_ref() {
+                best = span_of_key(t, rest).or(best);
+            }
+        }
+    }
+    best
+}
+
+fn figment_error(path: &Path, vars: &[EnvVar], e: figment::Error) -> ConfigError {
+    // For an unknown field, figment's path already ends with the field itself.
+    let dotted = e.path.join(".");
+    let origin = match &e.metadata {
+        Some(md) if md.name.starts_with(EnvVar::METADATA_PREFIX) => {
+            Origin::Env(md.name[EnvVar::METADATA_PREFIX.len()..].to_owned())
+        }
+        // Defaults cannot be wrong and the file was checked alone, so an unattributed error
+        // comes from a variable; name the closest one.
+        _ => match vars.iter().find(|v| dotted.starts_with(&v.key)) {
+            Some(v) => Origin::Env(v.name.clone()),
+            None => Origin::FileAsWhole(path.to_owned()),
+        },
+    };
+    ConfigError::Invalid {
+        origin,
+        key: (!dotted.is_empty()).then_some(dotted),
+        message: e.kind.to_string(),
+    }
+}
+
+/// One `ANOMALYD_<SECTION>__<KEY>=value` variable as a figment provider, so that an error names
+/// the exact variable.
+struct EnvVar {
+    name: String,
+    /// Dotted, lower-case key.
+    key: String,
+    value: String,
+}
+
+impl EnvVar {
+    const METADATA_PREFIX: &'static str = "environment variable ";
+
+    fn parse((name, value): (String, String)) -> Option<Self> {
+        let rest = name.strip_prefix(ENV_PREFIX)?;
+        if rest.is_empty() || ENV_NOT_KEYS.contains(&name.as_str()) {
+            return None;
+        }
+        let key = rest.to_ascii_lowercase().split("__").collect::<Vec<_>>().join(".");
+        Some(Self { name, key, value })
+    }
+}
+
+impl Provider for &EnvVar {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(format!("{}{}", EnvVar::METADATA_PREFIX, self.name))
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        // figment's own parse: numbers, booleans and arrays become typed, the rest strings.
+        let value: Value = self.value.parse().expect("figment's Value parse is infallible");
+        let dict = figment::util::nest(&self.key, value)
+            .into_dict()
+            .expect("a non-empty key always nests into a dict");
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{FeatureSpec, PropertyValue};
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("anomalyd.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn one_error(r: Result<Config, ConfigErrors>) -> String {
+        let errs = r.expect_err("config should be refused").0;
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        errs[0].to_string()
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let (_d, path) = write("");
+        assert_eq!(load_with_env(&path, no_env()).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn file_values_override_defaults() {
+        let (_d, path) = write(
+            "[kafka]\nbrokers = \"k1:9092,k2:9092\"\n[kafka.properties]\n\"fetch.wait.max.ms\" = 10\n\
+             [detector]\nfeatures = [\"/t\", \"/p\"]\nbatch_max = 64\n",
+        );
+        let c = load_with_env(&path, no_env()).unwrap();
+        assert_eq!(c.kafka.brokers, "k1:9092,k2:9092");
+        assert_eq!(
+            c.kafka.properties["fetch.wait.max.ms"],
+            PropertyValue::Int(10)
+        );
+        assert_eq!(
+            c.detector.features,
+            FeatureSpec::Pointers(vec!["/t".into(), "/p".into()])
+        );
+        assert_eq!(c.detector.batch_max, 64);
+        assert_eq!(c.detector.input_topic, "transactions");
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_column_and_key() {
+        let (_d, path) = write("[kafka]\nbrokers = \"a:1\"\n\n[detector]\nbatch_mx = 3\n");
+        let msg = one_error(load_with_env(&path, no_env()));
+        let expected = format!("{}:5:1: detector.batch_mx: unknown field `batch_mx`", path.display());
+        assert!(msg.starts_with(&expected), "{msg}");
+    }
+
+    #[test]
+    fn unknown_section_is_refused() {
+        let (_d, path) = write("[kafak]\nbrokers = \"a:1\"\n");
+        let msg = one_error(load_with_env(&path, no_env()));
+        assert!(msg.contains(":1:2: kafak: unknown field `kafak`"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_names_line_and_key() {
+        let (_d, path) = write("[detector]\nbatch_max = \"many\"\n");
+        let msg = one_error(load_with_env(&path, no_env()));
+        assert!(
+            msg.contains(":2:13: detector.batch_max: invalid type: string \"many\""),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn syntax_error_names_line() {
+        let (_d, path) = write("[kafka]\nbrokers = \"a:1\"\ngroup_id = \n");
+        let msg = one_error(load_with_env(&path, no_env()));
+        assert!(msg.starts_with(&format!("{}:3:", path.display())), "{msg}");
+    }
+
+    #[test]
+    fn missing_file_is_an_error_not_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nope.toml");
+        let msg = one_error(load_with_env(&path, no_env()));
+        assert!(msg.contains("nope.toml: cannot read the config file"), "{msg}");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let (_d, path) = write("[kafka]\nbrokers = \"a:1\"\n[detector]\nbatch_max = 10\n");
+        let c = load_with_env(
+            &path,
+            env(&[
+                ("ANOMALYD_KAFKA__BROKERS", "127.0.0.1:19092"),
+                ("ANOMALYD_DETECTOR__BATCH_MAX", "20"),
+                ("ANOMALYD_CONFIG", "/somewhere/else.toml"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.kafka.brokers, "127.0.0.1:19092");
+        assert_eq!(c.detector.batch_max, 20);
+    }
+
+    #[test]
+    fn env_typo_is_refused_and_named() {
+        let (_d, path) = write("");
+        let msg = one_error(load_with_env(
+            &path,
+            env(&[("ANOMALYD_KAFKA__BROKRS", "127.0.0.1:19092")]),
+        ));
+        assert!(
+            msg.starts_with(
+                "environment variable ANOMALYD_KAFKA__BROKRS: kafka.brokrs: unknown field"
+            ),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn env_wrong_type_is_refused_and_named() {
+        let (_d, path) = write("");
+        let msg = one_error(load_with_env(
+            &path,
+            env(&[("ANOMALYD_DETECTOR__BATCH_MAX", "lots")]),
+        ));
+        assert!(
+            msg.starts_with("environment variable ANOMALYD_DETECTOR__BATCH_MAX:"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn semantic_errors_are_all_reported_with_positions() {
+        let (_d, path) = write(
+            "[detector]\nbatch_max = 0\n\n[generator]\noutlier_probability = 2.0\n",
+        );
+        let errs = load_with_env(&path, no_env()).unwrap_err().0;
+        let msgs: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        let p = path.display();
+        assert_eq!(
+            msgs,
+            [
+                format!("{p}:2:13: detector.batch_max: must be >= 1"),
+                format!("{p}:5:23: generator.outlier_probability: must be between 0 and 1"),
+            ]
+        );
+    }
+
+    #[test]
+    fn semantic_error_from_env_names_the_variable() {
+        let (_d, path) = write("[detector]\nbatch_max = 10\n");
+        let msg = one_error(load_with_env(
+            &path,
+            env(&[("ANOMALYD_DETECTOR__BATCH_MAX", "0")]),
+        ));
+        assert_eq!(
+            msg,
+            "environment variable ANOMALYD_DETECTOR__BATCH_MAX: detector.batch_max: must be >= 1"
+        );
+    }
+
+    #[test]
+    fn keys_with_dots_are_located() {
+        let (_d, path) =
+            write("[kafka.properties]\n\"fetch.wait.max.ms\" = 10\n\"enable.auto.commit\" = true\n");
+        let msg = one_error(load_with_env(&path, no_env()));
+        assert!(
+            msg.contains(":3:24: kafka.properties.enable.auto.commit: is set by anomalyd"),
+            "{msg}"
+        );
+    }
+}

@@ -1,0 +1,503 @@
+//! The daemon's one configuration: `anomalyd.toml`, overridden by `ANOMALYD_<SECTION>__<KEY>`.
+//!
+//! Every section is a plain struct with `deny_unknown_fields`, so a misspelled key is an error
+//! rather than a silently ignored setting. [`load`] reads the file, merges the environment and
+//! runs the semantic checks in [`Config::validate`]; every error it reports names where the
+//! offending value came from (file, line and column, or the environment variable) and its key.
+
+mod load;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use load::{ConfigError, ConfigErrors, DEFAULT_PATH, ENV_PREFIX, load};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub detector: DetectorConfig,
+    pub model: ModelConfig,
+    pub generator: GeneratorConfig,
+    pub slack: SlackConfig,
+    pub control: ControlConfig,
+    pub log: LogConfig,
+}
+
+/// `[kafka]`: how to reach the cluster and which consumer group to join.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` bootstrap list.
+    pub brokers: String,
+    /// Consumer group shared by every anomalyd instance that splits the same input.
+    pub group_id: String,
+    /// Extra librdkafka properties, passed through unchanged (e.g. security settings).
+    pub properties: BTreeMap<String, PropertyValue>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "anomalyd".into(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// librdkafka takes every property as a string; TOML users naturally write numbers and
+/// booleans, so all three are accepted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PropertyValue {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    String(String),
+}
+
+impl fmt::Display for PropertyValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Bool(b) => write!(f, "{b}"),
+            Self::Int(i) => write!(f, "{i}"),
+            Self::Float(x) => write!(f, "{x}"),
+            Self::String(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Properties whose values anomalyd's delivery guarantees depend on: overriding them from the
+/// config would silently break at-least-once processing, so they are refused.
+pub const MANAGED_PROPERTIES: &[&str] = &[
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "enable.idempotence",
+    "acks",
+    "request.required.acks",
+    "transactional.id",
+    "isolation.level",
+];
+
+/// `[detector]`: where records come from, where results go, and how they are batched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectorConfig {
+    pub input_topic: String,
+    pub output_topic: String,
+    pub dead_letter_topic: String,
+    /// Either the name of a field holding `[x, y, ...]` (or `[[x, y, ...]]`), or a list of JSON
+    /// pointers, one per feature.
+    pub features: FeatureSpec,
+    /// Most records scored in one batch.
+    pub batch_max: usize,
+    /// Longest a worker waits to fill a batch before scoring what it has.
+    pub batch_linger_ms: u64,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        Self {
+            input_topic: "transactions".into(),
+            output_topic: "anomalies".into(),
+            dead_letter_topic: "transactions.dead-letter".into(),
+            features: FeatureSpec::Field("data".into()),
+            batch_max: 500,
+            batch_linger_ms: 5,
+        }
+    }
+}
+
+/// How feature values are found in a JSON record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FeatureSpec {
+    /// A field holding a flat `[x, y]` or nested `[[x, y]]` array of numbers.
+    Field(String),
+    /// JSON pointers (RFC 6901), one per feature, e.g. `["/temperature", "/pressure"]`.
+    Pointers(Vec<String>),
+}
+
+/// `[model]`: the model file the detector scores with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Relative paths are resolved against the working directory.
+    pub path: PathBuf,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            path: "/var/lib/anomalyd/model.iforest".into(),
+        }
+    }
+}
+
+/// `[generator]`: synthetic transactions for demos and load tests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GeneratorConfig {
+    pub enabled: bool,
+    pub topic: String,
+    /// Records per second; 0 means as fast as the broker takes them.
+    pub rate: f64,
+    /// Records to write before stopping; 0 means forever.
+    pub count: u64,
+    /// Share of records drawn uniformly from [-4, 4]^2 instead of from the two blobs.
+    pub outlier_probability: f64,
+    /// Seed of the random stream, so a run can be reproduced.
+    pub seed: u64,
+}
+
+impl Default for GeneratorConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            topic: "transactions".into(),
+            rate: 100.0,
+            count: 0,
+            outlier_probability: 0.2,
+            seed: 42,
+        }
+    }
+}
+
+/// `[slack]`: where alerts go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SlackConfig {
+    pub mode: SlackMode,
+    /// Channel for `bot` mode (`#name` or a channel id).
+    pub channel: String,
+}
+
+impl Default for SlackConfig {
+    fn default() -> Self {
+        Self {
+            mode: SlackMode::Off,
+            channel: "#anomalies".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlackMode {
+    /// No alerts.
+    Off,
+    /// Alerts are written to the log instead of Slack.
+    Log,
+    /// `chat.postMessage` with a bot token.
+    Bot,
+    /// An incoming-webhook URL.
+    Webhook,
+}
+
+/// `[control]`: the local control socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlConfig {
+    pub socket: PathBuf,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            socket: default_socket_path(),
+        }
+    }
+}
+
+/// systemd's `RuntimeDirectory=` exports `$RUNTIME_DIRECTORY`; outside systemd the
+/// conventional `/run/anomalyd` is used.
+pub fn default_socket_path() -> PathBuf {
+    match std::env::var_os("RUNTIME_DIRECTORY") {
+        // systemd may pass several colon-separated directories; the first is ours.
+        Some(dirs) if !dirs.is_empty() => {
+            let dirs = dirs.to_string_lossy();
+            let first = dirs.split(':').next().unwrap_or_default();
+            PathBuf::from(first).join("anomalyd.sock")
+        }
+        _ => PathBuf::from("/run/anomalyd/anomalyd.sock"),
+    }
+}
+
+/// `[log]`: verbosity and format of the log on stderr.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, or per target such as `anomalyd=debug,rdkafka=warn`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A semantic problem with one key, found after the file and environment parsed cleanly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// Dotted key, e.g. `detector.batch_max`.
+    pub key: String,
+    pub message: String,
+}
+
+impl Config {
+    /// Checks that need more than types: ranges, non-empty names, consistency between keys.
+    /// Returns every problem found, not just the first.
+    pub fn validate(&self) -> Vec<Invalid> {
+        let mut out = Vec::new();
+        let mut bad = |key: &str, message: String| {
+            out.push(Invalid {
+                key: key.into(),
+                message,
+            })
+        };
+
+        if self.kafka.brokers.trim().is_empty() {
+            bad("kafka.brokers", "must name at least one host:port".into());
+        }
+        if self.kafka.group_id.trim().is_empty() {
+            bad("kafka.group_id", "must not be empty".into());
+        }
+        for name in self.kafka.properties.keys() {
+            if MANAGED_PROPERTIES.contains(&name.as_str()) {
+                bad(
+                    &format!("kafka.properties.{name}"),
+                    "is set by anomalyd itself and cannot be overridden (it guards delivery guarantees)"
+                        .into(),
+                );
+            }
+        }
+
+        let d = &self.detector;
+        for (key, topic) in [
+            ("detector.input_topic", &d.input_topic),
+            ("detector.output_topic", &d.output_topic),
+            ("detector.dead_letter_topic", &d.dead_letter_topic),
+        ] {
+            if let Some(why) = topic_problem(topic) {
+                bad(key, why);
+            }
+        }
+        if d.output_topic == d.input_topic {
+            bad(
+                "detector.output_topic",
+                "must differ from detector.input_topic (anomalies would be scored again)".into(),
+            );
+        }
+        if d.dead_letter_topic == d.input_topic {
+            bad(
+                "detector.dead_letter_topic",
+                "must differ from detector.input_topic (bad records would loop)".into(),
+            );
+        }
+        match &d.features {
+            FeatureSpec::Field(name) if name.trim().is_empty() => {
+                bad("detector.features", "field name must not be empty".into())
+            }
+            FeatureSpec::Pointers(ptrs) if ptrs.is_empty() => bad(
+                "detector.features",
+                "needs at least one JSON pointer, or a field name".into(),
+            ),
+            FeatureSpec::Pointers(ptrs) => {
+                for p in ptrs.iter().filter(|p| !p.starts_with('/')) {
+                    bad(
+                        "detector.features",
+                        format!("{p:?} is not a JSON pointer (it must start with '/')"),
+                    );
+                }
+            }
+            FeatureSpec::Field(_) => {}
+        }
+        if d.batch_max < 1 {
+            bad("detector.batch_max", "must be >= 1".into());
+        }
+        if d.batch_max > 100_000 {
+            bad("detector.batch_max", "must be <= 100000".into());
+        }
+        if d.batch_linger_ms > 60_000 {
+            bad(
+                "detector.batch_linger_ms",
+                "must be <= 60000 (one minute)".into(),
+            );
+        }
+
+        if self.model.path.as_os_str().is_empty() {
+            bad("model.path", "must not be empty".into());
+        }
+
+        let g = &self.generator;
+        if let Some(why) = topic_problem(&g.topic) {
+            bad("generator.topic", why);
+        }
+        if !g.rate.is_finite() || g.rate < 0.0 {
+            bad(
+                "generator.rate",
+                "must be a finite number >= 0 (0 = unthrottled)".into(),
+            );
+        }
+        if !(0.0..=1.0).contains(&g.outlier_probability) {
+            bad(
+                "generator.outlier_probability",
+                "must be between 0 and 1".into(),
+            );
+        }
+
+        if self.slack.mode == SlackMode::Bot && self.slack.channel.trim().is_empty() {
+            bad("slack.channel", "must name a channel in bot mode".into());
+        }
+
+        if self.control.socket.as_os_str().is_empty() {
+            bad("control.socket", "must not be empty".into());
+        }
+
+        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
+            bad("log.level", format!("is not a valid filter: {e}"));
+        }
+
+        out
+    }
+
+    /// Every topic the daemon reads or writes, without duplicates, for provisioning scripts.
+    pub fn topics(&self) -> Vec<&str> {
+        let mut topics = vec![
+            self.detector.input_topic.as_str(),
+            self.detector.output_topic.as_str(),
+            self.detector.dead_letter_topic.as_str(),
+        ];
+        if self.generator.enabled {
+            topics.push(self.generator.topic.as_str());
+        }
+        let mut seen = Vec::new();
+        topics.retain(|t| {
+            let fresh = !seen.contains(t);
+            seen.push(*t);
+            fresh
+        });
+        topics
+    }
+}
+
+/// Kafka's own topic-name rule: 1..=249 characters of `[a-zA-Z0-9._-]`.
+fn topic_problem(topic: &str) -> Option<String> {
+    if topic.is_empty() {
+        return Some("must not be empty".into());
+    }
+    if topic.len() > 249 {
+        return Some("must be at most 249 characters".into());
+    }
+    if topic == "." || topic == ".." {
+        return Some("cannot be \".\" or \"..\"".into());
+    }
+    if let Some(c) = topic
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Some(format!(
+            "{topic:?} has {c:?}; Kafka topic names use only letters, digits, '.', '_' and '-'"
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(Config::default().validate(), vec![]);
+    }
+
+    #[test]
+    fn validate_reports_every_problem_with_its_key() {
+        let mut c = Config::default();
+        c.detector.batch_max = 0;
+        c.generator.outlier_probability = 1.5;
+        c.detector.output_topic = c.detector.input_topic.clone();
+        let keys: Vec<_> = c.validate().into_iter().map(|i| i.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "detector.output_topic",
+                "detector.batch_max",
+                "generator.outlier_probability"
+            ]
+        );
+    }
+
+    #[test]
+    fn managed_kafka_properties_are_refused() {
+        let mut c = Config::default();
+        c.kafka
+            .properties
+            .insert("enable.auto.offset.store".into(), PropertyValue::Bool(true));
+        c.kafka
+            .properties
+            .insert("fetch.wait.max.ms".into(), PropertyValue::Int(10));
+        let errs = c.validate();
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].key, "kafka.properties.enable.auto.offset.store");
+    }
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert_eq!(topic_problem("transactions.dead-letter_1"), None);
+        assert!(topic_problem("").is_some());
+        assert!(topic_problem("has space").is_some());
+        assert!(topic_problem("..").is_some());
+        assert!(topic_problem(&"a".repeat(250)).is_some());
+    }
+
+    #[test]
+    fn json_pointers_must_start_with_slash() {
+        let mut c = Config::default();
+        c.detector.features = FeatureSpec::Pointers(vec!["/a".into(), "b".into()]);
+        let errs = c.validate();
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].message.contains("\"b\""), "{:?}", errs[0]);
+    }
+
+    #[test]
+    fn topics_are_listed_once() {
+        let mut c = Config::default();
+        assert_eq!(
+            c.topics(),
+            ["transactions", "anomalies", "transactions.dead-letter"]
+        );
+        c.generator.enabled = true;
+        assert_eq!(c.topics().len(), 3);
+        c.generator.topic = "other".into();
+        assert_eq!(c.topics().len(), 4);
+    }
+
+    #[test]
+    fn property_values_render_as_librdkafka_strings() {
+        assert_eq!(PropertyValue::Int(10).to_string(), "10");
+        assert_eq!(PropertyValue::Bool(false).to_string(), "false");
+        assert_eq!(PropertyValue::String("SASL_SSL".into()).to_string(), "SASL_SSL");
+    }
+}

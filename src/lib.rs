@@ -1,0 +1,23 @@
+//! anomalyd: real-time anomaly detection on Kafka streams, as one small daemon.
+//!
+//! Records flow from a Kafka topic through a model and out to an anomalies topic, a dead-letter
+//! topic and Slack. Everything is configured by one TOML file ([`config`]). Scaling out means
+//! running more instances in the same consumer group: Kafka is the distributed engine.
+//!
+//! # Layout
+//!
+//! The modules follow the data:
+//!
+//! - [`config`]: the `anomalyd.toml` schema, loading with env overrides, and validation.
+//! - [`kafka`]: librdkafka client settings shared by every consumer and producer.
+//! - [`cli`]: the command line; `main.rs` only dispatches to the library.
+//! - [`logging`]: tracing output as text or JSON on stderr.
+//! - [`exit`]: process exit codes (`78` for a bad configuration).
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod kafka;
+pub mod logging;
