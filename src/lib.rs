@@ -9,6 +9,9 @@
 //! The modules follow the data:
 //!
 //! - [`config`]: the `anomalyd.toml` schema, loading with env overrides, and validation.
+//! - [`detect`]: the Isolation Forest, its versioned model file, and scoring.
+//! - [`synthetic`]: the two-blob demo data shared by `train --synthetic` and the generator.
+//! - [`offline`]: CSV input, ROC AUC and average precision, and the `train` and `eval` commands.
 //! - [`kafka`]: librdkafka client settings shared by every consumer and producer.
 //! - [`cli`]: the command line; `main.rs` only dispatches to the library.
 //! - [`logging`]: tracing output as text or JSON on stderr.
@@ -18,6 +21,8 @@
 
 pub mod cli;
 pub mod config;
+pub mod detect;
 pub mod exit;
 pub mod kafka;
 pub mod logging;
+pub mod synthetic;

@@ -1,0 +1,966 @@
+//! The Isolation Forest (Liu, Ting & Zhou, 2008) with scikit-learn's semantics, stored as flat
+//! arrays so that scoring walks a few cache lines and allocates nothing.
+//!
+//! Semantics follow scikit-learn's `IsolationForest` (bootstrap off, one feature per split):
+//! each tree grows on `max_samples` rows drawn without replacement, splits on a feature chosen
+//! uniformly among those not constant in the node, at a threshold uniform between that
+//! feature's min and max in the node (`x <= threshold` goes left), and stops at depth
+//! `ceil(log2(max_samples))`, at one sample, or when every feature is constant. A record's path
+//! length in a tree is its leaf's depth plus `c(n_leaf)`, and
+//! `score_samples = -2^(-mean path length / c(max_samples))`.
+//!
+//! # Layout
+//!
+//! All trees share one node array. The two children of a split are adjacent, so a node stores
+//! only its left child's index and the step is `left + (x[feature] > threshold)`. A leaf points
+//! to itself with an infinite threshold, so walking a tree is a fixed number of steps (its
+//! height) with no branch on "is this a leaf": once there, a record stays. The leaf's
+//! contribution (depth + c(n_leaf)) lives in a parallel array read once per tree.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rand::rngs::StdRng;
+use rand::{Rng, RngExt, SeedableRng};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Euler–Mascheroni constant, as in the paper's harmonic-number approximation.
+const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
+
+/// Rows per interleaved block in batch scoring: enough independent walks to hide the latency
+/// of each dependent node load, few enough to stay in registers.
+const LANES: usize = 8;
+
+/// Deepest tree a model file may claim; `ceil(log2(usize::MAX))` is 64.
+const MAX_HEIGHT: u32 = 64;
+
+/// Errors from training an Isolation Forest, parsing its parameters, or rebuilding it from a
+/// decoded payload.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ForestError {
+    #[error("the training set has no rows")]
+    Empty,
+    #[error("the training set has no features")]
+    NoFeatures,
+    #[error("the training data holds {len} values, not a multiple of {n_features} features")]
+    Shape { len: usize, n_features: usize },
+    #[error(
+        "training row {row}, feature {feature}: {value} is not a finite number (NaN and infinities are refused)"
+    )]
+    NotFinite {
+        row: usize,
+        feature: usize,
+        value: f64,
+    },
+    #[error("n_estimators must be at least 1")]
+    NoTrees,
+    #[error("max_samples must be at least 1")]
+    ZeroSamples,
+    #[error("contamination must be in (0, 0.5], got {0}")]
+    Contamination(f64),
+    #[error("invalid {what} {value:?}: expected {expected}")]
+    Parse {
+        what: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("inconsistent forest: {0}")]
+    Inconsistent(String),
+}
+
+/// `max_samples`: rows drawn (without replacement) to grow each tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum MaxSamples {
+    /// `min(256, n_rows)`, the paper's recommendation.
+    Auto,
+    /// A fixed count; like scikit-learn, more than the training set means all of it.
+    Count(usize),
+}
+
+impl MaxSamples {
+    /// The count actually used for a training set of `n_rows`.
+    pub fn resolve(self, n_rows: usize) -> usize {
+        match self {
+            Self::Auto => n_rows.min(256),
+            Self::Count(k) => n_rows.min(k),
+        }
+    }
+}
+
+impl fmt::Display for MaxSamples {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Count(k) => write!(f, "{k}"),
+        }
+    }
+}
+
+impl FromStr for MaxSamples {
+    type Err = ForestError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "auto" {
+            return Ok(Self::Auto);
+        }
+        match s.parse::<usize>() {
+            Ok(0) => Err(ForestError::ZeroSamples),
+            Ok(k) => Ok(Self::Count(k)),
+            Err(_) => Err(ForestError::Parse {
+                what: "max_samples",
+                value: s.into(),
+                expected: "`auto` or a positive whole number",
+            }),
+        }
+    }
+}
+
+impl TryFrom<String> for MaxSamples {
+    type Error = ForestError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<MaxSamples> for String {
+    fn from(m: MaxSamples) -> Self {
+        m.to_string()
+    }
+}
+
+/// `contamination`: the expected share of anomalies, which sets the decision threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Contamination {
+    /// Offset -0.5, the paper's threshold.
+    Auto,
+    /// Offset at this percentile of the training scores, in (0, 0.5].
+    Fraction(f64),
+}
+
+impl Contamination {
+    fn validate(self) -> Result<Self, ForestError> {
+        match self {
+            Self::Fraction(q) if !(q > 0.0 && q <= 0.5) => Err(ForestError::Contamination(q)),
+            other => Ok(other),
+        }
+    }
+}
+
+impl fmt::Display for Contamination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Fraction(q) => write!(f, "{q}"),
+        }
+    }
+}
+
+impl FromStr for Contamination {
+    type Err = ForestError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "auto" {
+            return Ok(Self::Auto);
+        }
+        match s.parse::<f64>() {
+            Ok(q) => Self::Fraction(q).validate(),
+            Err(_) => Err(ForestError::Parse {
+                what: "contamination",
+                value: s.into(),
+                expected: "`auto` or a fraction in (0, 0.5]",
+            }),
+        }
+    }
+}
+
+impl TryFrom<String> for Contamination {
+    type Error = ForestError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<Contamination> for String {
+    fn from(c: Contamination) -> Self {
+        c.to_string()
+    }
+}
+
+/// Training parameters, named as in scikit-learn.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ForestParams {
+    pub n_estimators: usize,
+    pub max_samples: MaxSamples,
+    pub contamination: Contamination,
+    /// Seeds every random choice: the same data and parameters give the same forest, whatever
+    /// the number of threads.
+    pub random_state: u64,
+}
+
+impl Default for ForestParams {
+    fn default() -> Self {
+        Self {
+            n_estimators: 100,
+            max_samples: MaxSamples::Auto,
+            contamination: Contamination::Auto,
+            random_state: 42,
+        }
+    }
+}
+
+/// `c(n)`: the average path length of an unsuccessful search in a binary search tree of `n`
+/// nodes, which normalises path lengths and estimates the depth left unbuilt below a leaf.
+pub fn average_path_length(n: usize) -> f64 {
+    match n {
+        0 | 1 => 0.0,
+        2 => 1.0,
+        _ => {
+            let n = n as f64;
+            2.0 * ((n - 1.0).ln() + EULER_GAMMA) - 2.0 * (n - 1.0) / n
+        }
+    }
+}
+
+/// One node of the shared array. For a split, `left` and `left + 1` are the children; a leaf
+/// has `left` equal to its own index and an infinite threshold, so it loops onto itself.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct Node {
+    threshold: f64,
+    feature: u32,
+    left: u32,
+}
+
+/// Where a tree starts in the node array and how many steps reach its deepest leaf.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct Tree {
+    root: u32,
+    height: u32,
+}
+
+/// The serialised form; [`IsolationForest`] is rebuilt from it only after validation, so a
+/// crafted payload cannot index out of bounds at scoring time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ForestData {
+    n_features: u32,
+    params: ForestParams,
+    max_samples: u64,
+    offset: f64,
+    nodes: Vec<Node>,
+    values: Vec<f64>,
+    trees: Vec<Tree>,
+}
+
+/// A trained Isolation Forest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "ForestData", into = "ForestData")]
+pub struct IsolationForest {
+    n_features: usize,
+    params: ForestParams,
+    max_samples: usize,
+    offset: f64,
+    nodes: Vec<Node>,
+    values: Vec<f64>,
+    trees: Vec<Tree>,
+    /// `1 / (n_trees * c(max_samples))`, or 0 when `c(max_samples)` is 0 (one training row).
+    scale: f64,
+}
+
+impl IsolationForest {
+    /// Trains on `data`, row-major with `n_features` values per row.
+    pub fn fit(
+        data: &[f64],
+        n_features: usize,
+        params: &ForestParams,
+    ) -> Result<Self, ForestError> {
+        Self::fit_with_progress(data, n_features, params, &|| {})
+    }
+
+    /// As [`fit`](Self::fit), calling `tree_done` after each tree (from any thread).
+    pub fn fit_with_progress(
+        data: &[f64],
+        n_features: usize,
+        params: &ForestParams,
+        tree_done: &(dyn Fn() + Sync),
+    ) -> Result<Self, ForestError> {
+        let n_rows = check_training_data(data, n_features)?;
+        if params.n_estimators == 0 {
+            return Err(ForestError::NoTrees);
+        }
+        if params.max_samples == MaxSamples::Count(0) {
+            return Err(ForestError::ZeroSamples);
+        }
+        params.contamination.validate()?;
+        if n_features > u32::MAX as usize {
+            return Err(ForestError::Inconsistent("too many features".into()));
+        }
+
+        let psi = params.max_samples.resolve(n_rows);
+        let height_limit = ceil_log2(psi.max(2));
+        // Seeds are drawn up front so each tree's randomness is independent of scheduling.
+        let mut master = StdRng::seed_from_u64(params.random_state);
+        let seeds: Vec<u64> = (0..params.n_estimators)
+            .map(|_| master.next_u64())
+            .collect();
+        let grown: Vec<GrownTree> = seeds
+            .par_iter()
+            .map(|&seed| {
+                let tree = grow_tree(data, n_features, n_rows, psi, height_limit, seed);
+                tree_done();
+                tree
+            })
+            .collect();
+
+        let total: usize = grown.iter().map(|t| t.nodes.len()).sum();
+        if total >= u32::MAX as usize {
+            return Err(ForestError::Inconsistent("too many nodes".into()));
+        }
+        let mut nodes = Vec::with_capacity(total);
+        let mut values = Vec::with_capacity(total);
+        let mut trees = Vec::with_capacity(grown.len());
+        for tree in grown {
+            let base = nodes.len() as u32;
+            trees.push(Tree {
+                root: base,
+                height: tree.height,
+            });
+            nodes.extend(tree.nodes.iter().map(|n| Node {
+                left: n.left + base,
+                ..*n
+            }));
+            values.extend_from_slice(&tree.values);
+        }
+
+        let mut forest = Self {
+            n_features,
+            params: *params,
+            max_samples: psi,
+            offset: -0.5,
+            nodes,
+            values,
+            trees,
+            scale: 0.0,
+        };
+        forest.scale = forest.compute_scale();
+        if let Contamination::Fraction(q) = params.contamination {
+            let mut scores = vec![0.0; n_rows];
+            forest.score_samples_par(data, &mut scores);
+            forest.offset = super::quantile::percentile(&mut scores, 100.0 * q);
+        }
+        Ok(forest)
+    }
+
+    fn compute_scale(&self) -> f64 {
+        let c = average_path_length(self.max_samples);
+        if c == 0.0 {
+            0.0
+        } else {
+            1.0 / (self.trees.len() as f64 * c)
+        }
+    }
+
+    pub fn n_features(&self) -> usize {
+        self.n_features
+    }
+
+    pub fn n_trees(&self) -> usize {
+        self.trees.len()
+    }
+
+    /// The resolved `max_samples` (rows per tree).
+    pub fn max_samples(&self) -> usize {
+        self.max_samples
+    }
+
+    pub fn params(&self) -> &ForestParams {
+        &self.params
+    }
+
+    /// Subtracted from a score to get the decision function: -0.5 for `contamination = auto`,
+    /// else the contamination percentile of the training scores.
+    pub fn offset(&self) -> f64 {
+        self.offset
+    }
+
+    /// Total node count over all trees.
+    pub fn n_nodes(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// scikit-learn's `score_samples` for one record: in [-1, 0], lower is more anomalous.
+    ///
+    /// # Panics
+    /// If `x.len()` differs from [`n_features`](Self::n_features).
+    pub fn score_samples(&self, x: &[f64]) -> f64 {
+        assert_eq!(
+            x.len(),
+            self.n_features,
+            "record has the wrong feature count"
+        );
+        let mut sum = 0.0;
+        for tree in &self.trees {
+            let mut at = tree.root as usize;
+            for _ in 0..tree.height {
+                let node = self.nodes[at];
+                at = node.left as usize + usize::from(x[node.feature as usize] > node.threshold);
+            }
+            sum += self.values[at];
+        }
+        self.score_from_sum(sum)
+    }
+
+    /// [`score_samples`](Self::score_samples) for many records: `rows` is row-major with
+    /// `n_features` values per row, one score per row goes to `out`.
+    ///
+    /// # Panics
+    /// If `rows.len() != out.len() * n_features`.
+    pub fn score_samples_batch(&self, rows: &[f64], out: &mut [f64]) {
+        let d = self.n_features;
+        assert_eq!(
+            rows.len(),
+            out.len() * d,
+            "rows and out disagree on the row count"
+        );
+        let mut blocks = rows.chunks_exact(LANES * d);
+        let mut outs = out.chunks_exact_mut(LANES);
+        for (block, scores) in (&mut blocks).zip(&mut outs) {
+            let sums = self.block_sums(block);
+            for (score, sum) in scores.iter_mut().zip(sums) {
+                *score = self.score_from_sum(sum);
+            }
+        }
+        for (x, score) in blocks
+            .remainder()
+            .chunks_exact(d)
+            .zip(outs.into_remainder())
+        {
+            *score = self.score_samples(x);
+        }
+    }
+
+    /// [`score_samples_batch`](Self::score_samples_batch) spread over rayon's thread pool.
+    pub fn score_samples_par(&self, rows: &[f64], out: &mut [f64]) {
+        const CHUNK: usize = 4096;
+        let d = self.n_features;
+        assert_eq!(
+            rows.len(),
+            out.len() * d,
+            "rows and out disagree on the row count"
+        );
+        out.par_chunks_mut(CHUNK)
+            .zip(rows.par_chunks(CHUNK * d))
+            .for_each(|(out, rows)| self.score_samples_batch(rows, out));
+    }
+
+    /// Walks `LANES` records through each tree in lock step: their node loads are independent,
+    /// so the CPU overlaps them instead of waiting on one chain. Sums are accumulated tree by
+    /// tree, in the same order as [`score_samples`](Self::score_samples), so results are equal.
+    fn block_sums(&self, block: &[f64]) -> [f64; LANES] {
+        let d = self.n_features;
+        let mut sums = [0.0; LANES];
+        for tree in &self.trees {
+            let mut at = [tree.root as usize; LANES];
+            for _ in 0..tree.height {
+                for (lane, at) in at.iter_mut().enumerate() {
+                    let node = self.nodes[*at];
+                    let value = block[lane * d + node.feature as usize];
+                    *at = node.left as usize + usize::from(value > node.threshold);
+                }
+            }
+            for (sum, at) in sums.iter_mut().zip(at) {
+                *sum += self.values[at];
+            }
+        }
+        sums
+    }
+
+    fn score_from_sum(&self, sum: f64) -> f64 {
+        if self.scale == 0.0 {
+            // One training row: nothing to compare with, so every record sits on the paper's
+            // threshold (scikit-learn does the same).
+            return -0.5;
+        }
+        -(-sum * self.scale).exp2()
+    }
+
+    /// scikit-learn's `decision_function` for a score: negative means anomalous.
+    pub fn decision(&self, score: f64) -> f64 {
+        score - self.offset
+    }
+
+    /// scikit-learn's `predict`: -1 for an anomaly, 1 for a normal record.
+    pub fn predict(&self, x: &[f64]) -> i8 {
+        if self.decision(self.score_samples(x)) < 0.0 {
+            -1
+        } else {
+            1
+        }
+    }
+
+    /// Mean path length of `x` over the trees, by following each tree until its leaf: the
+    /// textbook traversal, kept as the oracle for tests and the baseline in benchmarks.
+    pub fn mean_path_length_by_walking(&self, x: &[f64]) -> f64 {
+        let mut sum = 0.0;
+        for tree in &self.trees {
+            let mut at = tree.root as usize;
+            loop {
+                let node = self.nodes[at];
+                if node.left as usize == at {
+                    break;
+                }
+                at = if x[node.feature as usize] <= node.threshold {
+                    node.left as usize
+                } else {
+                    node.left as usize + 1
+                };
+            }
+            sum += self.values[at];
+        }
+        sum / self.trees.len() as f64
+    }
+}
+
+impl From<IsolationForest> for ForestData {
+    fn from(f: IsolationForest) -> Self {
+        Self {
+            n_features: f.n_features as u32,
+            params: f.params,
+            max_samples: f.max_samples as u64,
+            offset: f.offset,
+            nodes: f.nodes,
+            values: f.values,
+            trees: f.trees,
+        }
+    }
+}
+
+impl TryFrom<ForestData> for IsolationForest {
+    type Error = ForestError;
+
+    fn try_from(d: ForestData) -> Result<Self, Self::Error> {
+        let bad = |what: String| Err(ForestError::Inconsistent(what));
+        if d.n_features == 0 {
+            return bad("no features".into());
+        }
+        if d.trees.is_empty() || d.trees.len() != d.params.n_estimators {
+            return bad(format!(
+                "{} trees for n_estimators {}",
+                d.trees.len(),
+                d.params.n_estimators
+            ));
+        }
+        if d.max_samples == 0 || d.max_samples > usize::MAX as u64 {
+            return bad(format!("max_samples {}", d.max_samples));
+        }
+        if d.nodes.len() != d.values.len() || d.nodes.len() >= u32::MAX as usize {
+            return bad("node and value arrays differ in length".into());
+        }
+        if !d.offset.is_finite() || d.values.iter().any(|v| !v.is_finite() || *v < 0.0) {
+            return bad("non-finite offset or leaf value".into());
+        }
+        let len = d.nodes.len();
+        for (i, node) in d.nodes.iter().enumerate() {
+            let left = node.left as usize;
+            let is_leaf = left == i && node.threshold == f64::INFINITY;
+            if node.feature >= d.n_features
+                || (!is_leaf && left + 1 >= len)
+                || node.threshold.is_nan()
+            {
+                return bad(format!("node {i} points outside the forest"));
+            }
+        }
+        if d.trees
+            .iter()
+            .any(|t| t.root as usize >= len || t.height > MAX_HEIGHT)
+        {
+            return bad("tree root outside the forest".into());
+        }
+        let mut forest = Self {
+            n_features: d.n_features as usize,
+            params: d.params,
+            max_samples: d.max_samples as usize,
+            offset: d.offset,
+            nodes: d.nodes,
+            values: d.values,
+            trees: d.trees,
+            scale: 0.0,
+        };
+        forest.scale = forest.compute_scale();
+        Ok(forest)
+    }
+}
+
+/// Checks the shape and refuses non-finite values, returning the row count.
+fn check_training_data(data: &[f64], n_features: usize) -> Result<usize, ForestError> {
+    if n_features == 0 {
+        return Err(ForestError::NoFeatures);
+    }
+    if !data.len().is_multiple_of(n_features) {
+        return Err(ForestError::Shape {
+            len: data.len(),
+            n_features,
+        });
+    }
+    if data.is_empty() {
+        return Err(ForestError::Empty);
+    }
+    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+        return Err(ForestError::NotFinite {
+            row: i / n_features,
+            feature: i % n_features,
+            value: data[i],
+        });
+    }
+    Ok(data.len() / n_features)
+}
+
+fn ceil_log2(n: usize) -> u32 {
+    usize::BITS - (n - 1).leading_zeros()
+}
+
+/// One tree before it joins the shared array; `left` indices are local to it.
+struct GrownTree {
+    nodes: Vec<Node>,
+    values: Vec<f64>,
+    height: u32,
+}
+
+/// Grows one tree on `psi` rows drawn without replacement from `data`.
+fn grow_tree(
+    data: &[f64],
+    d: usize,
+    n_rows: usize,
+    psi: usize,
+    height_limit: u32,
+    seed: u64,
+) -> GrownTree {
+    let mut rng = StdRng::seed_from_u64(seed);
+    // Copy the subsample so splitting touches a few contiguous kilobytes, not the whole set.
+    let mut sample = Vec::with_capacity(psi * d);
+    for row in rand::seq::index::sample(&mut rng, n_rows, psi) {
+        sample.extend_from_slice(&data[row * d..(row + 1) * d]);
+    }
+    let mut order: Vec<u32> = (0..psi as u32).collect();
+    let mut candidates: Vec<usize> = Vec::with_capacity(d);
+
+    let leaf = |i: usize| Node {
+        threshold: f64::INFINITY,
+        feature: 0,
+        left: i as u32,
+    };
+    let mut nodes = vec![leaf(0)];
+    let mut values = vec![0.0];
+    let mut height = 0;
+    // (node index, range of `order` it holds, depth)
+    let mut pending = vec![(0usize, 0usize, psi, 0u32)];
+    while let Some((at, lo, hi, depth)) = pending.pop() {
+        let rows = &mut order[lo..hi];
+        let split = if depth < height_limit && rows.len() > 1 {
+            choose_split(&sample, d, rows, &mut candidates, &mut rng)
+        } else {
+            None
+        };
+        let Some((feature, threshold)) = split else {
+            nodes[at] = leaf(at);
+            values[at] = f64::from(depth) + average_path_length(rows.len());
+            height = height.max(depth);
+            continue;
+        };
+        let mid = lo + partition(rows, |r| sample[r as usize * d + feature] <= threshold);
+        let left = nodes.len();
+        nodes.extend([leaf(left), leaf(left + 1)]);
+        values.extend([0.0, 0.0]);
+        nodes[at] = Node {
+            threshold,
+            feature: feature as u32,
+            left: left as u32,
+        };
+        pending.push((left + 1, mid, hi, depth + 1));
+        pending.push((left, lo, mid, depth + 1));
+    }
+    GrownTree {
+        nodes,
+        values,
+        height,
+    }
+}
+
+/// Picks a feature uniformly among those not constant over `rows`, and a threshold uniform
+/// in `[min, max)`; `None` when every feature is constant.
+fn choose_split(
+    sample: &[f64],
+    d: usize,
+    rows: &[u32],
+    candidates: &mut Vec<usize>,
+    rng: &mut StdRng,
+) -> Option<(usize, f64)> {
+    candidates.clear();
+    candidates.extend(0..d);
+    while !candidates.is_empty() {
+        let pick = rng.random_range(0..candidates.len());
+        let feature = candidates[pick];
+        let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
+        for &r in rows {
+            let v = sample[r as usize * d + feature];
+            min = min.min(v);
+            max = max.max(v);
+        }
+        if max > min {
+            let mut threshold = rng.random_range(min..max);
+            // Rounding can land a float draw on `max`, which would send every row left.
+            if threshold >= max {
+                threshold = min;
+            }
+            return Some((feature, threshold));
+        }
+        candidates.swap_remove(pick);
+    }
+    None
+}
+
+/// Moves the rows satisfying `goes_left` to the front, returning how many there are.
+fn partition(rows: &mut [u32], goes_left: impl Fn(u32) -> bool) -> usize {
+    let mut split = 0;
+    for i in 0..rows.len() {
+        if goes_left(rows[i]) {
+            rows.swap(split, i);
+            split += 1;
+        }
+    }
+    split
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blobs(n: usize, seed: u64) -> Vec<f64> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        (0..n * 2).map(|_| rng.random_range(-1.0..1.0)).collect()
+    }
+
+    fn params(trees: usize) -> ForestParams {
+        ForestParams {
+            n_estimators: trees,
+            ..ForestParams::default()
+        }
+    }
+
+    #[test]
+    fn average_path_length_constants() {
+        assert!((average_path_length(256) - 10.244_771).abs() < 1e-6);
+        assert!((average_path_length(3) - 1.207_392).abs() < 1e-6);
+        assert_eq!(average_path_length(2), 1.0);
+        assert_eq!(average_path_length(1), 0.0);
+        assert_eq!(average_path_length(0), 0.0);
+    }
+
+    #[test]
+    fn auto_contamination_gives_offset_minus_half() {
+        let f = IsolationForest::fit(&blobs(300, 1), 2, &params(10)).unwrap();
+        assert_eq!(f.offset(), -0.5);
+        assert_eq!(f.max_samples(), 256);
+    }
+
+    #[test]
+    fn height_limit_is_ceil_log2() {
+        assert_eq!(ceil_log2(2), 1);
+        assert_eq!(ceil_log2(256), 8);
+        assert_eq!(ceil_log2(257), 9);
+        assert_eq!(ceil_log2(500), 9);
+        let f = IsolationForest::fit(&blobs(1000, 2), 2, &params(20)).unwrap();
+        assert!(f.trees.iter().all(|t| t.height <= 8));
+        assert!(f.trees.iter().any(|t| t.height == 8));
+    }
+
+    #[test]
+    fn outlier_scores_lower_than_centre() {
+        let f = IsolationForest::fit(&blobs(1000, 3), 2, &params(100)).unwrap();
+        let centre = f.score_samples(&[0.0, 0.0]);
+        let far = f.score_samples(&[5.0, -5.0]);
+        assert!(far < centre, "far {far} centre {centre}");
+        assert!(far < -0.6 && centre > -0.5, "far {far} centre {centre}");
+        assert_eq!(f.predict(&[5.0, -5.0]), -1);
+        assert_eq!(f.predict(&[0.0, 0.0]), 1);
+    }
+
+    #[test]
+    fn fast_paths_agree_with_the_textbook_walk() {
+        let data = blobs(2000, 4);
+        let f = IsolationForest::fit(&data, 2, &params(50)).unwrap();
+        let probe = blobs(101, 5); // not a multiple of LANES: exercises the remainder
+        let mut batch = vec![0.0; 101];
+        f.score_samples_batch(&probe, &mut batch);
+        let mut par = vec![0.0; 101];
+        f.score_samples_par(&probe, &mut par);
+        for (i, x) in probe.chunks_exact(2).enumerate() {
+            let walked = -(2f64.powf(-f.mean_path_length_by_walking(x) / average_path_length(256)));
+            let one = f.score_samples(x);
+            assert!((one - walked).abs() < 1e-12, "row {i}: {one} vs {walked}");
+            assert_eq!(batch[i], one, "row {i}");
+            assert_eq!(par[i], one, "row {i}");
+        }
+    }
+
+    #[test]
+    fn same_seed_same_forest_other_seed_other_forest() {
+        let data = blobs(500, 6);
+        let a = IsolationForest::fit(&data, 2, &params(20)).unwrap();
+        let b = IsolationForest::fit(&data, 2, &params(20)).unwrap();
+        assert_eq!(a, b);
+        let c = IsolationForest::fit(
+            &data,
+            2,
+            &ForestParams {
+                random_state: 7,
+                ..params(20)
+            },
+        )
+        .unwrap();
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn contamination_sets_offset_at_training_percentile() {
+        let data = blobs(1000, 8);
+        let p = ForestParams {
+            contamination: Contamination::Fraction(0.1),
+            ..params(50)
+        };
+        let f = IsolationForest::fit(&data, 2, &p).unwrap();
+        let flagged = data.chunks_exact(2).filter(|x| f.predict(x) == -1).count();
+        // Linear interpolation puts the offset between ranks 99 and 100 of 1000.
+        assert!((99..=100).contains(&flagged), "flagged {flagged}");
+    }
+
+    #[test]
+    fn constant_features_give_every_record_the_same_score() {
+        let data = vec![3.0; 400];
+        let f = IsolationForest::fit(&data, 2, &params(10)).unwrap();
+        // Every tree is one leaf holding 200 rows: path length c(200), score -2^(-c(200)/c(200)).
+        assert_eq!(f.n_nodes(), 10);
+        assert!((f.score_samples(&[3.0, 3.0]) + 0.5).abs() < 1e-12);
+        assert!((f.score_samples(&[-9.0, 9.0]) + 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn one_constant_feature_is_never_split_on() {
+        let mut data = blobs(300, 9);
+        for row in data.chunks_exact_mut(2) {
+            row[1] = 1.0;
+        }
+        let f = IsolationForest::fit(&data, 2, &params(20)).unwrap();
+        assert!(
+            f.nodes
+                .iter()
+                .enumerate()
+                .all(|(i, n)| n.left as usize == i || n.feature == 0)
+        );
+    }
+
+    #[test]
+    fn duplicate_rows_and_tiny_training_sets() {
+        // Duplicates form one leaf at the root.
+        let f = IsolationForest::fit(&[1.0, 2.0, 1.0, 2.0], 2, &params(5)).unwrap();
+        assert_eq!(f.n_nodes(), 5);
+        assert_eq!(f.score_samples(&[1.0, 2.0]), -0.5);
+        // Two distinct rows: one split, two single-row leaves at depth 1 = c(2).
+        let f = IsolationForest::fit(&[0.0, 0.0, 1.0, 1.0], 2, &params(5)).unwrap();
+        assert_eq!(f.max_samples(), 2);
+        assert_eq!(f.n_nodes(), 15);
+        assert_eq!(f.score_samples(&[0.0, 0.0]), -0.5);
+        // One row: c(1) = 0, every record sits on the threshold.
+        let f = IsolationForest::fit(&[4.0, 5.0], 2, &params(5)).unwrap();
+        assert_eq!(f.score_samples(&[100.0, -3.0]), -0.5);
+        assert_eq!(f.predict(&[100.0, -3.0]), 1);
+    }
+
+    #[test]
+    fn refuses_bad_training_data_and_parameters() {
+        let err = IsolationForest::fit(&[1.0, 2.0, f64::NAN, 4.0], 2, &params(5)).unwrap_err();
+        assert!(matches!(
+            err,
+            ForestError::NotFinite {
+                row: 1,
+                feature: 0,
+                ..
+            }
+        ));
+        assert!(err.to_string().contains("NaN"));
+        assert!(matches!(
+            IsolationForest::fit(&[1.0, f64::INFINITY], 2, &params(5)),
+            Err(ForestError::NotFinite {
+                row: 0,
+                feature: 1,
+                ..
+            })
+        ));
+        assert_eq!(
+            IsolationForest::fit(&[], 2, &params(5)),
+            Err(ForestError::Empty)
+        );
+        assert_eq!(
+            IsolationForest::fit(&[1.0, 2.0, 3.0], 2, &params(5)),
+            Err(ForestError::Shape {
+                len: 3,
+                n_features: 2
+            })
+        );
+        assert_eq!(
+            IsolationForest::fit(&[1.0], 0, &params(5)),
+            Err(ForestError::NoFeatures)
+        );
+        assert_eq!(
+            IsolationForest::fit(&[1.0], 1, &params(0)),
+            Err(ForestError::NoTrees)
+        );
+        let p = ForestParams {
+            contamination: Contamination::Fraction(0.6),
+            ..params(5)
+        };
+        assert_eq!(
+            IsolationForest::fit(&[1.0], 1, &p),
+            Err(ForestError::Contamination(0.6))
+        );
+    }
+
+    #[test]
+    fn parameter_strings_round_trip() {
+        assert_eq!("auto".parse(), Ok(MaxSamples::Auto));
+        assert_eq!("500".parse(), Ok(MaxSamples::Count(500)));
+        assert_eq!("0".parse::<MaxSamples>(), Err(ForestError::ZeroSamples));
+        assert!("lots".parse::<MaxSamples>().is_err());
+        assert_eq!("0.01".parse(), Ok(Contamination::Fraction(0.01)));
+        assert_eq!("auto".parse(), Ok(Contamination::Auto));
+        assert!("0".parse::<Contamination>().is_err());
+        assert!("0.51".parse::<Contamination>().is_err());
+        assert_eq!(MaxSamples::Count(12).to_string(), "12");
+        assert_eq!(Contamination::Fraction(0.25).to_string(), "0.25");
+        assert_eq!(MaxSamples::Count(1000).resolve(10), 10);
+    }
+
+    #[test]
+    fn serde_round_trip_and_validation() {
+        let f = IsolationForest::fit(&blobs(300, 10), 2, &params(5)).unwrap();
+        let config = bincode::config::standard();
+        let bytes = bincode::serde::encode_to_vec(&f, config).unwrap();
+        let (back, _): (IsolationForest, usize) =
+            bincode::serde::decode_from_slice(&bytes, config).unwrap();
+        assert_eq!(back, f);
+
+        let mut data = ForestData::from(f.clone());
+        let internal = data
+            .nodes
+            .iter()
+            .position(|n| n.threshold.is_finite())
+            .unwrap();
+        data.nodes[internal].left = data.nodes.len() as u32;
+        assert!(IsolationForest::try_from(data).is_err());
+
+        let mut data = ForestData::from(f);
+        data.nodes[0].feature = 2;
+        assert!(IsolationForest::try_from(data).is_err());
+    }
+}

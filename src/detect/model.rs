@@ -1,0 +1,579 @@
+//! The model file and the loaded [`Model`] the detector scores with.
+//!
+//! A model file is, in order:
+//!
+//! | bytes | content |
+//! | --- | --- |
+//! | 8 | magic `ANOMALYD` |
+//! | 4 | format version, little-endian `u32` ([`FORMAT_VERSION`]) |
+//! | 4 | header length `h`, little-endian `u32` |
+//! | 8 | payload length `p`, little-endian `u64` |
+//! | h | header: [`ModelHeader`] as JSON, so `head -c` shows what a file holds |
+//! | p | payload: the [`IsolationForest`] in bincode 2 (standard configuration) |
+//! | 32 | SHA-256 of every byte before it |
+//!
+//! Loading checks these in that order, so each kind of damage gets its own error naming the
+//! file. The model's identity is a short digest of the whole file: two files with the same id
+//! score identically.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::forest::{ForestParams, IsolationForest};
+use super::quantile::percentile;
+
+/// First bytes of every model file.
+pub const MAGIC: [u8; 8] = *b"ANOMALYD";
+/// The layout this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// The only model kind so far; stored so that other kinds can be refused clearly later.
+pub const KIND_ISOLATION_FOREST: &str = "isolation_forest";
+/// Hex digits of the file's SHA-256 used as its id.
+const ID_LEN: usize = 12;
+/// Magic, version and the two lengths.
+const PRELUDE_LEN: usize = 24;
+const CHECKSUM_LEN: usize = 32;
+/// Training ranges are these percentiles: wide enough to ignore a few wild values.
+const RANGE_PERCENTILES: (f64, f64) = (0.5, 99.5);
+
+/// Errors reading or writing a model file; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("model file {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("model file {}: not an anomalyd model (wrong magic bytes)", path.display())]
+    BadMagic { path: PathBuf },
+    #[error(
+        "model file {}: format version {found} is not supported (this build reads version {FORMAT_VERSION})",
+        path.display()
+    )]
+    UnknownVersion { path: PathBuf, found: u32 },
+    #[error("model file {}: truncated: {found} bytes, expected {expected}", path.display())]
+    Truncated {
+        path: PathBuf,
+        found: u64,
+        expected: u64,
+    },
+    #[error("model file {}: {extra} unexpected bytes after the checksum", path.display())]
+    TrailingBytes { path: PathBuf, extra: u64 },
+    #[error("model file {}: checksum mismatch: the file is corrupt", path.display())]
+    Checksum { path: PathBuf },
+    #[error("model file {}: unreadable header: {reason}", path.display())]
+    Header { path: PathBuf, reason: String },
+    #[error("model file {}: model kind {kind:?} is not supported", path.display())]
+    Kind { path: PathBuf, kind: String },
+    #[error("model file {}: unreadable payload: {reason}", path.display())]
+    Payload { path: PathBuf, reason: String },
+    #[error(
+        "model file {}: the model has {found} features but {expected} are configured",
+        path.display()
+    )]
+    FeatureCount {
+        path: PathBuf,
+        found: usize,
+        expected: usize,
+    },
+    #[error("model file {}: cannot write: {reason}", path.display())]
+    Write { path: PathBuf, reason: String },
+}
+
+impl ModelError {
+    /// True when the file could not be found or opened, as opposed to being damaged.
+    pub fn is_missing(&self) -> bool {
+        matches!(self, Self::Read { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+}
+
+/// What a model file says about itself; serialisable for status pages and reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelHeader {
+    pub kind: String,
+    pub feature_names: Vec<String>,
+    /// Training rows.
+    pub rows: u64,
+    /// RFC 3339, UTC, seconds.
+    pub trained_at: String,
+    /// Where the training data came from, e.g. a file name or `synthetic:42`.
+    pub source: String,
+    pub params: ForestParams,
+    /// The resolved `max_samples`.
+    pub max_samples_used: usize,
+    pub offset: f64,
+    /// Per feature, the 0.5th and 99.5th percentiles of the training data.
+    pub training_ranges: Vec<(f64, f64)>,
+    /// The anomalyd version that wrote the file.
+    pub written_by: String,
+}
+
+/// Everything about the training run that the forest itself does not hold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainingMeta {
+    pub feature_names: Vec<String>,
+    pub rows: u64,
+    pub source: String,
+    pub training_ranges: Vec<(f64, f64)>,
+    pub trained_at: SystemTime,
+}
+
+impl TrainingMeta {
+    /// Describes a row-major training set (`feature_names.len()` values per row), now.
+    pub fn describe(data: &[f64], feature_names: Vec<String>, source: impl Into<String>) -> Self {
+        let d = feature_names.len().max(1);
+        let rows = data.len() / d;
+        let mut column = Vec::with_capacity(rows);
+        let training_ranges = (0..feature_names.len())
+            .map(|f| {
+                column.clear();
+                column.extend(data.iter().skip(f).step_by(d).copied());
+                let low = percentile(&mut column, RANGE_PERCENTILES.0);
+                let high = percentile(&mut column, RANGE_PERCENTILES.1);
+                (low, high)
+            })
+            .collect();
+        Self {
+            feature_names,
+            rows: rows as u64,
+            source: source.into(),
+            training_ranges,
+            trained_at: SystemTime::now(),
+        }
+    }
+}
+
+/// A loaded, verified model, ready to score. Cheap to share behind an `Arc`.
+#[derive(Debug, Clone)]
+pub struct Model {
+    forest: IsolationForest,
+    header: ModelHeader,
+    path: PathBuf,
+    id: String,
+}
+
+impl Model {
+    /// Reads and verifies a model file: magic, version, length, checksum, then contents.
+    pub fn load(path: &Path) -> Result<Model, ModelError> {
+        let bytes = fs::read(path).map_err(|source| ModelError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Self::from_bytes(path, &bytes)
+    }
+
+    /// Verifies and decodes the bytes of a model file; `path` is only used in errors.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Model, ModelError> {
+        let path_buf = || path.to_path_buf();
+        let truncated = |expected: u64| ModelError::Truncated {
+            path: path.into(),
+            found: bytes.len() as u64,
+            expected,
+        };
+        let magic_len = bytes.len().min(MAGIC.len());
+        if bytes[..magic_len] != MAGIC[..magic_len] {
+            return Err(ModelError::BadMagic { path: path_buf() });
+        }
+        if bytes.len() < PRELUDE_LEN {
+            return Err(truncated((PRELUDE_LEN + CHECKSUM_LEN) as u64));
+        }
+        let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+        if version != FORMAT_VERSION {
+            return Err(ModelError::UnknownVersion {
+                path: path_buf(),
+                found: version,
+            });
+        }
+        let header_len = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes")) as u64;
+        let payload_len = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
+        let expected = (PRELUDE_LEN as u64 + CHECKSUM_LEN as u64)
+            .saturating_add(header_len)
+            .saturating_add(payload_len);
+        let found = bytes.len() as u64;
+        if found < expected {
+            return Err(truncated(expected));
+        }
+        if found > expected {
+            return Err(ModelError::TrailingBytes {
+                path: path_buf(),
+                extra: found - expected,
+            });
+        }
+        let (body, checksum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
+        if Sha256::digest(body).as_slice() != checksum {
+            return Err(ModelError::Checksum { path: path_buf() });
+        }
+
+        let header_end = PRELUDE_LEN + header_len as usize;
+        let header: ModelHeader =
+            serde_json::from_slice(&body[PRELUDE_LEN..header_end]).map_err(|e| {
+                ModelError::Header {
+                    path: path_buf(),
+                    reason: e.to_string(),
+                }
+            })?;
+        if header.kind != KIND_ISOLATION_FOREST {
+            return Err(ModelError::Kind {
+                path: path_buf(),
+                kind: header.kind,
+            });
+        }
+        let payload_error = |reason: String| ModelError::Payload {
+            path: path_buf(),
+            reason,
+        };
+        let (forest, used): (IsolationForest, usize) =
+            bincode::serde::decode_from_slice(&body[header_end..], bincode::config::standard())
+                .map_err(|e| payload_error(e.to_string()))?;
+        if used != payload_len as usize {
+            return Err(payload_error(format!(
+                "{} of {payload_len} bytes decoded",
+                used
+            )));
+        }
+        check_agreement(&forest, &header).map_err(payload_error)?;
+        Ok(Model {
+            forest,
+            header,
+            path: path.into(),
+            id: short_id(bytes),
+        })
+    }
+
+    /// Refuses a model whose feature count differs from what the configuration extracts.
+    pub fn check_features(&self, expected: usize) -> Result<(), ModelError> {
+        if self.n_features() == expected {
+            Ok(())
+        } else {
+            Err(ModelError::FeatureCount {
+                path: self.path.clone(),
+                found: self.n_features(),
+                expected,
+            })
+        }
+    }
+
+    /// The first 12 hex digits of the file's SHA-256.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn kind(&self) -> &str {
+        &self.header.kind
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn n_features(&self) -> usize {
+        self.forest.n_features()
+    }
+
+    pub fn feature_names(&self) -> &[String] {
+        &self.header.feature_names
+    }
+
+    /// Subtracted from a score to get the decision function.
+    pub fn offset(&self) -> f64 {
+        self.forest.offset()
+    }
+
+    /// scikit-learn's `score_samples` for one record, in [-1, 0]; lower is more anomalous.
+    /// Allocates nothing.
+    ///
+    /// # Panics
+    /// If `x.len()` differs from [`n_features`](Self::n_features).
+    pub fn score(&self, x: &[f64]) -> f64 {
+        self.forest.score_samples(x)
+    }
+
+    /// Scores row-major `rows` (`n_features` values per row) into `out`, one per row.
+    ///
+    /// # Panics
+    /// If `rows.len() != out.len() * n_features`.
+    pub fn score_batch(&self, rows: &[f64], out: &mut [f64]) {
+        self.forest.score_samples_batch(rows, out);
+    }
+
+    /// scikit-learn's `decision_function`: negative means anomalous.
+    pub fn decision(&self, score: f64) -> f64 {
+        score - self.offset()
+    }
+
+    /// `(p0.5, p99.5)` of `feature` in the training data.
+    ///
+    /// # Panics
+    /// If `feature >= n_features`.
+    pub fn training_range(&self, feature: usize) -> (f64, f64) {
+        self.header.training_ranges[feature]
+    }
+
+    pub fn header(&self) -> &ModelHeader {
+        &self.header
+    }
+
+    pub fn forest(&self) -> &IsolationForest {
+        &self.forest
+    }
+}
+
+/// A payload that decodes but contradicts its header is as untrustworthy as a bad checksum.
+fn check_agreement(forest: &IsolationForest, header: &ModelHeader) -> Result<(), String> {
+    let d = forest.n_features();
+    if header.feature_names.len() != d || header.training_ranges.len() != d {
+        return Err(format!(
+            "the forest has {d} features, the header names {} and has {} ranges",
+            header.feature_names.len(),
+            header.training_ranges.len()
+        ));
+    }
+    if header.offset.to_bits() != forest.offset().to_bits() || header.params != *forest.params() {
+        return Err("header and forest disagree on parameters or offset".into());
+    }
+    Ok(())
+}
+
+fn short_id(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    hex.truncate(ID_LEN);
+    hex
+}
+
+/// The bytes of a model file for `forest`; see the module docs for the layout.
+pub fn encode(forest: &IsolationForest, meta: &TrainingMeta) -> Result<Vec<u8>, String> {
+    let d = forest.n_features();
+    if meta.feature_names.len() != d || meta.training_ranges.len() != d {
+        return Err(format!(
+            "the forest has {d} features but {} names and {} ranges were given",
+            meta.feature_names.len(),
+            meta.training_ranges.len()
+        ));
+    }
+    let header = ModelHeader {
+        kind: KIND_ISOLATION_FOREST.into(),
+        feature_names: meta.feature_names.clone(),
+        rows: meta.rows,
+        trained_at: humantime::format_rfc3339_seconds(meta.trained_at).to_string(),
+        source: meta.source.clone(),
+        params: *forest.params(),
+        max_samples_used: forest.max_samples(),
+        offset: forest.offset(),
+        training_ranges: meta.training_ranges.clone(),
+        written_by: concat!("anomalyd ", env!("CARGO_PKG_VERSION")).into(),
+    };
+    let header = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
+    let payload = bincode::serde::encode_to_vec(forest, bincode::config::standard())
+        .map_err(|e| e.to_string())?;
+    let header_len = u32::try_from(header.len()).map_err(|_| "header too large".to_string())?;
+    let mut bytes = Vec::with_capacity(PRELUDE_LEN + header.len() + payload.len() + CHECKSUM_LEN);
+    bytes.extend_from_slice(&MAGIC);
+    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&header_len.to_le_bytes());
+    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&header);
+    bytes.extend_from_slice(&payload);
+    let checksum = Sha256::digest(&bytes);
+    bytes.extend_from_slice(checksum.as_slice());
+    Ok(bytes)
+}
+
+/// Writes a model file atomically (temporary file in the same directory, fsync, rename), so a
+/// detector reloading it never sees half a file. Returns the model id.
+pub fn save(
+    path: &Path,
+    forest: &IsolationForest,
+    meta: &TrainingMeta,
+) -> Result<String, ModelError> {
+    let write_error = |reason: String| ModelError::Write {
+        path: path.into(),
+        reason,
+    };
+    let bytes = encode(forest, meta).map_err(write_error)?;
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| write_error("not a file path".into()))?;
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(file_name);
+    temp_name.push(format!(".tmp-{}", std::process::id()));
+    let temp = path.with_file_name(temp_name);
+    let result = (|| -> io::Result<()> {
+        let mut file = File::create(&temp)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        fs::rename(&temp, path)?;
+        // Make the rename itself durable; not every platform can open a directory, so this is
+        // best effort.
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty())
+            && let Ok(dir) = File::open(dir)
+        {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&temp);
+        return Err(write_error(e.to_string()));
+    }
+    Ok(short_id(&bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::forest::{Contamination, MaxSamples};
+
+    fn trained() -> (IsolationForest, TrainingMeta) {
+        let data: Vec<f64> = (0..600).map(|i| ((i * 37) % 101) as f64 / 10.0).collect();
+        let params = ForestParams {
+            n_estimators: 10,
+            max_samples: MaxSamples::Count(64),
+            contamination: Contamination::Fraction(0.05),
+            random_state: 3,
+        };
+        let forest = IsolationForest::fit(&data, 3, &params).unwrap();
+        let meta = TrainingMeta::describe(&data, vec!["a".into(), "b".into(), "c".into()], "test");
+        (forest, meta)
+    }
+
+    fn saved() -> (tempfile::TempDir, PathBuf, Vec<u8>, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.iforest");
+        let (forest, meta) = trained();
+        let id = save(&path, &forest, &meta).unwrap();
+        let bytes = fs::read(&path).unwrap();
+        (dir, path, bytes, id)
+    }
+
+    #[test]
+    fn model_is_send_and_sync() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Model>();
+    }
+
+    #[test]
+    fn save_then_load_scores_identically() {
+        let (_dir, path, bytes, id) = saved();
+        let (forest, meta) = trained();
+        let model = Model::load(&path).unwrap();
+        assert_eq!(model.id(), id);
+        assert_eq!(id.len(), 12);
+        assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(model.kind(), "isolation_forest");
+        assert_eq!(model.path(), path);
+        assert_eq!(model.n_features(), 3);
+        assert_eq!(model.feature_names(), ["a", "b", "c"]);
+        assert_eq!(model.offset(), forest.offset());
+        assert_eq!(model.header().rows, 200);
+        assert_eq!(model.header().source, "test");
+        assert_eq!(model.training_range(1), meta.training_ranges[1]);
+        assert_eq!(model.forest(), &forest);
+        let x = [1.0, 5.0, 9.5];
+        assert_eq!(model.score(&x), forest.score_samples(&x));
+        assert_eq!(
+            model.decision(model.score(&x)),
+            forest.decision(forest.score_samples(&x))
+        );
+        let mut out = [0.0; 2];
+        model.score_batch(&[1.0, 5.0, 9.5, 0.0, 0.0, 0.0], &mut out);
+        assert_eq!(out[0], model.score(&x));
+        // No temporary file is left behind.
+        assert_eq!(fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+        assert_eq!(bytes[..8], MAGIC);
+    }
+
+    #[test]
+    fn training_ranges_are_the_outer_percentiles() {
+        let data: Vec<f64> = (0..=1000).map(f64::from).collect();
+        let meta = TrainingMeta::describe(&data, vec!["x".into()], "t");
+        assert_eq!(meta.rows, 1001);
+        assert_eq!(meta.training_ranges, vec![(5.0, 995.0)]);
+    }
+
+    #[test]
+    fn feature_count_mismatch_names_the_file() {
+        let (_dir, path, _, _) = saved();
+        let model = Model::load(&path).unwrap();
+        assert!(model.check_features(3).is_ok());
+        let err = model.check_features(2).unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains("3 features but 2"), "{err}");
+    }
+
+    #[test]
+    fn refuses_damaged_files_with_specific_errors() {
+        let (_dir, path, bytes, _) = saved();
+        let load = |b: &[u8]| Model::from_bytes(&path, b).unwrap_err();
+
+        let mut wrong_magic = bytes.clone();
+        wrong_magic[0] = b'X';
+        assert!(matches!(load(&wrong_magic), ModelError::BadMagic { .. }));
+        assert!(matches!(load(b"PK\x03\x04"), ModelError::BadMagic { .. }));
+
+        let mut future = bytes.clone();
+        future[8..12].copy_from_slice(&2u32.to_le_bytes());
+        assert!(matches!(
+            load(&future),
+            ModelError::UnknownVersion { found: 2, .. }
+        ));
+
+        for cut in [0, 5, 20, bytes.len() / 2, bytes.len() - 1] {
+            assert!(
+                matches!(load(&bytes[..cut]), ModelError::Truncated { .. }),
+                "cut at {cut}"
+            );
+        }
+
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(matches!(
+            load(&longer),
+            ModelError::TrailingBytes { extra: 1, .. }
+        ));
+
+        let mut flipped = bytes.clone();
+        let middle = bytes.len() - 100;
+        flipped[middle] ^= 1;
+        let err = load(&flipped);
+        assert!(matches!(err, ModelError::Checksum { .. }));
+        assert!(err.to_string().contains(&path.display().to_string()));
+    }
+
+    #[test]
+    fn missing_file_is_reported_as_missing() {
+        let err = Model::load(Path::new("/nonexistent/model.iforest")).unwrap_err();
+        assert!(err.is_missing());
+        assert!(err.to_string().contains("/nonexistent/model.iforest"));
+    }
+
+    #[test]
+    fn refuses_other_kinds_even_with_a_valid_checksum() {
+        let (forest, meta) = trained();
+        let bytes = encode(&forest, &meta).unwrap();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        assert!(text.contains("\"kind\":\"isolation_forest\""));
+        // Same length kind name, checksum recomputed.
+        let pos = bytes
+            .windows(16)
+            .position(|w| w == b"isolation_forest")
+            .unwrap();
+        let mut other = bytes[..bytes.len() - CHECKSUM_LEN].to_vec();
+        other[pos..pos + 16].copy_from_slice(b"isolation_trees_");
+        let sum = Sha256::digest(&other);
+        other.extend_from_slice(sum.as_slice());
+        let err = Model::from_bytes(Path::new("m"), &other).unwrap_err();
+        assert!(matches!(err, ModelError::Kind { .. }), "{err}");
+    }
+
+    #[test]
+    fn refuses_to_save_with_mismatched_names() {
+        let (forest, mut meta) = trained();
+        meta.feature_names.pop();
+        let dir = tempfile::tempdir().unwrap();
+        let err = save(&dir.path().join("m"), &forest, &meta).unwrap_err();
+        assert!(matches!(err, ModelError::Write { .. }));
+    }
+}
