@@ -9,7 +9,11 @@
 //! The modules follow the data:
 //!
 //! - [`config`]: the `anomalyd.toml` schema, loading with env overrides, and validation.
-//! - [`detect`]: the Isolation Forest, its versioned model file, and scoring.
+//! - [`source`]: where records come from: the detector's group consumer and the generator.
+//! - [`detect`]: features, the Isolation Forest and its model file, and the partition workers.
+//! - [`sinks`]: where results go: the anomalies topic and the dead-letter topic.
+//! - [`daemon`]: wires the configuration into supervised tasks; [`supervisor`] restarts them.
+//! - [`metrics`]: counters and latency histograms.
 //! - [`synthetic`]: the two-blob demo data shared by `train --synthetic` and the generator.
 //! - [`offline`]: CSV input, ROC AUC and average precision, and the `train` and `eval` commands.
 //! - [`kafka`]: librdkafka client settings shared by every consumer and producer.
@@ -21,8 +25,14 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod detect;
 pub mod exit;
 pub mod kafka;
 pub mod logging;
+pub mod metrics;
+pub mod offline;
+pub mod sinks;
+pub mod source;
+pub mod supervisor;
 pub mod synthetic;

@@ -216,10 +216,11 @@ fn span_of_key(table: &DeTable<'_>, dotted: &str) -> Option<std::ops::Range<usiz
         if dotted == k {
             return Some(v.span());
         }
-        if let Some(rest) = dotted.strip_prefix(k).and_then(|r| r.strip_prefix('.')) {
-            if let DeValue::Table(t) = v.get_ref() {
-                best = span_of_key(t, rest).or(best);
-            }
+        if let (Some(rest), DeValue::Table(t)) = (
+            dotted.strip_prefix(k).and_then(|r| r.strip_prefix('.')),
+            v.get_ref(),
+        ) {
+            best = span_of_key(t, rest).or(best);
         }
     }
     best
@@ -263,7 +264,11 @@ impl EnvVar {
         if rest.is_empty() || ENV_NOT_KEYS.contains(&name.as_str()) {
             return None;
         }
-        let key = rest.to_ascii_lowercase().split("__").collect::<Vec<_>>().join(".");
+        let key = rest
+            .to_ascii_lowercase()
+            .split("__")
+            .collect::<Vec<_>>()
+            .join(".");
         Some(Self { name, key, value })
     }
 }
@@ -275,7 +280,10 @@ impl Provider for &EnvVar {
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
         // figment's own parse: numbers, booleans and arrays become typed, the rest strings.
-        let value: Value = self.value.parse().expect("figment's Value parse is infallible");
+        let value: Value = self
+            .value
+            .parse()
+            .expect("figment's Value parse is infallible");
         let dict = figment::util::nest(&self.key, value)
             .into_dict()
             .expect("a non-empty key always nests into a dict");
@@ -342,7 +350,10 @@ mod tests {
     fn unknown_key_names_file_line_column_and_key() {
         let (_d, path) = write("[kafka]\nbrokers = \"a:1\"\n\n[detector]\nbatch_mx = 3\n");
         let msg = one_error(load_with_env(&path, no_env()));
-        let expected = format!("{}:5:1: detector.batch_mx: unknown field `batch_mx`", path.display());
+        let expected = format!(
+            "{}:5:1: detector.batch_mx: unknown field `batch_mx`",
+            path.display()
+        );
         assert!(msg.starts_with(&expected), "{msg}");
     }
 
@@ -375,7 +386,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nope.toml");
         let msg = one_error(load_with_env(&path, no_env()));
-        assert!(msg.contains("nope.toml: cannot read the config file"), "{msg}");
+        assert!(
+            msg.contains("nope.toml: cannot read the config file"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -425,9 +439,8 @@ mod tests {
 
     #[test]
     fn semantic_errors_are_all_reported_with_positions() {
-        let (_d, path) = write(
-            "[detector]\nbatch_max = 0\n\n[generator]\noutlier_probability = 2.0\n",
-        );
+        let (_d, path) =
+            write("[detector]\nbatch_max = 0\n\n[generator]\noutlier_probability = 2.0\n");
         let errs = load_with_env(&path, no_env()).unwrap_err().0;
         let msgs: Vec<String> = errs.iter().map(ToString::to_string).collect();
         let p = path.display();
@@ -455,8 +468,9 @@ mod tests {
 
     #[test]
     fn keys_with_dots_are_located() {
-        let (_d, path) =
-            write("[kafka.properties]\n\"fetch.wait.max.ms\" = 10\n\"enable.auto.commit\" = true\n");
+        let (_d, path) = write(
+            "[kafka.properties]\n\"fetch.wait.max.ms\" = 10\n\"enable.auto.commit\" = true\n",
+        );
         let msg = one_error(load_with_env(&path, no_env()));
         assert!(
             msg.contains(":3:24: kafka.properties.enable.auto.commit: is set by anomalyd"),

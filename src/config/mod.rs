@@ -498,6 +498,9 @@ mod tests {
     fn property_values_render_as_librdkafka_strings() {
         assert_eq!(PropertyValue::Int(10).to_string(), "10");
         assert_eq!(PropertyValue::Bool(false).to_string(), "false");
-        assert_eq!(PropertyValue::String("SASL_SSL".into()).to_string(), "SASL_SSL");
+        assert_eq!(
+            PropertyValue::String("SASL_SSL".into()).to_string(),
+            "SASL_SSL"
+        );
     }
 }

@@ -1,5 +1,9 @@
-//! detect: turning records into scores: the model and, later, feature extraction.
+//! detect: turning records into scores: feature extraction, the model,
+//! the live model slot, and the partition workers that score records in batches.
 
+pub mod features;
 pub mod forest;
 pub mod model;
 pub mod quantile;
+pub mod slot;
+pub mod worker;

@@ -1,0 +1,245 @@
+//! One partition's detector worker: takes that partition's records in order from its own
+//! queue, scores them in batches, publishes anomalies and dead letters, and only once the broker
+//! has acknowledged all of them stores the batch's offset.
+//!
+//! That order is the at-least-once guarantee: a stored (and so committed) offset never passes a
+//! record whose results are not safely in Kafka. A crash re-scores at most the batches in flight.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant, SystemTime};
+
+use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use thiserror::Error;
+use tokio::sync::watch;
+
+use super::features::{FeatureExtractor, Rejection};
+use super::slot::ModelSlot;
+use crate::config::FeatureSpec;
+use crate::metrics::{Metrics, PartitionStats};
+use crate::sinks::anomalies::{Detection, anomaly_record};
+use crate::sinks::{Pending, SinkError, SourceRef, dead_letter, enqueue};
+
+/// What every worker shares.
+pub struct WorkerEnv {
+    pub producer: FutureProducer,
+    pub model: Arc<ModelSlot>,
+    pub features: FeatureSpec,
+    pub output_topic: String,
+    pub dead_letter_topic: String,
+    pub batch_max: usize,
+    pub batch_linger: Duration,
+    pub metrics: Arc<Metrics>,
+}
+
+#[derive(Debug, Error)]
+pub enum WorkerError {
+    #[error("partition {topic}/{partition}: {source}")]
+    Sink {
+        topic: String,
+        partition: i32,
+        source: SinkError,
+    },
+    #[error("partition {topic}/{partition}: could not store offset {offset}: {source}")]
+    StoreOffset {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        source: KafkaError,
+    },
+}
+
+/// One partition, owned by one worker.
+pub struct PartitionWorker<'a, C: ConsumerContext + 'static> {
+    pub env: &'a WorkerEnv,
+    pub consumer: &'a StreamConsumer<C>,
+    pub topic: &'a str,
+    pub partition: i32,
+}
+
+impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
+    /// Runs until `stop` is set (then finishes the batch in hand) or a result cannot be
+    /// delivered (then returns the error without storing that batch's offset).
+    pub async fn run(
+        &self,
+        queue: StreamPartitionQueue<C>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), WorkerError> {
+        let mut batch = Vec::with_capacity(self.env.batch_max);
+        loop {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            tokio::select! {
+                biased;
+                _ = stop.changed() => return Ok(()),
+                m = queue.recv() => match m {
+                    Ok(m) => batch.push(m.detach()),
+                    Err(e) => {
+                        tracing::warn!(topic = self.topic, partition = self.partition, error = %e, "consume error");
+                        continue;
+                    }
+                },
+            }
+            let deadline = tokio::time::Instant::now() + self.env.batch_linger;
+            while batch.len() < self.env.batch_max {
+                tokio::select! {
+                    biased;
+                    m = queue.recv() => match m {
+                        Ok(m) => batch.push(m.detach()),
+                        Err(e) => tracing::warn!(topic = self.topic, partition = self.partition, error = %e, "consume error"),
+                    },
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = stop.changed() => break,
+                }
+            }
+            self.process(&batch).await?;
+            batch.clear();
+        }
+    }
+
+    /// Scores one batch, publishes its results, waits for them, then stores its offset.
+    async fn process(&self, batch: &[OwnedMessage]) -> Result<(), WorkerError> {
+        let Some(last) = batch.last() else {
+            return Ok(());
+        };
+        let env = self.env;
+        let model = env.model.current();
+        let extractor = FeatureExtractor::new(env.features.clone(), model.n_features());
+
+        let started = Instant::now();
+        let mut rows = Vec::with_capacity(batch.len() * model.n_features());
+        let mut scorable = Vec::with_capacity(batch.len());
+        let mut rejected = Vec::new();
+        for (i, m) in batch.iter().enumerate() {
+            let outcome = FeatureExtractor::parse(m.payload())
+                .and_then(|v| extractor.extract(&v, &mut rows).map(|()| v));
+            match outcome {
+                Ok(v) => scorable.push((i, v)),
+                Err(r) => rejected.push((i, r)),
+            }
+        }
+        let mut scores = vec![0.0; scorable.len()];
+        model.score_batch(&rows, &mut scores);
+        env.metrics
+            .score_latency
+            .observe_duration(started.elapsed());
+
+        let produced = Instant::now();
+        let now = SystemTime::now();
+        let nf = model.n_features();
+        let mut pending: Vec<(Pending, Option<i64>)> = Vec::new();
+        for (k, (i, value)) in scorable.into_iter().enumerate() {
+            let decision = model.decision(scores[k]);
+            if decision >= 0.0 {
+                continue;
+            }
+            let m = &batch[i];
+            let from = self.source(m);
+            let detection = Detection {
+                score: scores[k],
+                decision,
+                features: &rows[k * nf..(k + 1) * nf],
+            };
+            let record = anomaly_record(value, &detection, &model, &from, now);
+            let payload = serde_json::to_vec(&record).expect("a JSON value always serialises");
+            let mut out = FutureRecord::to(&env.output_topic).payload(&payload);
+            if let Some(key) = m.key() {
+                out = out.key(key);
+            }
+            let p = enqueue(&env.producer, out)
+                .await
+                .map_err(|e| self.sink_error(e))?;
+            pending.push((p, m.timestamp().to_millis()));
+        }
+        let anomalies = pending.len() as u64;
+        for (i, rejection) in &rejected {
+            pending.push((self.dead_letter(&batch[*i], rejection).await?, None));
+        }
+
+        for (p, source_ms) in pending {
+            p.delivered().await.map_err(|e| self.sink_error(e))?;
+            if let Some(ms) = source_ms {
+                let age = now
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64 - ms)
+                    .unwrap_or(0)
+                    .max(0);
+                env.metrics
+                    .end_to_end_latency
+                    .observe(age as f64 / 1e3 + produced.elapsed().as_secs_f64());
+            }
+        }
+        env.metrics
+            .delivery_latency
+            .observe_duration(produced.elapsed());
+
+        // Every result of the batch is in Kafka: now, and only now, the offset may move.
+        self.consumer
+            .store_offset(self.topic, self.partition, last.offset())
+            .map_err(|source| WorkerError::StoreOffset {
+                topic: self.topic.to_owned(),
+                partition: self.partition,
+                offset: last.offset(),
+                source,
+            })?;
+
+        let m = &env.metrics;
+        m.records_in.fetch_add(batch.len() as u64, Relaxed);
+        m.anomalies_out.fetch_add(anomalies, Relaxed);
+        m.batches.fetch_add(1, Relaxed);
+        m.batch_size.observe(batch.len() as f64);
+        for (_, r) in &rejected {
+            m.dead_letter(r.reason());
+        }
+        m.partition_batch(
+            self.topic,
+            self.partition,
+            &PartitionStats {
+                records: batch.len() as u64,
+                anomalies,
+                dead_letters: rejected.len() as u64,
+                last_offset: Some(last.offset()),
+            },
+        );
+        Ok(())
+    }
+
+    async fn dead_letter(&self, m: &OwnedMessage, why: &Rejection) -> Result<Pending, WorkerError> {
+        tracing::debug!(
+            topic = self.topic, partition = self.partition, offset = m.offset(),
+            reason = why.reason(), error = %why, "dead letter"
+        );
+        let headers = dead_letter::headers(why, &self.source(m));
+        let mut out = FutureRecord::to(&self.env.dead_letter_topic).headers(headers);
+        if let Some(payload) = m.payload() {
+            out = out.payload(payload);
+        }
+        if let Some(key) = m.key() {
+            out = out.key(key);
+        }
+        enqueue(&self.env.producer, out)
+            .await
+            .map_err(|e| self.sink_error(e))
+    }
+
+    fn source(&self, m: &OwnedMessage) -> SourceRef<'_> {
+        SourceRef {
+            topic: self.topic,
+            partition: self.partition,
+            offset: m.offset(),
+        }
+    }
+
+    fn sink_error(&self, source: SinkError) -> WorkerError {
+        WorkerError::Sink {
+            topic: self.topic.to_owned(),
+            partition: self.partition,
+            source,
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! The detector's Kafka consumer: one member of the configured group, subscribed to the input
+//! topic, with one worker task per assigned partition fed by that partition's own queue.
+//!
+//! librdkafka serves group events (rebalances) only while the consumer's main queue is polled,
+//! and its rebalance callbacks must not return before a revoked partition is fully handed
+//! back. So the main queue is polled on a thread of its own (the "group thread"), where the
+//! revoke callback can simply block until the partition's worker has finished its batch and the
+//! stored offsets are committed. The workers themselves run on the daemon's runtime.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock, Weak, mpsc};
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use thiserror::Error;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::detect::worker::{PartitionWorker, WorkerEnv, WorkerError};
+
+#[derive(Debug, Error)]
+pub enum ConsumerError {
+    #[error("could not create the consumer: {0}")]
+    Create(KafkaError),
+    #[error("could not subscribe to {topic}: {source}")]
+    Subscribe { topic: String, source: KafkaError },
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+    #[error("the group thread could not start: {0}")]
+    Thread(std::io::Error),
+    #[error("the group thread panicked")]
+    Panicked,
+}
+
+type Partition = (String, i32);
+
+/// The partitions this member holds right now, for health and status reports.
+#[derive(Debug, Default)]
+pub struct Assignment {
+    partitions: Mutex<Vec<Partition>>,
+    /// How many rebalances (assignments received) this member went through.
+    pub generations: AtomicU64,
+}
+
+impl Assignment {
+    pub fn partitions(&self) -> Vec<Partition> {
+        self.partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set(&self, mut parts: Vec<Partition>) {
+        parts.sort();
+        *self.partitions.lock().unwrap_or_else(|p| p.into_inner()) = parts;
+    }
+}
+
+struct WorkerHandle {
+    stop: watch::Sender<bool>,
+    done: mpsc::Receiver<()>,
+}
+
+/// Our side of librdkafka's callbacks: it starts and stops partition workers.
+pub struct GroupContext {
+    env: Arc<WorkerEnv>,
+    runtime: tokio::runtime::Handle,
+    /// Set right after the consumer is built; weak, since the consumer owns this context.
+    consumer: OnceLock<Weak<StreamConsumer<GroupContext>>>,
+    workers: Mutex<BTreeMap<Partition, WorkerHandle>>,
+    failures: tokio::sync::mpsc::UnboundedSender<WorkerError>,
+    /// Longest a revoke waits for a worker to finish its batch.
+    drain_timeout: Duration,
+    assignment: Arc<Assignment>,
+}
+
+impl ClientContext for GroupContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(error = %error, reason, "kafka consumer");
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, base: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let parts = partitions(tpl);
+            tracing::info!(partitions = ?parts, "partitions revoked: draining their workers");
+            self.stop_workers(&parts);
+            commit(base);
+            self.assignment.set(Vec::new());
+        }
+    }
+
+    fn post_rebalance(&self, _base: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let parts = partitions(tpl);
+                tracing::info!(partitions = ?parts, "partitions assigned");
+                for (topic, partition) in &parts {
+                    self.start_worker(topic, *partition);
+                }
+                self.assignment.set(parts);
+                self.assignment.generations.fetch_add(1, Relaxed);
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+impl GroupContext {
+    fn start_worker(&self, topic: &str, partition: i32) {
+        let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
+            return; // shutting down
+        };
+        let Some(queue) = consumer.split_partition_queue(topic, partition) else {
+            tracing::error!(topic, partition, "no queue for an assigned partition");
+            return;
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let (done_tx, done) = mpsc::channel();
+        let env = Arc::clone(&self.env);
+        let failures = self.failures.clone();
+        let owned_topic = topic.to_owned();
+        self.runtime.spawn(async move {
+            let topic = owned_topic;
+            let worker = PartitionWorker {
+                env: &env,
+                consumer: &consumer,
+                topic: &topic,
+                partition,
+            };
+            let result = worker.run(queue, stop_rx).await;
+            // The consumer is released before saying done, so that the group thread holds the
+            // last reference and closes it there.
+            drop(consumer);
+            if let Err(e) = result {
+                tracing::error!(topic, partition, error = %e, "partition worker failed");
+                let _ = failures.send(e);
+            }
+            let _ = done_tx.send(());
+        });
+        self.lock_workers()
+            .insert((topic.to_owned(), partition), WorkerHandle { stop, done });
+    }
+
+    /// Tells the workers of `parts` to stop and waits (bounded) until each has finished.
+    fn stop_workers(&self, parts: &[Partition]) {
+        let handles: Vec<(Partition, WorkerHandle)> = {
+            let mut workers = self.lock_workers();
+            parts
+                .iter()
+                .filter_map(|p| workers.remove(p).map(|h| (p.clone(), h)))
+                .collect()
+        };
+        for (_, h) in &handles {
+            let _ = h.stop.send(true);
+        }
+        for ((topic, partition), h) in handles {
+            if h.done.recv_timeout(self.drain_timeout).is_err() {
+                tracing::error!(
+                    topic,
+                    partition,
+                    "worker did not finish its batch in time; its records will be read again"
+                );
+            }
+        }
+    }
+
+    fn stop_all(&self) {
+        let parts: Vec<Partition> = self.lock_workers().keys().cloned().collect();
+        self.stop_workers(&parts);
+    }
+
+    fn lock_workers(&self) -> std::sync::MutexGuard<'_, BTreeMap<Partition, WorkerHandle>> {
+        self.workers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<Partition> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect()
+}
+
+/// Commits the stored offsets synchronously; having nothing new to commit is fine.
+fn commit<C: ConsumerContext>(consumer: &impl Consumer<C>) {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => tracing::debug!("offsets committed"),
+        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "offset commit failed; the records since the last commit will be read again")
+        }
+    }
+}
+
+/// Runs the detector's consumer until `shutdown` is cancelled (then drains every worker,
+/// commits and leaves the group) or a worker fails (then does the same and returns the error,
+/// so the supervisor can start a fresh consumer from the committed offsets).
+pub async fn run(
+    config: &Config,
+    env: Arc<WorkerEnv>,
+    assignment: Arc<Assignment>,
+    shutdown: CancellationToken,
+) -> Result<(), ConsumerError> {
+    let (failures_tx, failures) = tokio::sync::mpsc::unbounded_channel();
+    let context = GroupContext {
+        env,
+        runtime: tokio::runtime::Handle::current(),
+        consumer: OnceLock::new(),
+        workers: Mutex::new(BTreeMap::new()),
+        failures: failures_tx,
+        drain_timeout: Duration::from_secs(30),
+        assignment,
+    };
+    let consumer: StreamConsumer<GroupContext> =
+        crate::kafka::consumer_config(&config.kafka, &config.kafka.group_id)
+            .create_with_context(context)
+            .map_err(ConsumerError::Create)?;
+    let consumer = Arc::new(consumer);
+    let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
+    let topic = config.detector.input_topic.clone();
+    consumer
+        .subscribe(&[&topic])
+        .map_err(|source| ConsumerError::Subscribe {
+            topic: topic.clone(),
+            source,
+        })?;
+
+    let (result_tx, result_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("anomalyd-group".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a current-thread runtime builds");
+            let result = rt.block_on(group_loop(&consumer, failures, shutdown));
+            consumer.context().stop_all();
+            commit(consumer.as_ref());
+            consumer.unsubscribe();
+            // Dropping the last reference closes the consumer: it leaves the group.
+            drop(consumer);
+            let _ = result_tx.send(result);
+        })
+        .map_err(ConsumerError::Thread)?;
+    result_rx.await.map_err(|_| ConsumerError::Panicked)?
+}
+
+async fn group_loop(
+    consumer: &Arc<StreamConsumer<GroupContext>>,
+    mut failures: tokio::sync::mpsc::UnboundedReceiver<WorkerError>,
+    shutdown: CancellationToken,
+) -> Result<(), ConsumerError> {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            Some(e) = failures.recv() => return Err(e.into()),
+            m = consumer.recv() => match m {
+                // Records reach the main queue only if fetched before their partition's queue
+                // was split off. Rewinding the partition makes them arrive again through its own
+                // worker, in order; nothing is skipped.
+                Ok(m) => {
+                    let (topic, partition, offset) = (m.topic().to_owned(), m.partition(), m.offset());
+                    drop(m);
+                    tracing::warn!(topic, partition, offset, "record on the main queue; rewinding the partition");
+                    if let Err(e) = consumer.seek(&topic, partition, Offset::Offset(offset), Duration::from_secs(5)) {
+                        tracing::error!(topic, partition, offset, error = %e, "rewind failed");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "kafka consumer"),
+            },
+        }
+    }
+}
