@@ -3,6 +3,12 @@
 
 /// A runtime failure.
 pub const FAILURE: u8 = 1;
+/// The input data is malformed: a bad CSV value, a NaN, a damaged model file (`EX_DATAERR`).
+pub const DATA_ERR: u8 = 65;
+/// An input file does not exist (`EX_NOINPUT`).
+pub const NO_INPUT: u8 = 66;
+/// An output file cannot be written (`EX_CANTCREAT`).
+pub const CANT_CREATE: u8 = 73;
 /// The configuration is invalid (`EX_CONFIG`). systemd's `RestartPreventExitStatus=78` keeps a
 /// unit with a broken config from restarting in a loop.
 pub const CONFIG: u8 = 78;

@@ -1,0 +1,8 @@
+//! offline: working with files rather than streams: reading CSV data, ranking metrics, the
+//! score-distribution picture, and the `train` and `eval` commands built from them.
+
+pub mod csv;
+pub mod eval;
+pub mod metrics;
+pub mod report;
+pub mod train;

@@ -1,0 +1,334 @@
+//! `anomalyd train`: fit an Isolation Forest on a CSV file or the synthetic set, and write the
+//! model file (and optionally the score-distribution picture).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::csv::{self, Columns, CsvError};
+use super::report::{self, Histogram, ReportError};
+use crate::detect::forest::{
+    Contamination, ForestError, ForestParams, IsolationForest, MaxSamples,
+};
+use crate::detect::model::{self, ModelError, TrainingMeta};
+use crate::exit;
+use crate::synthetic;
+
+/// The original project's parameters for its synthetic training set.
+pub const SYNTHETIC_PARAMS: ForestParams = ForestParams {
+    n_estimators: 50,
+    max_samples: MaxSamples::Count(500),
+    contamination: Contamination::Fraction(0.01),
+    random_state: 42,
+};
+
+/// Errors from `train`.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Csv(#[from] CsvError),
+    #[error("{input}: {error}")]
+    Forest { input: String, error: ForestError },
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Report(#[from] ReportError),
+}
+
+impl TrainError {
+    /// The process exit code this error should end `anomalyd train` with.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Csv(e) if e.is_missing() => exit::NO_INPUT,
+            Self::Csv(_) | Self::Forest { .. } => exit::DATA_ERR,
+            Self::Model(_) | Self::Report(_) => exit::CANT_CREATE,
+        }
+    }
+}
+
+/// Where the training rows come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainInput {
+    Csv {
+        path: PathBuf,
+        /// `None`: every numeric column except the label.
+        features: Option<Vec<String>>,
+        label: String,
+    },
+    /// [`synthetic::training_set`] with this seed, and [`SYNTHETIC_PARAMS`] by default.
+    Synthetic { seed: u64 },
+}
+
+/// `anomalyd train`'s options; `None` parameters take the input's defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainOptions {
+    pub input: TrainInput,
+    pub trees: Option<usize>,
+    pub max_samples: Option<MaxSamples>,
+    pub contamination: Option<Contamination>,
+    pub seed: Option<u64>,
+    pub out: PathBuf,
+    pub report: Option<PathBuf>,
+    /// Draw a progress bar on stderr (the caller checks it is a terminal).
+    pub progress: bool,
+}
+
+/// What `train` did, for printing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainSummary {
+    pub model_id: String,
+    pub path: PathBuf,
+    pub rows: usize,
+    pub feature_names: Vec<String>,
+    pub params: ForestParams,
+    pub max_samples_used: usize,
+    pub offset: f64,
+    /// Growing the trees and, for a fractional contamination, scoring the training set.
+    pub fit_seconds: f64,
+    /// Everything, including reading the input and writing the file.
+    pub total_seconds: f64,
+    pub report: Option<PathBuf>,
+}
+
+impl std::fmt::Display for TrainSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "model {} written to {}",
+            self.model_id,
+            self.path.display()
+        )?;
+        writeln!(
+            f,
+            "rows {}, features {} ({}), trees {}, max_samples {} (used {}), contamination {}, seed {}",
+            self.rows,
+            self.feature_names.len(),
+            self.feature_names.join(","),
+            self.params.n_estimators,
+            self.params.max_samples,
+            self.max_samples_used,
+            self.params.contamination,
+            self.params.random_state
+        )?;
+        writeln!(f, "offset {:.6}", self.offset)?;
+        write!(
+            f,
+            "training time {:.3} s (total {:.3} s)",
+            self.fit_seconds, self.total_seconds
+        )?;
+        if let Some(report) = &self.report {
+            write!(f, "\nreport written to {}", report.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// Trains and writes a model as `options` say.
+pub fn train(options: &TrainOptions) -> Result<TrainSummary, TrainError> {
+    let started = Instant::now();
+    let (data, feature_names, source, defaults) = load(&options.input)?;
+    let params = ForestParams {
+        n_estimators: options.trees.unwrap_or(defaults.n_estimators),
+        max_samples: options.max_samples.unwrap_or(defaults.max_samples),
+        contamination: options.contamination.unwrap_or(defaults.contamination),
+        random_state: options.seed.unwrap_or(defaults.random_state),
+    };
+
+    let bar = if options.progress {
+        ProgressBar::new(params.n_estimators as u64).with_style(
+            ProgressStyle::with_template("training {bar:40} {pos}/{len} trees {elapsed}")
+                .expect("a valid template"),
+        )
+    } else {
+        ProgressBar::hidden()
+    };
+    let fit_started = Instant::now();
+    let forest =
+        IsolationForest::fit_with_progress(&data, feature_names.len(), &params, &|| bar.inc(1))
+            .map_err(|error| TrainError::Forest {
+                input: source.clone(),
+                error,
+            })?;
+    let fit_seconds = fit_started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+
+    let meta = TrainingMeta::describe(&data, feature_names.clone(), source);
+    let model_id = model::save(&options.out, &forest, &meta)?;
+    if let Some(path) = &options.report {
+        draw_report(path, &forest, &data, &model_id)?;
+    }
+    Ok(TrainSummary {
+        model_id,
+        path: options.out.clone(),
+        rows: data.len() / feature_names.len(),
+        feature_names,
+        params,
+        max_samples_used: forest.max_samples(),
+        offset: forest.offset(),
+        fit_seconds,
+        total_seconds: started.elapsed().as_secs_f64(),
+        report: options.report.clone(),
+    })
+}
+
+type Loaded = (Vec<f64>, Vec<String>, String, ForestParams);
+
+fn load(input: &TrainInput) -> Result<Loaded, TrainError> {
+    match input {
+        TrainInput::Csv {
+            path,
+            features,
+            label,
+        } => {
+            let columns = match features {
+                Some(names) => Columns::Named(names),
+                None => Columns::Numeric,
+            };
+            let table = csv::read(path, columns, label)?;
+            Ok((
+                table.values,
+                table.feature_names,
+                path.display().to_string(),
+                ForestParams::default(),
+            ))
+        }
+        TrainInput::Synthetic { seed } => {
+            let data = synthetic::training_set(*seed)
+                .into_iter()
+                .flatten()
+                .collect();
+            Ok((
+                data,
+                vec!["x0".into(), "x1".into()],
+                format!("synthetic:{seed}"),
+                SYNTHETIC_PARAMS,
+            ))
+        }
+    }
+}
+
+fn draw_report(
+    path: &Path,
+    forest: &IsolationForest,
+    data: &[f64],
+    model_id: &str,
+) -> Result<(), ReportError> {
+    let mut scores = vec![0.0; data.len() / forest.n_features()];
+    forest.score_samples_par(data, &mut scores);
+    let title = format!("training scores, model {model_id}");
+    report::draw(
+        path,
+        &Histogram {
+            title: &title,
+            scores: &scores,
+            labels: None,
+            threshold: forest.offset(),
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::model::Model;
+
+    fn options(dir: &Path, input: TrainInput) -> TrainOptions {
+        TrainOptions {
+            input,
+            trees: None,
+            max_samples: None,
+            contamination: None,
+            seed: None,
+            out: dir.join("m.iforest"),
+            report: None,
+            progress: false,
+        }
+    }
+
+    #[test]
+    fn synthetic_uses_the_original_parameters_and_is_reproducible() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = options(dir.path(), TrainInput::Synthetic { seed: 42 });
+        opts.report = Some(dir.path().join("r.svg"));
+        let summary = train(&opts).unwrap();
+        assert_eq!(summary.params, SYNTHETIC_PARAMS);
+        assert_eq!(summary.rows, 1000);
+        assert_eq!(summary.max_samples_used, 500);
+        assert!(
+            summary.offset < -0.5,
+            "1% contamination: {}",
+            summary.offset
+        );
+        let model = Model::load(&opts.out).unwrap();
+        assert_eq!(model.id(), summary.model_id);
+        assert_eq!(model.header().source, "synthetic:42");
+        assert!(model.score(&[3.5, -3.5]) < model.offset());
+        assert!(model.score(&[2.0, 2.0]) > model.offset());
+        assert!(
+            std::fs::read_to_string(dir.path().join("r.svg"))
+                .unwrap()
+                .contains("threshold")
+        );
+        let text = summary.to_string();
+        assert!(
+            text.contains(&summary.model_id) && text.contains("offset"),
+            "{text}"
+        );
+
+        // Same seed, same forest: only trained_at can differ between the two files.
+        let again = train(&options(dir.path(), TrainInput::Synthetic { seed: 42 })).unwrap();
+        assert_eq!(again.offset, summary.offset);
+    }
+
+    #[test]
+    fn overrides_win_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = options(dir.path(), TrainInput::Synthetic { seed: 1 });
+        opts.trees = Some(7);
+        opts.max_samples = Some(MaxSamples::Auto);
+        opts.contamination = Some(Contamination::Auto);
+        opts.seed = Some(9);
+        let summary = train(&opts).unwrap();
+        assert_eq!(summary.params.n_estimators, 7);
+        assert_eq!(summary.max_samples_used, 256);
+        assert_eq!(summary.offset, -0.5);
+        assert_eq!(summary.params.random_state, 9);
+    }
+
+    #[test]
+    fn csv_input_with_nan_is_refused_with_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.csv");
+        std::fs::write(&path, "a,b,label\n1,2,0\n3,NaN,1\n").unwrap();
+        let input = TrainInput::Csv {
+            path,
+            features: None,
+            label: "label".into(),
+        };
+        let err = train(&options(dir.path(), input)).unwrap_err();
+        assert!(err.to_string().contains("line 3"), "{err}");
+        assert_eq!(err.exit_code(), exit::DATA_ERR);
+        assert!(!dir.path().join("m.iforest").exists());
+    }
+
+    #[test]
+    fn csv_input_picks_features_and_skips_the_label() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.csv");
+        let mut text = String::from("a,b,c,label\n");
+        for i in 0..50 {
+            text.push_str(&format!("{},{},{},{}\n", i, i * 2, i % 3, i % 2));
+        }
+        std::fs::write(&path, text).unwrap();
+        let input = TrainInput::Csv {
+            path,
+            features: Some(vec!["c".into(), "a".into()]),
+            label: "label".into(),
+        };
+        let summary = train(&options(dir.path(), input)).unwrap();
+        assert_eq!(summary.feature_names, ["c", "a"]);
+        assert_eq!(summary.rows, 50);
+        assert_eq!(summary.params, ForestParams::default());
+    }
+}
