@@ -3,12 +3,15 @@
 
 #![forbid(unsafe_code)]
 
+use std::fmt::Display;
+use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 
 use anomalyd::cli::{Cli, Command};
 use anomalyd::config::{self, Config};
 use anomalyd::exit;
+use anomalyd::offline::{eval, train};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -21,7 +24,36 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Train(args) => {
+            match train::train(&args.options(std::io::stderr().is_terminal())) {
+                Ok(summary) => {
+                    println!("{summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e, e.exit_code()),
+            }
+        }
+        Command::Eval(args) => match eval::eval(&args.options()) {
+            Ok(report) if args.json => match serde_json::to_string(&report) {
+                Ok(json) => {
+                    println!("{json}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e, exit::FAILURE),
+            },
+            Ok(report) => {
+                println!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e, e.exit_code()),
+        },
     }
+}
+
+/// Prints an error once and turns it into an exit code.
+fn fail(error: &dyn Display, code: u8) -> ExitCode {
+    eprintln!("anomalyd: {error}");
+    ExitCode::from(code)
 }
 
 /// Loads the configuration, printing every error and mapping failure to `EX_CONFIG`.
