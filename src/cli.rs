@@ -19,8 +19,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon: generator (if enabled), detector workers, until SIGTERM or SIGINT.
+    Run(ConfigArg),
     /// Validate the configuration: print `ok`, or every error (exit 78).
     CheckConfig(ConfigArg),
+    /// Print a topic's records as JSON lines.
+    Tail(TailArgs),
     /// Train an Isolation Forest on a CSV file or the synthetic set and write a model file.
     Train(TrainArgs),
     /// Score a CSV file with a model: ROC AUC, average precision, share flagged, rows/s.
@@ -33,6 +37,24 @@ pub struct ConfigArg {
     /// Configuration file.
     #[arg(long, short = 'c', env = "ANOMALYD_CONFIG", default_value = DEFAULT_PATH)]
     pub config: PathBuf,
+}
+
+/// `anomalyd tail`.
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// Topic to read.
+    pub topic: String,
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Start at the oldest record instead of the newest.
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// Stop after N records.
+    #[arg(short = 'n', long = "limit", value_name = "N")]
+    pub limit: Option<u64>,
+    /// Pretty-print each record over several lines.
+    #[arg(long)]
+    pub pretty: bool,
 }
 
 /// `anomalyd train`.

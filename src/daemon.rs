@@ -154,12 +154,36 @@ impl Daemon {
     pub async fn stop(self, grace: Duration) -> Result<(), DaemonError> {
         tracing::info!(grace = ?grace, "stopping");
         let still = self.supervisor.shutdown(grace).await;
+        self.log_summary();
         if still.is_empty() {
             tracing::info!("stopped cleanly");
             Ok(())
         } else {
             Err(DaemonError::Grace(still))
         }
+    }
+}
+
+impl Daemon {
+    /// One line an operator (or the demo) reads at exit.
+    fn log_summary(&self) {
+        let m = self.metrics.snapshot();
+        let secs = self
+            .supervisor
+            .started()
+            .elapsed()
+            .map_or(0.0, |d| d.as_secs_f64())
+            .max(1e-3);
+        let dead: u64 = m.dead_letters.values().sum();
+        tracing::info!(
+            records_scored = m.records_in,
+            anomalies = m.anomalies_out,
+            dead_letters = dead,
+            generated = m.generated,
+            uptime_s = format!("{secs:.1}"),
+            records_per_s = format!("{:.0}", m.records_in as f64 / secs),
+            "summary"
+        );
     }
 }
 

@@ -14,6 +14,8 @@
 //! - [`sinks`]: where results go: the anomalies topic and the dead-letter topic.
 //! - [`daemon`]: wires the configuration into supervised tasks; [`supervisor`] restarts them.
 //! - [`metrics`]: counters and latency histograms.
+//! - [`signals`]: SIGTERM/SIGINT as async messages.
+//! - [`tail`]: `anomalyd tail`, a topic's records as JSON lines.
 //! - [`synthetic`]: the two-blob demo data shared by `train --synthetic` and the generator.
 //! - [`offline`]: CSV input, ROC AUC and average precision, and the `train` and `eval` commands.
 //! - [`kafka`]: librdkafka client settings shared by every consumer and producer.
@@ -32,7 +34,9 @@ pub mod kafka;
 pub mod logging;
 pub mod metrics;
 pub mod offline;
+pub mod signals;
 pub mod sinks;
 pub mod source;
 pub mod supervisor;
 pub mod synthetic;
+pub mod tail;

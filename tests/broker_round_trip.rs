@@ -50,7 +50,9 @@ async fn consume(topic: &str, group: &str, n: usize) -> BTreeMap<usize, i32> {
         assert!(seen.insert(id, msg.partition()).is_none(), "{id} twice");
         consumer.store_offset_from_message(&msg).expect("store");
     }
-    consumer.commit_consumer_state(CommitMode::Sync).expect("commit");
+    consumer
+        .commit_consumer_state(CommitMode::Sync)
+        .expect("commit");
     // The committed positions must be what we stored.
     let committed: TopicPartitionList = consumer
         .committed(Duration::from_secs(10))
@@ -75,9 +77,16 @@ async fn produce_consume_commit_resume() {
 
     produce(&topic, 0..RECORDS).await;
     let first = consume(&topic, &group, RECORDS).await;
-    assert_eq!(first.keys().copied().collect::<Vec<_>>(), (0..RECORDS).collect::<Vec<_>>());
+    assert_eq!(
+        first.keys().copied().collect::<Vec<_>>(),
+        (0..RECORDS).collect::<Vec<_>>()
+    );
     let partitions: BTreeSet<i32> = first.values().copied().collect();
-    assert_eq!(partitions, BTreeSet::from([0, 1, 2]), "keys spread over 3 partitions");
+    assert_eq!(
+        partitions,
+        BTreeSet::from([0, 1, 2]),
+        "keys spread over 3 partitions"
+    );
 
     // A new member of the same group starts after the committed offsets: it sees only the
     // records produced since.

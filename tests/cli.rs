@@ -53,7 +53,10 @@ fn misspelled_key_exits_78_naming_file_line_and_key() {
     assert_eq!(out.status.code(), Some(78));
     assert_eq!(text(&out.stdout), "");
     let stderr = text(&out.stderr);
-    let expected = format!("{}:{line}:1: detector.batch_mx: unknown field", bad.display());
+    let expected = format!(
+        "{}:{line}:1: detector.batch_mx: unknown field",
+        bad.display()
+    );
     assert!(stderr.contains(&expected), "{stderr}");
 }
 

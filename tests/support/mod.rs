@@ -30,9 +30,10 @@ pub fn kafka_config() -> KafkaConfig {
         brokers: brokers(),
         ..KafkaConfig::default()
     };
-    kafka
-        .properties
-        .insert("fetch.wait.max.ms".into(), anomalyd::config::PropertyValue::Int(10));
+    kafka.properties.insert(
+        "fetch.wait.max.ms".into(),
+        anomalyd::config::PropertyValue::Int(10),
+    );
     kafka
 }
 
@@ -70,16 +71,160 @@ pub async fn create_topic(name: &str, partitions: i32) {
         .create()
         .expect("metadata client");
     for _ in 0..100 {
-        if let Ok(md) = probe.fetch_metadata(Some(name), Duration::from_secs(5)) {
-            if md
-                .topics()
-                .iter()
-                .any(|t| t.name() == name && t.partitions().len() == partitions as usize)
-            {
-                return;
-            }
+        let ready = probe
+            .fetch_metadata(Some(name), Duration::from_secs(5))
+            .is_ok_and(|md| {
+                md.topics()
+                    .iter()
+                    .any(|t| t.name() == name && t.partitions().len() == partitions as usize)
+            });
+        if ready {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("topic {name} did not appear with {partitions} partitions");
+}
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anomalyd::config::Config;
+use anomalyd::detect::features::FeatureExtractor;
+use anomalyd::detect::model::Model;
+use anomalyd::offline::train::{TrainInput, TrainOptions, train};
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+/// Trains the demo model (`anomalyd train --synthetic 42`) into `dir`.
+pub fn seed_model(dir: &Path) -> PathBuf {
+    let out = dir.join("seed.iforest");
+    train(&TrainOptions {
+        input: TrainInput::Synthetic { seed: 42 },
+        trees: None,
+        max_samples: None,
+        contamination: None,
+        seed: None,
+        out: out.clone(),
+        report: None,
+        progress: false,
+    })
+    .expect("train the seed model");
+    out
+}
+
+/// Fresh input (3 partitions), output and dead-letter topics, and a config that uses them.
+pub async fn pipeline_config(dir: &Path, model: &Path) -> Config {
+    let mut config = Config {
+        kafka: kafka_config(),
+        ..Config::default()
+    };
+    // A member that dies is noticed in seconds rather than librdkafka's default 45 s.
+    config.kafka.properties.insert(
+        "session.timeout.ms".into(),
+        anomalyd::config::PropertyValue::Int(6000),
+    );
+    config.kafka.group_id = unique("detector");
+    config.detector.input_topic = unique("transactions");
+    config.detector.output_topic = unique("anomalies");
+    config.detector.dead_letter_topic = unique("dead-letters");
+    config.generator.topic = config.detector.input_topic.clone();
+    config.model.path = model.to_owned();
+    config.control.socket = dir.join("anomalyd.sock");
+    create_topic(&config.detector.input_topic, 3).await;
+    create_topic(&config.detector.output_topic, 3).await;
+    create_topic(&config.detector.dead_letter_topic, 1).await;
+    config
+}
+
+/// The generator's records `ids`, written straight to `topic`.
+pub async fn produce_generated(topic: &str, seed: u64, ids: std::ops::Range<u64>) {
+    let producer: FutureProducer = anomalyd::kafka::producer_config(&kafka_config())
+        .create()
+        .expect("producer");
+    let mut pending = Vec::new();
+    for id in ids {
+        let v = anomalyd::source::generator::record(seed, id, 0.2, std::time::SystemTime::now());
+        let payload = v.to_string();
+        let key = id.to_string();
+        pending.push(
+            producer
+                .send_result(FutureRecord::to(topic).key(&key).payload(&payload))
+                .map_err(|(e, _)| e)
+                .expect("enqueue"),
+        );
+        if pending.len() >= 5000 {
+            for p in pending.drain(..) {
+                p.await.expect("delivery").expect("delivered");
+            }
+        }
+    }
+    for p in pending {
+        p.await.expect("delivery").expect("delivered");
+    }
+}
+
+/// The ids among the generator's records `ids` that `model` flags offline.
+pub fn expected_anomalies(
+    model: &Path,
+    seed: u64,
+    p: f64,
+    ids: std::ops::Range<u64>,
+) -> BTreeSet<u64> {
+    let model = Model::load(model).expect("model");
+    let fx = FeatureExtractor::new(anomalyd::config::FeatureSpec::Field("data".into()), 2);
+    ids.filter(|&id| {
+        let v = anomalyd::source::generator::record(seed, id, p, std::time::SystemTime::now());
+        let mut x = Vec::new();
+        fx.extract(&v, &mut x).expect("features");
+        model.decision(model.score(&x)) < 0.0
+    })
+    .collect()
+}
+
+/// Reads `topic` from the beginning until `done` says the records so far are enough.
+pub async fn read_topic(
+    topic: &str,
+    timeout: Duration,
+    done: impl Fn(&[OwnedMessage]) -> bool,
+) -> Vec<OwnedMessage> {
+    let consumer: StreamConsumer =
+        anomalyd::kafka::consumer_config(&kafka_config(), &unique("reader"))
+            .create()
+            .expect("reader");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut got = Vec::new();
+    while !done(&got) {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(m)) => got.push(m.detach()),
+            Ok(Err(e)) => panic!("reading {topic}: {e}"),
+            Err(_) => break,
+        }
+    }
+    got
+}
+
+/// The `id` field of each JSON record.
+pub fn ids(msgs: &[OwnedMessage]) -> Vec<u64> {
+    msgs.iter()
+        .map(|m| {
+            let v: serde_json::Value =
+                serde_json::from_slice(m.payload().expect("payload")).expect("json");
+            v["id"].as_u64().expect("id")
+        })
+        .collect()
+}
+
+/// Polls `cond` every 50 ms until it holds or `timeout` passes; returns whether it held.
+pub async fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cond()
 }
