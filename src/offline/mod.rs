@@ -1,6 +1,7 @@
 //! offline: working with files rather than streams: reading CSV data, ranking metrics, the
 //! score-distribution picture, and the `train` and `eval` commands built from them.
 
+pub mod benchmark;
 pub mod csv;
 pub mod eval;
 pub mod metrics;

@@ -1,0 +1,121 @@
+//! Speed of the Isolation Forest (issue 3's speed bar): one record, a batch, and training on
+//! http, each beside a baseline measured in the same run: the textbook walk (one branch per
+//! node, the layout before optimisation) and the `extended-isolation-forest` crate at
+//! extension level 0 (the reference the issue names).
+//!
+//! `cargo bench --bench forest`; figures and how to read them are in docs/benchmarks.md.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use anomalyd::detect::forest::{ForestParams, IsolationForest};
+use anomalyd::offline::benchmark::data_set_path;
+use anomalyd::offline::csv::{self, Columns, Table};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use extended_isolation_forest::{Forest, ForestOptions};
+
+/// shuttle has 9 features; the reference crate fixes the dimension at compile time.
+const SHUTTLE_FEATURES: usize = 9;
+
+fn load(name: &str) -> Table {
+    csv::read(&data_set_path(name), Columns::Numeric, "label").expect("the data set is readable")
+}
+
+fn params() -> ForestParams {
+    ForestParams {
+        random_state: 0,
+        ..ForestParams::default()
+    }
+}
+
+fn reference_forest(table: &Table) -> Forest<f64, SHUTTLE_FEATURES> {
+    let rows: Vec<[f64; SHUTTLE_FEATURES]> = table
+        .values
+        .chunks_exact(SHUTTLE_FEATURES)
+        .map(|r| r.try_into().expect("9 features"))
+        .collect();
+    let options = ForestOptions {
+        n_trees: 100,
+        sample_size: 256,
+        max_tree_depth: None,
+        extension_level: 0,
+    };
+    Forest::from_slice(&rows, &options).expect("a valid reference forest")
+}
+
+fn scoring(c: &mut Criterion) {
+    let table = load("shuttle");
+    assert_eq!(table.n_features(), SHUTTLE_FEATURES);
+    let d = table.n_features();
+    let n = table.n_rows();
+    let ours = IsolationForest::fit(&table.values, d, &params()).expect("training succeeds");
+    let reference = reference_forest(&table);
+    let rows: Vec<[f64; SHUTTLE_FEATURES]> = table
+        .values
+        .chunks_exact(d)
+        .map(|r| r.try_into().expect("9 features"))
+        .collect();
+
+    // Records are taken in file order, cycling, so the branch predictor cannot learn one path.
+    let mut group = c.benchmark_group("score_one");
+    group.measurement_time(Duration::from_secs(4));
+    let mut i = 0;
+    group.bench_function("anomalyd", |b| {
+        b.iter(|| {
+            i = (i + 1) % n;
+            ours.score_samples(black_box(&rows[i]))
+        })
+    });
+    group.bench_function("textbook_walk", |b| {
+        b.iter(|| {
+            i = (i + 1) % n;
+            ours.mean_path_length_by_walking(black_box(&rows[i]))
+        })
+    });
+    group.bench_function("extended_isolation_forest", |b| {
+        b.iter(|| {
+            i = (i + 1) % n;
+            reference.score(black_box(&rows[i]))
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("score_batch_shuttle");
+    group.throughput(Throughput::Elements(n as u64));
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(6));
+    let mut out = vec![0.0; n];
+    group.bench_function("anomalyd_batch", |b| {
+        b.iter(|| ours.score_samples_batch(black_box(&table.values), &mut out))
+    });
+    group.bench_function("anomalyd_one_by_one", |b| {
+        b.iter(|| {
+            for (o, x) in out.iter_mut().zip(table.values.chunks_exact(d)) {
+                *o = ours.score_samples(black_box(x));
+            }
+        })
+    });
+    group.bench_function("extended_isolation_forest", |b| {
+        b.iter(|| {
+            for (o, x) in out.iter_mut().zip(&rows) {
+                *o = reference.score(black_box(x));
+            }
+        })
+    });
+    group.finish();
+}
+
+fn training(c: &mut Criterion) {
+    let table = load("http");
+    let d = table.n_features();
+    let mut group = c.benchmark_group("fit_http");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(8));
+    group.bench_function("anomalyd_100_trees", |b| {
+        b.iter(|| IsolationForest::fit(black_box(&table.values), d, &params()))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, scoring, training);
+criterion_main!(benches);
