@@ -229,10 +229,8 @@ async fn instances_in_one_group_share_partitions_and_take_over() {
     support::produce_generated(&input, SEED, 2 * N / 3..N).await;
 
     let expected = support::expected_anomalies(&model, SEED, 0.2, 0..N);
-    let got = support::read_topic(&output, Duration::from_secs(90), |g| {
-        support::ids(g).into_iter().collect::<BTreeSet<_>>().len() >= expected.len()
-    })
-    .await;
+    let got =
+        support::read_topic(&output, Duration::from_secs(90), support::covers(&expected)).await;
     a.stop(Duration::from_secs(30))
         .await
         .expect("a stops cleanly");

@@ -10,10 +10,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime};
 
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
-use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
 use thiserror::Error;
 use tokio::sync::watch;
 
@@ -187,6 +188,17 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
                 offset: last.offset(),
                 source,
             })?;
+        // Commit right away rather than at the next auto-commit, so that a crash re-reads at
+        // most the batches in flight. Asynchronous: the next batch need not wait for it, and a
+        // lost commit is covered by the next one (or the synchronous commit on revoke).
+        let mut tpl = TopicPartitionList::new();
+        let next = Offset::Offset(last.offset() + 1);
+        if let Err(e) = tpl
+            .add_partition_offset(self.topic, self.partition, next)
+            .and_then(|()| self.consumer.commit(&tpl, CommitMode::Async))
+        {
+            tracing::warn!(topic = self.topic, partition = self.partition, error = %e, "offset commit failed; a later one will cover it");
+        }
 
         let m = &env.metrics;
         m.records_in.fetch_add(batch.len() as u64, Relaxed);

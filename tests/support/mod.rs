@@ -121,10 +121,17 @@ pub async fn pipeline_config(dir: &Path, model: &Path) -> Config {
         ..Config::default()
     };
     // A member that dies is noticed in seconds rather than librdkafka's default 45 s.
-    config.kafka.properties.insert(
-        "session.timeout.ms".into(),
-        anomalyd::config::PropertyValue::Int(6000),
-    );
+    // tansu also holds a rebalance until the dead member's rebalance timeout
+    // (max.poll.interval.ms, 5 minutes by default) has passed.
+    for (k, v) in [
+        ("session.timeout.ms", 6000),
+        ("max.poll.interval.ms", 10_000),
+    ] {
+        config
+            .kafka
+            .properties
+            .insert(k.into(), anomalyd::config::PropertyValue::Int(v));
+    }
     config.kafka.group_id = unique("detector");
     config.detector.input_topic = unique("transactions");
     config.detector.output_topic = unique("anomalies");
@@ -187,7 +194,7 @@ pub fn expected_anomalies(
 pub async fn read_topic(
     topic: &str,
     timeout: Duration,
-    done: impl Fn(&[OwnedMessage]) -> bool,
+    mut done: impl FnMut(&[OwnedMessage]) -> bool,
 ) -> Vec<OwnedMessage> {
     let consumer: StreamConsumer =
         anomalyd::kafka::consumer_config(&kafka_config(), &unique("reader"))
@@ -204,6 +211,21 @@ pub async fn read_topic(
         }
     }
     got
+}
+
+/// A [`read_topic`] condition: every id of `expected` has been seen. Looks only at the newest
+/// record each time, so reading n records costs O(n).
+pub fn covers(expected: &BTreeSet<u64>) -> impl FnMut(&[OwnedMessage]) -> bool + '_ {
+    let mut seen = BTreeSet::new();
+    move |got| {
+        if let Some(last) = got.last() {
+            let id = ids(std::slice::from_ref(last))[0];
+            if expected.contains(&id) {
+                seen.insert(id);
+            }
+        }
+        seen.len() == expected.len()
+    }
 }
 
 /// The `id` field of each JSON record.
