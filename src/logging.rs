@@ -1,5 +1,7 @@
 //! Log output: tracing events to stderr (journald picks them up), as text or JSON lines.
 
+use std::io::IsTerminal;
+
 use thiserror::Error;
 use tracing_subscriber::EnvFilter;
 
@@ -18,7 +20,9 @@ pub fn init(cfg: &LogConfig) -> Result<(), LoggingError> {
     let filter = EnvFilter::builder().parse(&cfg.level)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal, never into journald or a log file.
+        .with_ansi(std::io::stderr().is_terminal());
     let result = match cfg.format {
         LogFormat::Text => builder.try_init(),
         // Flattened so that fields like `partition` and `model_id` are top-level keys a log
