@@ -25,6 +25,11 @@ pub enum Command {
     CheckConfig(ConfigArg),
     /// Print a topic's records as JSON lines.
     Tail(TailArgs),
+    /// One-line health of the running daemon, with Nagios exit codes (0 OK, 1 WARNING,
+    /// 2 CRITICAL, 3 UNKNOWN).
+    Health(HealthArgs),
+    /// Talk to the running daemon: `status` (pretty /status) or `reload` (the model).
+    Ctl(CtlArgs),
     /// Train an Isolation Forest on a CSV file or the synthetic set and write a model file.
     Train(TrainArgs),
     /// Score a CSV file with a model: ROC AUC, average precision, share flagged, rows/s.
@@ -37,6 +42,41 @@ pub struct ConfigArg {
     /// Configuration file.
     #[arg(long, short = 'c', env = "ANOMALYD_CONFIG", default_value = DEFAULT_PATH)]
     pub config: PathBuf,
+}
+
+/// Where the control socket is: `--socket`, else the config's `[control] socket`.
+#[derive(Debug, Args)]
+pub struct SocketArg {
+    /// Control socket [default: the config's `[control] socket`].
+    #[arg(long, short = 's')]
+    pub socket: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+/// `anomalyd health`.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    #[command(flatten)]
+    pub socket: SocketArg,
+    /// Also print each task and partition.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+/// `anomalyd ctl`.
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    #[command(subcommand)]
+    pub action: CtlAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CtlAction {
+    /// Print the daemon's status as JSON.
+    Status(SocketArg),
+    /// Reload the model file; exits non-zero if the daemon refuses it.
+    Reload(SocketArg),
 }
 
 /// `anomalyd tail`.

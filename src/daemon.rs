@@ -1,29 +1,37 @@
-//! The daemon: turns a validated [`Config`] into running, supervised tasks, and stops them
-//! gracefully.
+//! The daemon: turns a validated [`Config`] into running, supervised tasks, answers on the
+//! control socket, reloads its model on request, and stops gracefully.
 //!
-//! [`run`] is what `anomalyd run` calls: it starts everything, waits for the shutdown future
-//! (a signal in production, anything in tests), then drains within the grace period.
+//! [`run`] is what `anomalyd run` calls: it starts everything, tells systemd when it is ready,
+//! feeds the watchdog while every task is alive, reloads on SIGHUP, and on SIGTERM drains
+//! within the grace period. Tests call it too, with hand-made [`Signals`].
 
-use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use thiserror::Error;
+use tokio::net::UnixListener;
 
 use crate::config::Config;
+use crate::control::lag::{LagProbe, PartitionLag};
+use crate::control::server::{self, ControlError};
+use crate::control::status::{ModelStatus, PartitionStatus, Status};
 use crate::detect::features::FeatureExtractor;
 use crate::detect::model::{Model, ModelError};
 use crate::detect::slot::ModelSlot;
 use crate::detect::worker::WorkerEnv;
 use crate::metrics::Metrics;
+use crate::notify;
+use crate::signals::{Signal, Signals};
 use crate::source::consumer::{self, Assignment};
 use crate::source::generator::Generator;
-use crate::supervisor::{RestartPolicy, Supervisor, TaskError};
+use crate::supervisor::{RestartPolicy, Supervisor, TaskError, TaskState};
 
-/// How long a stop waits for in-flight batches before giving up.
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+/// Tasks whose failure makes the daemon not ready (Slack alerts failing does not: Kafka work
+/// never waits on Slack).
+const CRITICAL_TASKS: &[&str] = &["detector", "control"];
 
 #[derive(Debug, Error)]
 pub enum DaemonError {
@@ -39,6 +47,8 @@ pub enum DaemonError {
     },
     #[error("could not create the Kafka producer: {0}")]
     Producer(KafkaError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
     #[error("shutdown grace period ended with tasks still running: {}", .0.join(", "))]
     Grace(Vec<&'static str>),
 }
@@ -50,12 +60,17 @@ pub struct Daemon {
     metrics: Arc<Metrics>,
     assignment: Arc<Assignment>,
     model: Arc<ModelSlot>,
+    started: Instant,
+    lag_probe: Arc<Mutex<Option<LagProbe>>>,
+    lag_cache: Mutex<Vec<PartitionLag>>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl Daemon {
-    /// Loads the model and starts every configured task. Fails only on what a restart could
-    /// not fix (a missing or mismatched model, a producer that cannot be built).
-    pub async fn start(config: Config) -> Result<Self, DaemonError> {
+    /// Loads the model, binds the control socket and starts every configured task. Fails only
+    /// on what a restart could not fix (a missing or mismatched model, a socket in use).
+    pub async fn start(config: Config) -> Result<Arc<Self>, DaemonError> {
         let model = Model::load(&config.model.path)?;
         if let Some(configured) = FeatureExtractor::configured_count(&config.detector.features)
             && configured != model.n_features()
@@ -67,52 +82,42 @@ impl Daemon {
             });
         }
         tracing::info!(model_id = model.id(), path = %model.path().display(), features = model.n_features(), "model loaded");
-
-        let config = Arc::new(config);
-        let metrics = Arc::new(Metrics::default());
-        let assignment = Arc::new(Assignment::default());
-        let model = Arc::new(ModelSlot::new(model));
-        let supervisor = Supervisor::new(RestartPolicy::default());
         let producer: FutureProducer = crate::kafka::producer_config(&config.kafka)
             .create()
             .map_err(DaemonError::Producer)?;
+        let listener = Arc::new(server::bind(&config.control.socket).await?);
+        tracing::info!(socket = %config.control.socket.display(), "control socket bound");
 
-        if config.generator.enabled {
-            let generator = Arc::new(Generator::new(
-                config.generator.clone(),
-                producer.clone(),
-                Arc::clone(&metrics),
-            ));
-            supervisor
-                .spawn("generator", move |_, shutdown| {
-                    let generator = Arc::clone(&generator);
-                    async move { generator.run(shutdown).await.map_err(TaskError::from) }
-                })
-                .await;
-        }
-
-        let env = Arc::new(WorkerEnv {
-            producer,
-            model: Arc::clone(&model),
-            features: config.detector.features.clone(),
-            output_topic: config.detector.output_topic.clone(),
-            dead_letter_topic: config.detector.dead_letter_topic.clone(),
-            batch_max: config.detector.batch_max,
-            batch_linger: Duration::from_millis(config.detector.batch_linger_ms),
-            metrics: Arc::clone(&metrics),
+        let sv = &config.supervisor;
+        let policy = RestartPolicy {
+            max_restarts: sv.max_restarts,
+            window: Duration::from_secs(sv.restart_window_s),
+            ..RestartPolicy::default()
+        };
+        let daemon = Arc::new(Self {
+            config: Arc::new(config),
+            supervisor: Supervisor::new(policy),
+            metrics: Arc::new(Metrics::default()),
+            assignment: Arc::new(Assignment::default()),
+            model: Arc::new(ModelSlot::new(model)),
+            started: Instant::now(),
+            lag_probe: Arc::new(Mutex::new(None)),
+            lag_cache: Mutex::new(Vec::new()),
+            reloading: tokio::sync::Mutex::new(()),
         });
+        daemon.spawn_tasks(producer, listener).await;
+        Ok(daemon)
+    }
+
+    async fn spawn_tasks(self: &Arc<Self>, producer: FutureProducer, listener: Arc<UnixListener>) {
+        let config = &self.config;
         {
-            let config = Arc::clone(&config);
-            let assignment = Arc::clone(&assignment);
-            supervisor
-                .spawn("detector", move |_, shutdown| {
-                    let (config, env, assignment) = (
-                        Arc::clone(&config),
-                        Arc::clone(&env),
-                        Arc::clone(&assignment),
-                    );
+            let daemon = Arc::clone(self);
+            self.supervisor
+                .spawn("control", move |status, shutdown| {
+                    let (daemon, listener) = (Arc::clone(&daemon), Arc::clone(&listener));
                     async move {
-                        consumer::run(&config, env, assignment, shutdown)
+                        server::serve(listener, daemon, status, shutdown)
                             .await
                             .map_err(TaskError::from)
                     }
@@ -120,13 +125,51 @@ impl Daemon {
                 .await;
         }
 
-        Ok(Self {
-            config,
-            supervisor,
-            metrics,
-            assignment,
-            model,
-        })
+        if config.generator.enabled {
+            let generator = Arc::new(Generator::new(
+                config.generator.clone(),
+                producer.clone(),
+                Arc::clone(&self.metrics),
+            ));
+            self.supervisor
+                .spawn("generator", move |status, shutdown| {
+                    let generator = Arc::clone(&generator);
+                    async move {
+                        generator
+                            .run(&status, shutdown)
+                            .await
+                            .map_err(TaskError::from)
+                    }
+                })
+                .await;
+        }
+
+        let env = Arc::new(WorkerEnv {
+            producer,
+            model: Arc::clone(&self.model),
+            features: config.detector.features.clone(),
+            output_topic: config.detector.output_topic.clone(),
+            dead_letter_topic: config.detector.dead_letter_topic.clone(),
+            batch_max: config.detector.batch_max,
+            batch_linger: Duration::from_millis(config.detector.batch_linger_ms),
+            metrics: Arc::clone(&self.metrics),
+        });
+        let config = Arc::clone(&self.config);
+        let assignment = Arc::clone(&self.assignment);
+        self.supervisor
+            .spawn("detector", move |status, shutdown| {
+                let (config, env, assignment) = (
+                    Arc::clone(&config),
+                    Arc::clone(&env),
+                    Arc::clone(&assignment),
+                );
+                async move {
+                    consumer::run(&config, env, assignment, status, shutdown)
+                        .await
+                        .map_err(TaskError::from)
+                }
+            })
+            .await;
     }
 
     pub fn config(&self) -> &Config {
@@ -149,11 +192,156 @@ impl Daemon {
         &self.supervisor
     }
 
-    /// Stops taking records, lets every worker finish its batch and commit, and leaves the
-    /// consumer group, within `grace`.
-    pub async fn stop(self, grace: Duration) -> Result<(), DaemonError> {
+    /// Re-reads the model file and, if it is sound, puts it in service from the next batch.
+    /// A refused file leaves the old model serving. Tells systemd RELOADING, then READY.
+    pub async fn reload(&self) -> Result<Arc<Model>, String> {
+        let _one_at_a_time = self.reloading.lock().await;
+        notify::reloading();
+        let slot = Arc::clone(&self.model);
+        let path = self.config.model.path.clone();
+        let result = tokio::task::spawn_blocking(move || slot.reload(&path))
+            .await
+            .map_err(|e| format!("reload task failed: {e}"))
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        match &result {
+            Ok(m) => {
+                tracing::info!(model_id = m.id(), path = %m.path().display(), "model reloaded")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "model reload refused; the old model keeps serving")
+            }
+        }
+        notify::ready(&self.status_line());
+        result
+    }
+
+    /// Why the daemon cannot do its job right now; empty when it can.
+    pub fn not_ready(&self) -> Vec<String> {
+        let mut reasons = Vec::new();
+        if self.assignment.generations.load(Relaxed) == 0 {
+            reasons.push("no partitions assigned yet (not joined the consumer group)".to_owned());
+        }
+        for t in self.supervisor.reports() {
+            if CRITICAL_TASKS.contains(&t.name) && t.state == TaskState::Backoff {
+                let why = t.last_error.unwrap_or_default();
+                reasons.push(format!("task {} failing: {why}", t.name));
+            }
+        }
+        for name in self.hung_tasks() {
+            reasons.push(format!("task {name} hung (no heartbeat)"));
+        }
+        reasons
+    }
+
+    /// Running tasks that have not beaten within `heartbeat_timeout_s`.
+    pub fn hung_tasks(&self) -> Vec<&'static str> {
+        self.supervisor.hung(Duration::from_secs(
+            self.config.supervisor.heartbeat_timeout_s,
+        ))
+    }
+
+    /// The `/status` document, from memory: lag comes from the last [`Daemon::refresh_lag`].
+    pub fn status(&self) -> Status {
+        let lags = self
+            .lag_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let stats = self.metrics.partitions();
+        let partitions: Vec<PartitionStatus> = self
+            .assignment
+            .partitions()
+            .into_iter()
+            .map(|(topic, partition)| {
+                let s = stats
+                    .get(&(topic.clone(), partition))
+                    .cloned()
+                    .unwrap_or_default();
+                let offsets = lags
+                    .iter()
+                    .find(|l| l.topic == topic && l.partition == partition)
+                    .cloned()
+                    .unwrap_or(PartitionLag {
+                        topic,
+                        partition,
+                        committed: None,
+                        high_watermark: None,
+                        lag: None,
+                    });
+                PartitionStatus {
+                    offsets,
+                    records: s.records,
+                    anomalies: s.anomalies,
+                    dead_letters: s.dead_letters,
+                }
+            })
+            .collect();
+        let model = self.model.current();
+        let not_ready = self.not_ready();
+        let tasks = self.supervisor.reports();
+        Status {
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_s: self.started.elapsed().as_secs(),
+            ready: not_ready.is_empty(),
+            not_ready,
+            // A refused reload is degraded too: the operator's new model is not serving.
+            degraded: tasks.iter().any(|t| t.degraded)
+                || !self.hung_tasks().is_empty()
+                || self.model.history().last_error.is_some(),
+            model: ModelStatus {
+                id: model.id().to_owned(),
+                kind: model.kind().to_owned(),
+                path: model.path().display().to_string(),
+                features: model.feature_names().to_vec(),
+                history: self.model.history(),
+            },
+            tasks,
+            lag: partitions.iter().filter_map(|p| p.offsets.lag).sum(),
+            partitions,
+            counters: self.metrics.snapshot(),
+        }
+    }
+
+    /// Asks the broker for the committed offsets and high watermarks of the assigned
+    /// partitions (blocking calls, run off the async workers). The control server calls it
+    /// every few seconds, so that `/status` and `/metrics` answer at once.
+    pub async fn refresh_lag(&self) {
+        let probe = Arc::clone(&self.lag_probe);
+        let kafka = self.config.kafka.clone();
+        let parts = self.assignment.partitions();
+        let fresh = tokio::task::spawn_blocking(move || {
+            let mut probe = probe.lock().unwrap_or_else(|p| p.into_inner());
+            if probe.is_none() {
+                *probe = LagProbe::new(&kafka, &kafka.group_id)
+                    .map_err(|e| tracing::warn!(error = %e, "lag probe"))
+                    .ok();
+            }
+            probe
+                .as_ref()
+                .map(|p| p.lag(&parts, Duration::from_secs(2)))
+                .unwrap_or_default()
+        })
+        .await
+        .unwrap_or_default();
+        *self.lag_cache.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+    }
+
+    /// A short line for systemd's STATUS=.
+    fn status_line(&self) -> String {
+        format!(
+            "model {}; {} partitions; {} records scored",
+            self.model.current().id(),
+            self.assignment.partitions().len(),
+            self.metrics.records_in.load(Relaxed)
+        )
+    }
+
+    /// Stops taking records, lets every worker finish its batch and commit, leaves the
+    /// consumer group and removes the control socket, within `grace`.
+    pub async fn stop(&self, grace: Duration) -> Result<(), DaemonError> {
         tracing::info!(grace = ?grace, "stopping");
         let still = self.supervisor.shutdown(grace).await;
+        let _ = std::fs::remove_file(&self.config.control.socket);
         self.log_summary();
         if still.is_empty() {
             tracing::info!("stopped cleanly");
@@ -162,18 +350,11 @@ impl Daemon {
             Err(DaemonError::Grace(still))
         }
     }
-}
 
-impl Daemon {
     /// One line an operator (or the demo) reads at exit.
     fn log_summary(&self) {
         let m = self.metrics.snapshot();
-        let secs = self
-            .supervisor
-            .started()
-            .elapsed()
-            .map_or(0.0, |d| d.as_secs_f64())
-            .max(1e-3);
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
         let dead: u64 = m.dead_letters.values().sum();
         tracing::info!(
             records_scored = m.records_in,
@@ -187,13 +368,42 @@ impl Daemon {
     }
 }
 
-/// Runs the daemon until `shutdown` completes, then stops it within `grace`.
-pub async fn run(
-    config: Config,
-    shutdown: impl Future<Output = ()>,
-    grace: Duration,
-) -> Result<(), DaemonError> {
+/// Runs the daemon until SIGTERM/SIGINT (or the end of `signals`), reloading on SIGHUP.
+pub async fn run(config: Config, mut signals: Signals) -> Result<(), DaemonError> {
+    let grace = Duration::from_secs(config.supervisor.shutdown_grace_s);
     let daemon = Daemon::start(config).await?;
-    shutdown.await;
+
+    // READY=1 once the consumer has joined its group (socket and model are ready already);
+    // from then on, feed the watchdog while no task is hung.
+    let lifecycle = {
+        let daemon = Arc::clone(&daemon);
+        tokio::spawn(async move {
+            while daemon.assignment.generations.load(Relaxed) == 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            tracing::info!("ready");
+            notify::ready(&daemon.status_line());
+            let Some(every) = notify::watchdog_interval() else {
+                return;
+            };
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let hung = daemon.hung_tasks();
+                if hung.is_empty() {
+                    notify::watchdog();
+                } else {
+                    tracing::error!(tasks = ?hung, "tasks hung: not feeding the systemd watchdog");
+                }
+            }
+        })
+    };
+
+    // SIGTERM/SIGINT, or the end of the signal stream, ends the loop.
+    while let Some(Signal::Reload) = signals.recv().await {
+        let _ = daemon.reload().await;
+    }
+    lifecycle.abort();
+    notify::stopping();
     daemon.stop(grace).await
 }

@@ -9,6 +9,8 @@ pub const DATA_ERR: u8 = 65;
 pub const NO_INPUT: u8 = 66;
 /// An output file cannot be written (`EX_CANTCREAT`).
 pub const CANT_CREATE: u8 = 73;
+/// The daemon's control socket does not answer (`EX_UNAVAILABLE`).
+pub const UNAVAILABLE: u8 = 69;
 /// The configuration is invalid (`EX_CONFIG`). systemd's `RestartPreventExitStatus=78` keeps a
 /// unit with a broken config from restarting in a loop.
 pub const CONFIG: u8 = 78;

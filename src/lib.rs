@@ -13,8 +13,11 @@
 //! - [`detect`]: features, the Isolation Forest and its model file, and the partition workers.
 //! - [`sinks`]: where results go: the anomalies topic and the dead-letter topic.
 //! - [`daemon`]: wires the configuration into supervised tasks; [`supervisor`] restarts them.
+//! - [`control`]: the control socket (`/live`, `/ready`, `/status`, `/metrics`, `/reload`),
+//!   and `anomalyd health` / `anomalyd ctl` that talk to it.
+//! - [`notify`]: systemd readiness, reload, stopping and watchdog notifications.
 //! - [`metrics`]: counters and latency histograms.
-//! - [`signals`]: SIGTERM/SIGINT as async messages.
+//! - [`signals`]: SIGTERM/SIGINT (stop) and SIGHUP (reload) as async messages.
 //! - [`tail`]: `anomalyd tail`, a topic's records as JSON lines.
 //! - [`synthetic`]: the two-blob demo data shared by `train --synthetic` and the generator.
 //! - [`offline`]: CSV input, ROC AUC and average precision, and the `train` and `eval` commands.
@@ -27,12 +30,14 @@
 
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod detect;
 pub mod exit;
 pub mod kafka;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod offline;
 pub mod signals;
 pub mod sinks;

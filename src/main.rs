@@ -1,101 +1,132 @@
-//! The `anomalyd` binary: parses arguments and hands over to the library. Errors are printed
-//! once, here, and turned into exit codes.
+//! The `anomalyd` binary: parses arguments, loads the configuration, sets up logging and hands
+//! over to the library. Errors are printed once, here, and turned into exit codes.
 
 #![forbid(unsafe_code)]
 
 use std::fmt::Display;
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
-use anomalyd::cli::{Cli, Command};
+use anomalyd::cli::{Cli, Command, CtlAction, CtlArgs, HealthArgs, SocketArg, TailArgs};
 use anomalyd::config::{self, Config};
-use anomalyd::exit;
-use anomalyd::logging;
+use anomalyd::control::{client, health};
 use anomalyd::offline::{eval, train};
 use anomalyd::signals::Signals;
 use anomalyd::tail::{TailOptions, tail};
+use anomalyd::{daemon, exit, logging};
 use clap::Parser;
 
+/// `health` and `ctl` give up after this: monitoring must not hang.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(2);
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Run(args) => {
-            let config = match load_config(&args.config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            if let Err(e) = logging::init(&config.log) {
-                return fail(&e, exit::CONFIG);
-            }
-            let mut signals = match Signals::install() {
-                Ok(s) => s,
-                Err(e) => return fail(&e, exit::FAILURE),
-            };
-            let result = runtime().block_on(anomalyd::daemon::run(
-                config,
-                async move { signals.terminated().await },
-                anomalyd::daemon::DEFAULT_GRACE,
-            ));
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(&e, exit::FAILURE),
-            }
-        }
-        Command::Tail(args) => {
-            let config = match load_config(&args.config.config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            let opts = TailOptions {
-                topic: args.topic,
-                from_beginning: args.from_beginning,
-                limit: args.limit,
-                pretty: args.pretty,
-            };
-            let mut out = std::io::stdout().lock();
-            let result = runtime().block_on(async {
-                let stop = async {
-                    let _ = tokio::signal::ctrl_c().await;
-                };
-                tail(&config.kafka, &opts, &mut out, stop).await
-            });
-            match result {
-                Ok(_) => ExitCode::SUCCESS,
-                Err(e) => fail(&e, exit::FAILURE),
-            }
-        }
-        Command::CheckConfig(args) => match load_config(&args.config) {
-            Ok(_) => {
+    match Cli::parse().command {
+        Command::Run(args) => run(&args.config),
+        Command::CheckConfig(args) => load_config(&args.config).map_or_else(
+            |code| code,
+            |_| {
                 println!("ok");
                 ExitCode::SUCCESS
-            }
-            Err(code) => code,
-        },
+            },
+        ),
         Command::Train(args) => {
             match train::train(&args.options(std::io::stderr().is_terminal())) {
-                Ok(summary) => {
-                    println!("{summary}");
-                    ExitCode::SUCCESS
-                }
+                Ok(summary) => done(summary),
                 Err(e) => fail(&e, e.exit_code()),
             }
         }
         Command::Eval(args) => match eval::eval(&args.options()) {
             Ok(report) if args.json => match serde_json::to_string(&report) {
-                Ok(json) => {
-                    println!("{json}");
-                    ExitCode::SUCCESS
-                }
+                Ok(json) => done(json),
                 Err(e) => fail(&e, exit::FAILURE),
             },
-            Ok(report) => {
-                println!("{report}");
-                ExitCode::SUCCESS
-            }
+            Ok(report) => done(report),
             Err(e) => fail(&e, e.exit_code()),
         },
+        Command::Tail(args) => tail_topic(args),
+        Command::Health(args) => check_health(args),
+        Command::Ctl(args) => ctl(args),
     }
+}
+
+fn run(config_path: &Path) -> ExitCode {
+    let config = match load_config(config_path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Err(e) = logging::init(&config.log) {
+        return fail(&e, exit::CONFIG);
+    }
+    let signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => return fail(&e, exit::FAILURE),
+    };
+    match runtime().block_on(daemon::run(config, signals)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e, exit::FAILURE),
+    }
+}
+
+fn tail_topic(args: TailArgs) -> ExitCode {
+    let config = match load_config(&args.config.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let opts = TailOptions {
+        topic: args.topic,
+        from_beginning: args.from_beginning,
+        limit: args.limit,
+        pretty: args.pretty,
+    };
+    let mut out = std::io::stdout().lock();
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match runtime().block_on(tail(&config.kafka, &opts, &mut out, stop)) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => fail(&e, exit::FAILURE),
+    }
+}
+
+fn check_health(args: HealthArgs) -> ExitCode {
+    let socket = socket_path(&args.socket);
+    let h = runtime().block_on(health::check(&socket, CONTROL_TIMEOUT));
+    println!("{}", h.line);
+    if args.verbose {
+        h.detail.iter().for_each(|l| println!("  {l}"));
+    }
+    ExitCode::from(h.verdict as u8)
+}
+
+fn ctl(args: CtlArgs) -> ExitCode {
+    let (method, path, socket) = match &args.action {
+        CtlAction::Status(s) => ("GET", "/status", socket_path(s)),
+        CtlAction::Reload(s) => ("POST", "/reload", socket_path(s)),
+    };
+    // A reload reads and verifies the whole file: allow it more time than a status read.
+    let timeout = CONTROL_TIMEOUT * if method == "POST" { 30 } else { 1 };
+    match runtime().block_on(client::request(&socket, method, path, timeout)) {
+        Ok((200, body)) => {
+            print!("{body}");
+            ExitCode::SUCCESS
+        }
+        Ok((code, body)) => {
+            eprint!("anomalyd: the daemon answered {code}: {body}");
+            ExitCode::from(exit::FAILURE)
+        }
+        Err(e) => fail(&e, exit::UNAVAILABLE),
+    }
+}
+
+/// `--socket`, else the configuration's socket, else the built-in default.
+fn socket_path(arg: &SocketArg) -> PathBuf {
+    arg.socket.clone().unwrap_or_else(|| {
+        config::load(&arg.config.config)
+            .map(|c| c.control.socket)
+            .unwrap_or_else(|_| config::default_socket_path())
+    })
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -103,6 +134,11 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("the tokio runtime starts")
+}
+
+fn done(output: impl Display) -> ExitCode {
+    println!("{output}");
+    ExitCode::SUCCESS
 }
 
 /// Prints an error once and turns it into an exit code.

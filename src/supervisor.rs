@@ -239,6 +239,19 @@ impl Supervisor {
             .collect()
     }
 
+    /// Running tasks whose last heartbeat is older than `limit`: hung, as far as anyone can
+    /// tell from outside. Tasks waiting to restart or finished are not counted.
+    pub fn hung(&self, limit: Duration) -> Vec<&'static str> {
+        self.reports()
+            .into_iter()
+            .filter(|t| {
+                t.state == TaskState::Running
+                    && t.heartbeat_age_s.is_some_and(|a| a > limit.as_secs_f64())
+            })
+            .map(|t| t.name)
+            .collect()
+    }
+
     /// Whether any task has failed too often lately.
     pub fn degraded(&self) -> bool {
         self.reports().iter().any(|r| r.degraded)
@@ -441,6 +454,25 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(runs.load(Relaxed), 1);
         assert_eq!(sup.reports()[0].state, TaskState::Finished);
+    }
+
+    #[tokio::test]
+    async fn a_task_that_stops_beating_is_hung() {
+        let sup = Supervisor::new(fast_policy());
+        sup.spawn("beating", |status, shutdown| async move {
+            loop {
+                status.heartbeat();
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+            }
+        })
+        .await;
+        sup.spawn("stuck", |_, _| std::future::pending()).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(sup.hung(Duration::from_millis(150)), ["stuck"]);
+        assert!(sup.hung(Duration::from_secs(5)).is_empty());
     }
 
     #[tokio::test]

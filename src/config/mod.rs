@@ -25,6 +25,7 @@ pub struct Config {
     pub generator: GeneratorConfig,
     pub slack: SlackConfig,
     pub control: ControlConfig,
+    pub supervisor: SupervisorConfig,
     pub log: LogConfig,
 }
 
@@ -171,13 +172,34 @@ impl Default for GeneratorConfig {
     }
 }
 
-/// `[slack]`: where alerts go.
+/// `[slack]`: where alerts go, how they are grouped and how fast they may be sent.
+///
+/// The secrets (bot token, webhook URL) are never read from this file: they come from the
+/// environment or from the files named here, so the TOML can be shared and versioned.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SlackConfig {
     pub mode: SlackMode,
     /// Channel for `bot` mode (`#name` or a channel id).
     pub channel: String,
+    /// Slack Web API base URL for `bot` mode; another value points at a proxy or a test server.
+    pub api_base: String,
+    /// File holding the bot token; without it the token comes from `SLACK_API_TOKEN`.
+    pub token_file: Option<PathBuf>,
+    /// File holding the incoming-webhook URL; without it the URL comes from `SLACK_WEBHOOK_URL`.
+    pub webhook_url_file: Option<PathBuf>,
+    /// Consumer group of the notifier; default `<kafka.group_id>-notifier`.
+    pub group_id: Option<String>,
+    /// How long a new group of anomalies gathers before its first alert.
+    pub group_wait_s: u64,
+    /// Least time between two alerts of the same group.
+    pub group_interval_s: u64,
+    /// Anomalies shown in one alert, the most anomalous (lowest score) first.
+    pub top_n: usize,
+    /// Least time between two messages to the channel (Slack allows about one a second).
+    pub min_interval_ms: u64,
+    /// Longest one HTTP request to Slack may take before it is retried.
+    pub request_timeout_s: u64,
 }
 
 impl Default for SlackConfig {
@@ -185,6 +207,15 @@ impl Default for SlackConfig {
         Self {
             mode: SlackMode::Off,
             channel: "#anomalies".into(),
+            api_base: "https://slack.com/api".into(),
+            token_file: None,
+            webhook_url_file: None,
+            group_id: None,
+            group_wait_s: 30,
+            group_interval_s: 300,
+            top_n: 5,
+            min_interval_ms: 1000,
+            request_timeout_s: 10,
         }
     }
 }
@@ -228,6 +259,32 @@ pub fn default_socket_path() -> PathBuf {
             PathBuf::from(first).join("anomalyd.sock")
         }
         _ => PathBuf::from("/run/anomalyd/anomalyd.sock"),
+    }
+}
+
+/// `[supervisor]`: restarts, hang detection and shutdown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SupervisorConfig {
+    /// More restarts of one task than this within `restart_window_s` mark the daemon degraded.
+    pub max_restarts: usize,
+    pub restart_window_s: u64,
+    /// A running task silent for longer than this counts as hung: the systemd watchdog stops
+    /// being fed, so systemd restarts the service.
+    pub heartbeat_timeout_s: u64,
+    /// How long a stop may take to finish in-flight batches and commit; past it the process
+    /// exits non-zero, naming what was still running.
+    pub shutdown_grace_s: u64,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        Self {
+            max_restarts: 5,
+            restart_window_s: 300,
+            heartbeat_timeout_s: 30,
+            shutdown_grace_s: 30,
+        }
     }
 }
 
@@ -366,8 +423,78 @@ impl Config {
             );
         }
 
-        if self.slack.mode == SlackMode::Bot && self.slack.channel.trim().is_empty() {
+        let sl = &self.slack;
+        if sl.mode == SlackMode::Bot && sl.channel.trim().is_empty() {
             bad("slack.channel", "must name a channel in bot mode".into());
+        }
+        if sl.mode == SlackMode::Bot
+            && !(sl.api_base.starts_with("https://") || sl.api_base.starts_with("http://"))
+        {
+            bad(
+                "slack.api_base",
+                "must be an http:// or https:// URL, e.g. \"https://slack.com/api\"".into(),
+            );
+        }
+        for (key, file) in [
+            ("slack.token_file", &sl.token_file),
+            ("slack.webhook_url_file", &sl.webhook_url_file),
+        ] {
+            if file.as_ref().is_some_and(|f| f.as_os_str().is_empty()) {
+                bad(
+                    key,
+                    "must not be empty (leave it out to use the environment)".into(),
+                );
+            }
+        }
+        if sl.group_id.as_ref().is_some_and(|g| g.trim().is_empty()) {
+            bad(
+                "slack.group_id",
+                "must not be empty (leave it out for <kafka.group_id>-notifier)".into(),
+            );
+        }
+        if sl.group_wait_s > 3600 {
+            bad("slack.group_wait_s", "must be <= 3600 (one hour)".into());
+        }
+        if !(1..=86_400).contains(&sl.group_interval_s) {
+            bad(
+                "slack.group_interval_s",
+                "must be between 1 and 86400 (one day)".into(),
+            );
+        }
+        if !(1..=20).contains(&sl.top_n) {
+            bad(
+                "slack.top_n",
+                "must be between 1 and 20 (Slack allows 50 blocks per message)".into(),
+            );
+        }
+        if !(1000..=60_000).contains(&sl.min_interval_ms) {
+            bad(
+                "slack.min_interval_ms",
+                "must be between 1000 (Slack's one message a second per channel) and 60000".into(),
+            );
+        }
+        if !(1..=300).contains(&sl.request_timeout_s) {
+            bad(
+                "slack.request_timeout_s",
+                "must be between 1 and 300".into(),
+            );
+        }
+
+        let sv = &self.supervisor;
+        if sv.restart_window_s == 0 {
+            bad("supervisor.restart_window_s", "must be >= 1".into());
+        }
+        if sv.heartbeat_timeout_s < 2 {
+            bad(
+                "supervisor.heartbeat_timeout_s",
+                "must be >= 2 (tasks beat once a second)".into(),
+            );
+        }
+        if sv.shutdown_grace_s == 0 || sv.shutdown_grace_s > 3600 {
+            bad(
+                "supervisor.shutdown_grace_s",
+                "must be between 1 and 3600".into(),
+            );
         }
 
         if self.control.socket.as_os_str().is_empty() {
@@ -492,6 +619,37 @@ mod tests {
         assert_eq!(c.topics().len(), 3);
         c.generator.topic = "other".into();
         assert_eq!(c.topics().len(), 4);
+    }
+
+    #[test]
+    fn slack_settings_are_checked() {
+        let mut c = Config::default();
+        c.slack.mode = SlackMode::Bot;
+        c.slack.api_base = "slack.com/api".into();
+        c.slack.group_id = Some(" ".into());
+        c.slack.top_n = 0;
+        c.slack.min_interval_ms = 10;
+        c.slack.group_interval_s = 0;
+        c.slack.request_timeout_s = 0;
+        c.slack.token_file = Some(PathBuf::new());
+        let keys: Vec<_> = c.validate().into_iter().map(|i| i.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "slack.api_base",
+                "slack.token_file",
+                "slack.group_id",
+                "slack.group_interval_s",
+                "slack.top_n",
+                "slack.min_interval_ms",
+                "slack.request_timeout_s",
+            ]
+        );
+        // The base URL only matters in bot mode.
+        let mut c = Config::default();
+        c.slack.mode = SlackMode::Log;
+        c.slack.api_base = String::new();
+        assert_eq!(c.validate(), vec![]);
     }
 
     #[test]

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::detect::worker::{PartitionWorker, WorkerEnv, WorkerError};
+use crate::supervisor::TaskStatus;
 
 #[derive(Debug, Error)]
 pub enum ConsumerError {
@@ -210,6 +211,7 @@ pub async fn run(
     config: &Config,
     env: Arc<WorkerEnv>,
     assignment: Arc<Assignment>,
+    status: Arc<TaskStatus>,
     shutdown: CancellationToken,
 ) -> Result<(), ConsumerError> {
     let (failures_tx, failures) = tokio::sync::mpsc::unbounded_channel();
@@ -244,7 +246,7 @@ pub async fn run(
                 .enable_all()
                 .build()
                 .expect("a current-thread runtime builds");
-            let result = rt.block_on(group_loop(&consumer, failures, shutdown));
+            let result = rt.block_on(group_loop(&consumer, failures, &status, shutdown));
             consumer.context().stop_all();
             commit(consumer.as_ref());
             consumer.unsubscribe();
@@ -259,11 +261,16 @@ pub async fn run(
 async fn group_loop(
     consumer: &Arc<StreamConsumer<GroupContext>>,
     mut failures: tokio::sync::mpsc::UnboundedReceiver<WorkerError>,
+    status: &TaskStatus,
     shutdown: CancellationToken,
 ) -> Result<(), ConsumerError> {
+    // The group thread's beat: it stops if polling the main queue (and so serving the group)
+    // stops, e.g. in a rebalance stuck on a worker that never finishes.
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => status.heartbeat(),
             Some(e) = failures.recv() => return Err(e.into()),
             m = consumer.recv() => match m {
                 // Records reach the main queue only if fetched before their partition's queue

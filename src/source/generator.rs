@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::GeneratorConfig;
 use crate::metrics::Metrics;
 use crate::sinks::{SinkError, enqueue};
+use crate::supervisor::TaskStatus;
 use crate::synthetic::{blob_point, outlier_point};
 
 /// Records awaiting acknowledgement at most; bounds memory when the broker is slow.
@@ -67,7 +68,11 @@ impl Generator {
     /// Writes records until `count` are written (then returns) or `shutdown`. Delivery
     /// failures after the producer's own retries are logged and counted, not fatal: the
     /// generator keeps going through broker hiccups.
-    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), GeneratorError> {
+    pub async fn run(
+        &self,
+        status: &TaskStatus,
+        shutdown: CancellationToken,
+    ) -> Result<(), GeneratorError> {
         let c = &self.config;
         let interval = (c.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / c.rate));
         let start = tokio::time::Instant::now();
@@ -86,11 +91,19 @@ impl Generator {
             if c.count != 0 && id >= c.count {
                 break;
             }
+            status.heartbeat();
             if let Some(every) = interval {
                 let due = start + every.mul_f64((id - first) as f64);
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep_until(due) => {}
+                // Wake at least once a second to beat, even at very low rates.
+                while tokio::time::Instant::now() < due {
+                    let nap = due.min(tokio::time::Instant::now() + Duration::from_secs(1));
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep_until(nap) => status.heartbeat(),
+                    }
+                }
+                if shutdown.is_cancelled() {
+                    break;
                 }
             } else if shutdown.is_cancelled() {
                 break;

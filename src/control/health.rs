@@ -1,0 +1,248 @@
+//! `anomalyd health`: one line and a Nagios exit code, for monitoring systems.
+//!
+//! 0 OK, 1 WARNING (degraded: a task failing repeatedly or hung, Slack alerts failing),
+//! 2 CRITICAL (not ready), 3 UNKNOWN (no socket, or no answer within the timeout).
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::client;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Ok = 0,
+    Warning = 1,
+    Critical = 2,
+    Unknown = 3,
+}
+
+impl Verdict {
+    fn word(self) -> &'static str {
+        match self {
+            Self::Ok => "OK",
+            Self::Warning => "WARNING",
+            Self::Critical => "CRITICAL",
+            Self::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub verdict: Verdict,
+    /// The one line monitoring shows.
+    pub line: String,
+    /// More lines for `-v`: tasks and partitions.
+    pub detail: Vec<String>,
+}
+
+/// Asks the daemon on `socket` and judges its answer.
+pub async fn check(socket: &Path, timeout: Duration) -> Health {
+    match client::request(socket, "GET", "/status", timeout).await {
+        Ok((200, body)) => match serde_json::from_str::<Value>(&body) {
+            Ok(status) => judge(&status),
+            Err(e) => unknown(format!("unreadable /status: {e}")),
+        },
+        Ok((code, _)) => unknown(format!("/status answered {code}")),
+        Err(e) => unknown(e.to_string()),
+    }
+}
+
+fn unknown(why: String) -> Health {
+    Health {
+        verdict: Verdict::Unknown,
+        line: format!("UNKNOWN anomalyd: {why}"),
+        detail: Vec::new(),
+    }
+}
+
+/// The verdict for a `/status` document.
+pub fn judge(s: &Value) -> Health {
+    let tasks = s["tasks"].as_array().cloned().unwrap_or_default();
+    let notifier = tasks.iter().find(|t| t["name"] == "notifier");
+    let slack = match notifier {
+        None => "off",
+        Some(t) if t["state"] == "backoff" || t["degraded"] == true => "failing",
+        Some(_) => "ok",
+    };
+    let model = s["model"]["id"].as_str().unwrap_or("?");
+    let facts = format!(
+        "model={model} partitions={} lag={} slack={slack}",
+        s["partitions"].as_array().map_or(0, Vec::len),
+        s["lag"].as_i64().unwrap_or(0),
+    );
+    let version = s["version"].as_str().unwrap_or("?");
+    let up = human_duration(s["uptime_s"].as_u64().unwrap_or(0));
+
+    let not_ready: Vec<String> = s["not_ready"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut problems = Vec::new();
+    for t in &tasks {
+        if t["degraded"] == true || t["state"] == "backoff" {
+            problems.push(format!(
+                "{}: {}",
+                t["name"].as_str().unwrap_or("?"),
+                t["last_error"].as_str().unwrap_or("failing")
+            ));
+        }
+    }
+    if s["model"]["last_error"].is_string() {
+        problems.push(format!(
+            "last reload refused: {}",
+            s["model"]["last_error"].as_str().unwrap_or_default()
+        ));
+    }
+
+    let (verdict, line) = if s["ready"] != true {
+        (
+            Verdict::Critical,
+            format!(
+                "CRITICAL anomalyd {version} up {up} not ready: {} {facts}",
+                not_ready.join("; ")
+            ),
+        )
+    } else if s["degraded"] == true || slack == "failing" {
+        (
+            Verdict::Warning,
+            format!(
+                "WARNING anomalyd {version} up {up} {facts} ({})",
+                problems.join("; ")
+            ),
+        )
+    } else {
+        (
+            Verdict::Ok,
+            format!("OK anomalyd {version} up {up} {facts}"),
+        )
+    };
+    debug_assert!(line.starts_with(verdict.word()));
+
+    let mut detail: Vec<String> = tasks
+        .iter()
+        .map(|t| {
+            format!(
+                "task {} {} restarts={}{}",
+                t["name"].as_str().unwrap_or("?"),
+                t["state"].as_str().unwrap_or("?"),
+                t["restarts"],
+                t["last_error"]
+                    .as_str()
+                    .map(|e| format!(" last_error={e}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    for p in s["partitions"].as_array().into_iter().flatten() {
+        detail.push(format!(
+            "partition {}/{} committed={} lag={} records={}",
+            p["topic"].as_str().unwrap_or("?"),
+            p["partition"],
+            p["committed"],
+            p["lag"],
+            p["records"]
+        ));
+    }
+    Health {
+        verdict,
+        line,
+        detail,
+    }
+}
+
+/// `3h`, `12m`, `45s`, `2d`: the largest whole unit.
+fn human_duration(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86400 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn status(ready: bool, degraded: bool, notifier_state: Option<&str>) -> Value {
+        let mut tasks =
+            vec![json!({"name": "detector", "state": "running", "restarts": 0, "degraded": false})];
+        if let Some(state) = notifier_state {
+            tasks.push(json!({"name": "notifier", "state": state, "restarts": 3,
+                              "degraded": false, "last_error": "invalid_auth"}));
+        }
+        json!({
+            "version": "0.1.0", "uptime_s": 10_800, "ready": ready, "degraded": degraded,
+            "not_ready": if ready { json!([]) } else { json!(["no partitions assigned yet"]) },
+            "model": {"id": "3fa2c1", "last_error": null},
+            "tasks": tasks,
+            "partitions": [{"topic": "t", "partition": 0, "committed": 5, "lag": 12, "records": 5}],
+            "lag": 12,
+        })
+    }
+
+    #[test]
+    fn ok_line_has_the_facts() {
+        let h = judge(&status(true, false, Some("running")));
+        assert_eq!(h.verdict, Verdict::Ok);
+        assert_eq!(
+            h.line,
+            "OK anomalyd 0.1.0 up 3h model=3fa2c1 partitions=1 lag=12 slack=ok"
+        );
+        assert_eq!(
+            judge(&status(true, false, None)).line.rsplit(' ').next(),
+            Some("slack=off")
+        );
+    }
+
+    #[test]
+    fn failing_slack_is_a_warning_not_critical() {
+        let h = judge(&status(true, false, Some("backoff")));
+        assert_eq!(h.verdict, Verdict::Warning);
+        assert!(
+            h.line.contains("slack=failing (notifier: invalid_auth)"),
+            "{}",
+            h.line
+        );
+    }
+
+    #[test]
+    fn not_ready_is_critical_and_degraded_is_warning() {
+        let h = judge(&status(false, false, None));
+        assert_eq!(h.verdict, Verdict::Critical);
+        assert!(
+            h.line.contains("not ready: no partitions assigned yet"),
+            "{}",
+            h.line
+        );
+        assert_eq!(judge(&status(true, true, None)).verdict, Verdict::Warning);
+    }
+
+    #[test]
+    fn durations_are_short() {
+        assert_eq!(human_duration(59), "59s");
+        assert_eq!(human_duration(61), "1m");
+        assert_eq!(human_duration(7200), "2h");
+        assert_eq!(human_duration(200_000), "2d");
+    }
+
+    #[tokio::test]
+    async fn no_socket_is_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = check(&dir.path().join("none.sock"), Duration::from_secs(2)).await;
+        assert_eq!(h.verdict, Verdict::Unknown);
+        assert!(
+            h.line.starts_with("UNKNOWN anomalyd: cannot connect to"),
+            "{}",
+            h.line
+        );
+    }
+}

@@ -1,0 +1,207 @@
+//! `/metrics` in the Prometheus text exposition format 0.0.4.
+
+use std::fmt::Write;
+
+use super::status::Status;
+use crate::metrics::HistogramSnapshot;
+use crate::supervisor::TaskState;
+
+/// Renders the whole exposition from a status snapshot.
+pub fn render(s: &Status) -> String {
+    let mut out = String::new();
+    let c = &s.counters;
+    let mut counter = |name: &str, help: &str, v: u64| {
+        family(&mut out, name, help, "counter");
+        let _ = writeln!(out, "{name} {v}");
+    };
+    counter("anomalyd_records_total", "Records scored.", c.records_in);
+    counter(
+        "anomalyd_anomalies_total",
+        "Anomalies published.",
+        c.anomalies_out,
+    );
+    counter("anomalyd_batches_total", "Batches scored.", c.batches);
+    counter(
+        "anomalyd_generated_total",
+        "Records written by the generator and acknowledged.",
+        c.generated,
+    );
+    counter(
+        "anomalyd_model_reloads_total",
+        "Model reloads that put a new model in service.",
+        s.model.history.reloads,
+    );
+    counter(
+        "anomalyd_model_reload_failures_total",
+        "Model reloads refused (the old model kept serving).",
+        s.model.history.failed_reloads,
+    );
+
+    family(
+        &mut out,
+        "anomalyd_dead_letters_total",
+        "Records sent to the dead-letter topic, by reason.",
+        "counter",
+    );
+    for (reason, n) in &c.dead_letters {
+        let _ = writeln!(
+            out,
+            "anomalyd_dead_letters_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
+
+    histogram(
+        &mut out,
+        "anomalyd_batch_size",
+        "Records per scored batch.",
+        &c.batch_size,
+    );
+    histogram(
+        &mut out,
+        "anomalyd_score_seconds",
+        "Time to extract features and score a batch.",
+        &c.score_latency,
+    );
+    histogram(
+        &mut out,
+        "anomalyd_delivery_seconds",
+        "Time from producing a batch's results to their acknowledgement.",
+        &c.delivery_latency,
+    );
+    histogram(
+        &mut out,
+        "anomalyd_end_to_end_seconds",
+        "From a source record's timestamp to its anomaly's acknowledgement.",
+        &c.end_to_end_latency,
+    );
+
+    family(
+        &mut out,
+        "anomalyd_task_restarts_total",
+        "Restarts of each supervised task.",
+        "counter",
+    );
+    for t in &s.tasks {
+        let _ = writeln!(
+            out,
+            "anomalyd_task_restarts_total{{task=\"{}\"}} {}",
+            t.name, t.restarts
+        );
+    }
+    family(
+        &mut out,
+        "anomalyd_task_up",
+        "1 while a supervised task runs (or finished its job), 0 while it waits to be restarted.",
+        "gauge",
+    );
+    for t in &s.tasks {
+        let up = u8::from(t.state != TaskState::Backoff);
+        let _ = writeln!(out, "anomalyd_task_up{{task=\"{}\"}} {up}", t.name);
+    }
+
+    family(
+        &mut out,
+        "anomalyd_partition_lag",
+        "Records not yet processed on each assigned partition.",
+        "gauge",
+    );
+    for p in &s.partitions {
+        if let Some(lag) = p.offsets.lag {
+            let _ = writeln!(
+                out,
+                "anomalyd_partition_lag{{topic=\"{}\",partition=\"{}\"}} {lag}",
+                escape(&p.offsets.topic),
+                p.offsets.partition
+            );
+        }
+    }
+
+    let mut gauge = |name: &str, help: &str, v: String| {
+        family(&mut out, name, help, "gauge");
+        let _ = writeln!(out, "{name} {v}");
+    };
+    gauge(
+        "anomalyd_ready",
+        "1 when ready to score.",
+        u8::from(s.ready).to_string(),
+    );
+    gauge(
+        "anomalyd_degraded",
+        "1 when a task fails repeatedly or hangs.",
+        u8::from(s.degraded).to_string(),
+    );
+    gauge(
+        "anomalyd_uptime_seconds",
+        "Seconds since start.",
+        s.uptime_s.to_string(),
+    );
+    gauge(
+        "anomalyd_assigned_partitions",
+        "Partitions this instance holds.",
+        s.partitions.len().to_string(),
+    );
+    family(
+        &mut out,
+        "anomalyd_model_info",
+        "The model in service.",
+        "gauge",
+    );
+    let _ = writeln!(
+        out,
+        "anomalyd_model_info{{id=\"{}\",kind=\"{}\"}} 1",
+        escape(&s.model.id),
+        escape(&s.model.kind)
+    );
+    out
+}
+
+fn family(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn histogram(out: &mut String, name: &str, help: &str, h: &HistogramSnapshot) {
+    family(out, name, help, "histogram");
+    let mut cumulative = 0;
+    for (i, n) in h.counts.iter().enumerate() {
+        cumulative += n;
+        let le = h
+            .bounds
+            .get(i)
+            .map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(out, "{name}_sum {}\n{name}_count {}", h.sum, h.count);
+}
+
+/// Label values escape backslash, double quote and newline.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Histogram;
+
+    #[test]
+    fn histograms_are_cumulative_with_inf() {
+        let h = Histogram::new(&[0.1, 1.0]);
+        h.observe(0.05);
+        h.observe(0.5);
+        h.observe(5.0);
+        let mut out = String::new();
+        histogram(&mut out, "x", "help", &h.snapshot());
+        assert!(out.contains("x_bucket{le=\"0.1\"} 1\n"));
+        assert!(out.contains("x_bucket{le=\"1\"} 2\n"));
+        assert!(out.contains("x_bucket{le=\"+Inf\"} 3\n"));
+        assert!(out.contains("x_count 3\n"));
+        assert!(out.contains("# TYPE x histogram\n"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

@@ -1,0 +1,44 @@
+//! The `/status` document: everything an operator asks first, in one JSON object.
+
+use serde::Serialize;
+
+use super::lag::PartitionLag;
+use crate::detect::slot::History;
+use crate::metrics::MetricsSnapshot;
+use crate::supervisor::TaskReport;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub version: &'static str,
+    pub uptime_s: u64,
+    pub ready: bool,
+    /// Why not ready; empty when ready.
+    pub not_ready: Vec<String>,
+    /// A task fails repeatedly or hangs (health says WARNING).
+    pub degraded: bool,
+    pub model: ModelStatus,
+    pub tasks: Vec<TaskReport>,
+    pub partitions: Vec<PartitionStatus>,
+    /// Sum of the known lags.
+    pub lag: i64,
+    pub counters: MetricsSnapshot,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelStatus {
+    pub id: String,
+    pub kind: String,
+    pub path: String,
+    pub features: Vec<String>,
+    #[serde(flatten)]
+    pub history: History,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionStatus {
+    #[serde(flatten)]
+    pub offsets: PartitionLag,
+    pub records: u64,
+    pub anomalies: u64,
+    pub dead_letters: u64,
+}
