@@ -118,6 +118,9 @@ impl Generator {
             .await?;
             self.next_id.store(id + 1, Relaxed);
             deliveries.spawn(pending.delivered());
+            while let Some(done) = deliveries.try_join_next() {
+                failed += self.settle(Some(done));
+            }
             while deliveries.len() >= IN_FLIGHT {
                 failed += self.settle(deliveries.join_next().await);
             }
