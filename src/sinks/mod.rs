@@ -1,8 +1,10 @@
 //! sinks: where results go. The anomalies topic ([`anomalies`]) and the dead-letter topic
-//! ([`dead_letter`]); Slack alerts are read back from the anomalies topic by the notifier.
+//! ([`dead_letter`]); Slack alerts ([`slack`]) are read back from the anomalies topic by the
+//! notifier, in its own consumer group.
 
 pub mod anomalies;
 pub mod dead_letter;
+pub mod slack;
 
 use serde::Serialize;
 

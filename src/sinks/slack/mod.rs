@@ -1,0 +1,24 @@
+//! Slack alerts: a notifier task that reads the anomalies topic with its own consumer group,
+//! groups anomalies as Prometheus Alertmanager does, and posts readable Block Kit messages,
+//! committing the anomalies' offsets only once Slack has accepted the message carrying them.
+//!
+//! - [`anomaly`]: an anomaly record as read back from the anomalies topic.
+//! - [`group`]: grouping by (source topic, model id) with `group_wait` and `group_interval`.
+//! - [`message`]: the Block Kit message of one alert, within Slack's limits.
+//! - [`client`]: posting to Slack (bot token or webhook) with rate limits and retries.
+//! - [`offsets`]: which anomalies-topic offsets are safe to commit.
+//! - [`secret`]: the token and webhook URL, which never print.
+//! - [`metrics`]: counters for `/metrics` and `/status`.
+//! - [`notifier`]: the task that ties them together; [`run`] is its entry point.
+
+pub mod anomaly;
+pub mod client;
+pub mod group;
+pub mod message;
+pub mod metrics;
+pub mod notifier;
+pub mod offsets;
+pub mod secret;
+
+pub use metrics::{SlackMetrics, SlackMetricsSnapshot};
+pub use notifier::{NotifierError, run};

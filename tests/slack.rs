@@ -1,0 +1,624 @@
+//! The Slack notifier against a local server that answers as Slack does, reading anomalies
+//! from a real topic on the test broker: message shape, grouping of a storm, the per-channel
+//! rate, Retry-After, retries, permanent errors and recovery, no anomaly lost across a restart
+//! in an outage, and no secret in the logs.
+
+mod fake_slack;
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use anomalyd::config::{SlackConfig, SlackMode};
+use anomalyd::sinks::slack::{NotifierError, SlackMetrics, run};
+use fake_slack::{FakeSlack, Reply, Request};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const TOKEN: &str = "xoxb-4242-TOPSECRET-token";
+const WEBHOOK_SECRET: &str = "WEBHOOKSECRET0123456789";
+/// The anomalies' source topic (a name in the records, not a topic the test reads).
+const SOURCE: &str = "transactions";
+
+// ---- captured logs ---------------------------------------------------------------------
+
+/// Everything every test in this binary logged (all levels, all threads, and `log` records
+/// from librdkafka and the HTTP stack), for the secret checks.
+fn logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = buf.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || LogWriter(writer.clone()))
+            .try_init()
+            .expect("the only subscriber of this test binary");
+        buf
+    })
+    .clone()
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn log_text() -> String {
+    String::from_utf8_lossy(&logs().lock().unwrap()).into_owned()
+}
+
+/// Fails (without printing the secret or the log) if a secret was logged.
+fn assert_no_secret_logged() {
+    let text = log_text();
+    assert!(!text.contains(TOKEN), "the bot token appears in the logs");
+    assert!(
+        !text.contains(WEBHOOK_SECRET),
+        "the webhook URL appears in the logs"
+    );
+}
+
+// ---- anomalies on a real topic ---------------------------------------------------------
+
+/// An anomaly record as the detector writes it; `n` is its source offset and record id, and
+/// the score falls with `n % 100` so the top N are predictable.
+fn anomaly(model: &str, n: i64) -> Value {
+    json!({
+        "id": n,
+        "data": [[3.9, -0.5]],
+        "score": -0.6 - (n % 100) as f64 / 1000.0,
+        "decision": -0.1,
+        "model": {"id": model, "kind": "isolation_forest", "path": "/m.iforest"},
+        "source": {"topic": SOURCE, "partition": (n % 3), "offset": n},
+        "detected_at": format!("2026-05-01T12:00:{:02}.000Z", n % 60),
+        "explanation": [{"feature": "x0", "value": 3.9123, "low": -2.6, "high": 2.7}],
+    })
+}
+
+async fn produce(topic: &str, records: impl IntoIterator<Item = Value>) {
+    let producer: FutureProducer = anomalyd::kafka::producer_config(&support::kafka_config())
+        .create()
+        .unwrap();
+    let mut pending = Vec::new();
+    for r in records {
+        let payload = r.to_string();
+        pending.push(
+            producer
+                .send_result(FutureRecord::<(), _>::to(topic).payload(&payload))
+                .map_err(|(e, _)| e)
+                .expect("enqueue"),
+        );
+    }
+    for p in pending {
+        p.await.expect("delivery").expect("delivered");
+    }
+}
+
+async fn anomalies_topic() -> String {
+    let topic = support::unique("anomalies");
+    support::create_topic(&topic, 2).await;
+    topic
+}
+
+// ---- the notifier ----------------------------------------------------------------------
+
+fn bot_config(server: &FakeSlack, dir: &Path) -> SlackConfig {
+    let token_file = dir.join("slack-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    SlackConfig {
+        mode: SlackMode::Bot,
+        channel: "#alerts".into(),
+        api_base: server.api_base(),
+        token_file: Some(token_file),
+        group_id: Some(support::unique("notifier")),
+        group_wait_s: 1,
+        group_interval_s: 2,
+        top_n: 5,
+        min_interval_ms: 1000,
+        request_timeout_s: 2,
+        ..SlackConfig::default()
+    }
+}
+
+struct Running {
+    stop: CancellationToken,
+    task: JoinHandle<Result<(), NotifierError>>,
+}
+
+fn start(slack: &SlackConfig, topic: &str, metrics: &Arc<SlackMetrics>) -> Running {
+    let (slack, topic, metrics) = (slack.clone(), topic.to_owned(), Arc::clone(metrics));
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let task = tokio::spawn(async move {
+        run(
+            &slack,
+            &support::kafka_config(),
+            &topic,
+            &metrics,
+            || {},
+            token,
+        )
+        .await
+    });
+    Running { stop, task }
+}
+
+impl Running {
+    async fn stop(self) -> Result<(), NotifierError> {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("the notifier stops")
+            .expect("no panic")
+    }
+}
+
+// ---- reading messages ------------------------------------------------------------------
+
+fn header(r: &Request) -> String {
+    r.body["blocks"][0]["text"]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The anomaly count a message carries, from its header "N anomalies on ...".
+fn count(r: &Request) -> u64 {
+    header(r)
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in header {:?}", header(r)))
+}
+
+fn block_texts(r: &Request) -> Vec<String> {
+    let mut out = Vec::new();
+    for b in r.body["blocks"].as_array().into_iter().flatten() {
+        if let Some(t) = b["text"]["text"].as_str() {
+            out.push(t.to_owned());
+        }
+        for f in b["fields"].as_array().into_iter().flatten() {
+            out.push(f["text"].as_str().unwrap().to_owned());
+        }
+        for e in b["elements"].as_array().into_iter().flatten() {
+            out.push(e["text"].as_str().unwrap().to_owned());
+        }
+    }
+    out
+}
+
+/// The source offsets of the anomalies a message lists, from its "Source" fields.
+fn listed(r: &Request) -> BTreeSet<i64> {
+    block_texts(r)
+        .iter()
+        .filter_map(|t| t.strip_prefix(&format!("*Source*\n`{SOURCE}` partition ")))
+        .map(|rest| {
+            rest.split("offset ")
+                .nth(1)
+                .and_then(|o| o.parse().ok())
+                .unwrap_or_else(|| panic!("bad source field {rest:?}"))
+        })
+        .collect()
+}
+
+fn total(reqs: &[Request]) -> u64 {
+    reqs.iter().map(count).sum()
+}
+
+// ---- tests -----------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_has_the_documented_shape() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let server = FakeSlack::start().await;
+    let topic = anomalies_topic().await;
+    produce(&topic, (0..3).map(|n| anomaly("model-a", n))).await;
+    let metrics = Arc::new(SlackMetrics::default());
+    let n = start(&bot_config(&server, dir.path()), &topic, &metrics);
+    assert!(
+        support::wait_until(Duration::from_secs(60), || !server.accepted().is_empty()).await,
+        "no message accepted: {:?}",
+        server.requests().len()
+    );
+    n.stop().await.expect("clean stop");
+
+    let sent = server.accepted();
+    assert_eq!(sent.len(), 1);
+    let r = &sent[0];
+    assert_eq!(r.path, "/api/chat.postMessage");
+    assert!(
+        r.authorization.as_deref() == Some(&format!("Bearer {TOKEN}")),
+        "the bot token is sent as a Bearer authorization"
+    );
+    assert!(
+        r.content_type
+            .as_deref()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    assert_eq!(r.body["channel"], "#alerts");
+    assert_eq!(header(r), "3 anomalies on transactions");
+    assert!(header(r).chars().count() <= 150);
+    let text = r.body["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("3 anomalies on transactions (model model-a)"),
+        "{text}"
+    );
+    let texts = block_texts(r);
+    for want in [
+        "*Score*\n-0.6020",
+        "*Model*\n`model-a` (isolation_forest)",
+        "*Time*\n2026-05-01T12:00:02.000Z",
+        "*Source*\n`transactions` partition 2, offset 2",
+        "*Record id*\n2",
+        "*#1*\nx0 = 3.91, outside training range [-2.6, 2.7]",
+        "Source offsets: partition 0: 0, partition 1: 1, partition 2: 2",
+    ] {
+        assert!(
+            texts.iter().any(|t| t == want),
+            "{want:?} not in {texts:#?}"
+        );
+    }
+    assert_eq!(listed(r), BTreeSet::from([0, 1, 2]));
+    assert_eq!(metrics.alerts_sent.load(Relaxed), 1);
+    assert_eq!(metrics.anomalies_alerted.load(Relaxed), 3);
+    assert_eq!(metrics.pending_anomalies.load(Relaxed), 0);
+    assert_no_secret_logged();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_becomes_a_handful_of_messages_one_second_apart() {
+    const N: i64 = 10_000;
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let server = FakeSlack::start().await;
+    let topic = anomalies_topic().await;
+    let metrics = Arc::new(SlackMetrics::default());
+    let mut slack = bot_config(&server, dir.path());
+    slack.group_wait_s = 2;
+    slack.group_interval_s = 3;
+    let n = start(&slack, &topic, &metrics);
+    // Two models, so two groups; produced in ten bursts over about five seconds.
+    let producer: FutureProducer = anomalyd::kafka::producer_config(&support::kafka_config())
+        .create()
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let mut deliveries = Vec::new();
+    for i in 0..N {
+        if i > 0 && i % (N / 10) == 0 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let model = if i % 2 == 0 { "model-a" } else { "model-b" };
+        let payload = anomaly(model, i).to_string();
+        deliveries.push(
+            producer
+                .send_result(FutureRecord::<(), _>::to(&topic).payload(&payload))
+                .map_err(|(e, _)| e)
+                .expect("enqueue"),
+        );
+    }
+    for d in deliveries {
+        d.await.expect("delivery").expect("delivered");
+    }
+    let produced_in = started.elapsed();
+    assert!(
+        support::wait_until(Duration::from_secs(90), || total(&server.accepted())
+            >= N as u64)
+        .await,
+        "only {} of {N} anomalies alerted",
+        total(&server.accepted())
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await; // a late extra message would show here
+    n.stop().await.expect("clean stop");
+
+    let sent = server.accepted();
+    let counts: Vec<u64> = sent.iter().map(count).collect();
+    eprintln!(
+        "storm: {N} anomalies produced in {produced_in:?} became {} messages: {counts:?}",
+        sent.len()
+    );
+    assert_eq!(total(&sent), N as u64, "every anomaly counted exactly once");
+    assert!(
+        sent.len() <= 12,
+        "{} messages for {N} anomalies",
+        sent.len()
+    );
+    let mut per_model = BTreeMap::new();
+    for r in &sent {
+        let text = r.body["text"].as_str().unwrap();
+        let model = text
+            .split("(model ")
+            .nth(1)
+            .and_then(|t| t.split(')').next())
+            .unwrap_or_else(|| panic!("no model in {text:?}"))
+            .to_owned();
+        *per_model.entry(model).or_insert(0u64) += count(r);
+        assert!(listed(r).len() <= 5, "top 5 only");
+    }
+    assert_eq!(
+        per_model,
+        BTreeMap::from([("model-a".to_owned(), 5000), ("model-b".to_owned(), 5000)])
+    );
+    // One channel: at most one message a second, however many groups are due together. The
+    // notifier counts the second from the end of the previous request, so even arrival times
+    // are a second apart.
+    let reqs = server.requests();
+    for w in reqs.windows(2) {
+        let gap = w[1].at - w[0].at;
+        assert!(gap >= Duration::from_secs(1), "two messages {gap:?} apart");
+    }
+    assert_eq!(metrics.anomalies_alerted.load(Relaxed), N as u64);
+    assert_no_secret_logged();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_waits_its_retry_after() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let server = FakeSlack::start().await;
+    server.script([Reply::RateLimited(3)]);
+    let topic = anomalies_topic().await;
+    produce(&topic, (0..2).map(|n| anomaly("model-a", n))).await;
+    let metrics = Arc::new(SlackMetrics::default());
+    let n = start(&bot_config(&server, dir.path()), &topic, &metrics);
+    assert!(support::wait_until(Duration::from_secs(60), || !server.accepted().is_empty()).await);
+    n.stop().await.expect("clean stop");
+
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2, "one refused, one accepted");
+    assert!(!reqs[0].accepted && reqs[1].accepted);
+    let waited = reqs[1].at - reqs[0].at;
+    assert!(
+        waited >= Duration::from_millis(2900),
+        "retried after {waited:?}"
+    );
+    assert_eq!(reqs[0].body, reqs[1].body, "the same message again");
+    assert_eq!(metrics.rate_limited.load(Relaxed), 1);
+    assert_eq!(metrics.retries.load(Relaxed), 1);
+    assert_eq!(metrics.alerts_sent.load(Relaxed), 1);
+    assert_eq!(metrics.backoff_ms.load(Relaxed), 0);
+    assert_no_secret_logged();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_and_silence_are_retried_with_backoff() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let server = FakeSlack::start().await;
+    server.script([
+        Reply::Status(500, "internal"),
+        Reply::Status(503, "unavailable"),
+        Reply::Hang(Duration::from_secs(5)),
+        Reply::SlackError("internal_error"),
+    ]);
+    let topic = anomalies_topic().await;
+    produce(&topic, [anomaly("model-a", 7)]).await;
+    let metrics = Arc::new(SlackMetrics::default());
+    let mut slack = bot_config(&server, dir.path());
+    slack.request_timeout_s = 1;
+    let n = start(&slack, &topic, &metrics);
+    assert!(support::wait_until(Duration::from_secs(90), || !server.accepted().is_empty()).await);
+    n.stop().await.expect("clean stop");
+
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 5, "four failures, then accepted");
+    assert!(reqs.iter().all(|r| r.body == reqs[0].body));
+    // Never faster than one a second; past that, backoff doubles from 0.5 s (less up to 25 %
+    // jitter): 1.5 s after the third failure, which also cost the 1 s timeout, 3 s after the
+    // fourth.
+    let gaps: Vec<Duration> = reqs.windows(2).map(|w| w[1].at - w[0].at).collect();
+    assert!(gaps[0] >= Duration::from_secs(1), "{gaps:?}");
+    assert!(gaps[1] >= Duration::from_secs(1), "{gaps:?}");
+    assert!(gaps[2] >= Duration::from_millis(2400), "{gaps:?}");
+    assert!(gaps[3] >= Duration::from_millis(2900), "{gaps:?}");
+    assert_eq!(metrics.failures.load(Relaxed), 4);
+    assert_eq!(metrics.retries.load(Relaxed), 4);
+    assert_eq!(metrics.alerts_sent.load(Relaxed), 1);
+    assert!(!metrics.is_failing(), "recovered");
+    assert!(metrics.last_error().unwrap().contains("internal_error"));
+    assert_no_secret_logged();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_auth_fails_the_task_and_the_next_run_sends_everything() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let server = FakeSlack::start().await;
+    server.set_default(Reply::SlackError("invalid_auth"));
+    let topic = anomalies_topic().await;
+    produce(&topic, (0..4).map(|n| anomaly("model-a", n))).await;
+    let metrics = Arc::new(SlackMetrics::default());
+    let slack = bot_config(&server, dir.path());
+    let n = start(&slack, &topic, &metrics);
+    let err = tokio::time::timeout(Duration::from_secs(60), n.task)
+        .await
+        .expect("the run ends by itself")
+        .expect("no panic")
+        .expect_err("invalid_auth is permanent");
+    let shown = format!("{err} {err:?}");
+    assert!(
+        err.to_string()
+            .starts_with("Slack refused the alert: invalid_auth (check the bot token"),
+        "{err}"
+    );
+    assert!(!shown.contains(TOKEN), "the error shows the token");
+    assert_eq!(server.requests().len(), 1, "not retried inside the task");
+    assert!(metrics.is_failing());
+    assert!(metrics.last_error().unwrap().contains("invalid_auth"));
+    assert!(!format!("{:?}", metrics.snapshot()).contains(TOKEN));
+
+    // The token is fixed; the supervisor's next attempt sends what was refused.
+    server.set_default(Reply::Ok);
+    let n = start(&slack, &topic, &metrics);
+    assert!(support::wait_until(Duration::from_secs(60), || !server.accepted().is_empty()).await);
+    n.stop().await.expect("clean stop");
+    let sent = server.accepted();
+    assert_eq!(total(&sent), 4);
+    assert_eq!(listed(&sent[0]), BTreeSet::from([0, 1, 2, 3]));
+    assert!(!metrics.is_failing());
+    let logged = log_text();
+    assert!(logged.contains("invalid_auth"), "the failure is logged");
+    assert!(logged.contains("alert sent"), "the success is logged");
+    assert_no_secret_logged();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_anomaly_is_lost_across_a_restart_in_an_outage() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let server = FakeSlack::start().await;
+    let topic = anomalies_topic().await;
+    let metrics = Arc::new(SlackMetrics::default());
+    let mut slack = bot_config(&server, dir.path());
+    slack.top_n = 20;
+
+    // Before the outage: batch A is sent and committed.
+    let n = start(&slack, &topic, &metrics);
+    produce(&topic, (0..10).map(|i| anomaly("model-a", i))).await;
+    assert!(support::wait_until(Duration::from_secs(60), || !server.accepted().is_empty()).await);
+    let a_messages = server.accepted();
+    assert_eq!(
+        a_messages.iter().flat_map(listed).collect::<BTreeSet<_>>(),
+        (0..10).collect()
+    );
+
+    // Slack goes down; batch B is read, and its message is retried in vain.
+    server.set_default(Reply::Status(503, "down"));
+    let before = server.requests().len();
+    produce(&topic, (10..20).map(|i| anomaly("model-a", i))).await;
+    assert!(
+        support::wait_until(Duration::from_secs(60), || server.requests().len()
+            >= before + 2)
+        .await,
+        "the outage is met"
+    );
+    assert!(metrics.is_failing());
+    assert!(metrics.pending_anomalies.load(Relaxed) >= 10);
+    // The notifier is stopped in the middle of the outage.
+    n.stop().await.expect("a stop is not a failure");
+    let accepted_before_restart = server.accepted().len();
+
+    server.set_default(Reply::Ok);
+    let n = start(&slack, &topic, &metrics);
+    assert!(
+        support::wait_until(Duration::from_secs(60), || {
+            server.accepted()[accepted_before_restart..]
+                .iter()
+                .flat_map(listed)
+                .collect::<BTreeSet<_>>()
+                .is_superset(&(10..20).collect())
+        })
+        .await,
+        "batch B is sent after the restart"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    n.stop().await.expect("clean stop");
+
+    let all: BTreeSet<i64> = server.accepted().iter().flat_map(listed).collect();
+    assert_eq!(
+        all,
+        (0..20).collect(),
+        "every anomaly in an accepted message"
+    );
+    let after: BTreeSet<i64> = server.accepted()[accepted_before_restart..]
+        .iter()
+        .flat_map(listed)
+        .collect();
+    assert!(
+        after.is_disjoint(&(0..10).collect()),
+        "batch A was committed once accepted and not sent again: {after:?}"
+    );
+    assert_no_secret_logged();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_post_to_their_url_and_a_4xx_is_permanent() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let server = FakeSlack::start().await;
+    let url_file = dir.path().join("webhook");
+    std::fs::write(&url_file, server.webhook_url(WEBHOOK_SECRET)).unwrap();
+    let topic = anomalies_topic().await;
+    produce(&topic, (0..2).map(|n| anomaly("model-w", n))).await;
+    let metrics = Arc::new(SlackMetrics::default());
+    let slack = SlackConfig {
+        mode: SlackMode::Webhook,
+        webhook_url_file: Some(url_file),
+        ..bot_config(&server, dir.path())
+    };
+    let n = start(&slack, &topic, &metrics);
+    assert!(support::wait_until(Duration::from_secs(60), || !server.accepted().is_empty()).await);
+    n.stop().await.expect("clean stop");
+    let r = &server.accepted()[0];
+    assert_eq!(r.path, format!("/services/T000/B000/{WEBHOOK_SECRET}"));
+    assert!(r.authorization.is_none(), "no token on webhooks");
+    assert!(
+        r.body.get("channel").is_none(),
+        "the webhook has its channel"
+    );
+    assert_eq!(header(r), "2 anomalies on transactions");
+
+    server.set_default(Reply::Status(404, "no_service"));
+    produce(&topic, [anomaly("model-w", 5)]).await;
+    let n = start(&slack, &topic, &metrics);
+    let err = tokio::time::timeout(Duration::from_secs(60), n.task)
+        .await
+        .expect("the run ends by itself")
+        .expect("no panic")
+        .expect_err("a webhook 4xx is permanent");
+    assert_eq!(
+        err.to_string(),
+        "the Slack webhook refused the alert: HTTP 404: no_service"
+    );
+    assert!(!format!("{err:?}").contains(WEBHOOK_SECRET));
+    assert!(!metrics.last_error().unwrap().contains(WEBHOOK_SECRET));
+    assert_no_secret_logged();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_mode_writes_the_alert_to_the_log() {
+    logs();
+    let topic = anomalies_topic().await;
+    let mut records: Vec<Value> = (0..2).map(|n| anomaly("model-log", n)).collect();
+    // A source topic unique to this test, to find its alert among every test's logs.
+    let source = support::unique("logged");
+    for r in &mut records {
+        r["source"]["topic"] = json!(source);
+    }
+    produce(&topic, records).await;
+    let metrics = Arc::new(SlackMetrics::default());
+    let slack = SlackConfig {
+        mode: SlackMode::Log,
+        group_id: Some(support::unique("notifier")),
+        group_wait_s: 1,
+        ..SlackConfig::default()
+    };
+    let n = start(&slack, &topic, &metrics);
+    assert!(
+        support::wait_until(Duration::from_secs(60), || metrics
+            .alerts_sent
+            .load(Relaxed)
+            == 1)
+        .await
+    );
+    n.stop().await.expect("clean stop");
+    let logged = log_text();
+    assert!(logged.contains(&format!("2 anomalies on {source}")));
+    assert!(logged.contains("x0 = 3.91, outside training range [-2.6, 2.7]"));
+    assert!(logged.contains(&format!("source {source} partition 1, offset 1, id 1")));
+}
