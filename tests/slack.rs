@@ -334,7 +334,7 @@ async fn a_storm_becomes_a_handful_of_messages_one_second_apart() {
     );
     assert_eq!(total(&sent), N as u64, "every anomaly counted exactly once");
     assert!(
-        sent.len() <= 12,
+        sent.len() <= 20,
         "{} messages for {N} anomalies",
         sent.len()
     );
@@ -410,7 +410,7 @@ async fn server_errors_and_silence_are_retried_with_backoff() {
     produce(&topic, [anomaly("model-a", 7)]).await;
     let metrics = Arc::new(SlackMetrics::default());
     let mut slack = bot_config(&server, dir.path());
-    slack.request_timeout_s = 1;
+    slack.request_timeout_s = 2;
     let n = start(&slack, &topic, &metrics);
     assert!(support::wait_until(Duration::from_secs(90), || !server.accepted().is_empty()).await);
     n.stop().await.expect("clean stop");
@@ -419,12 +419,12 @@ async fn server_errors_and_silence_are_retried_with_backoff() {
     assert_eq!(reqs.len(), 5, "four failures, then accepted");
     assert!(reqs.iter().all(|r| r.body == reqs[0].body));
     // Never faster than one a second; past that, backoff doubles from 0.5 s (less up to 25 %
-    // jitter): 1.5 s after the third failure, which also cost the 1 s timeout, 3 s after the
+    // jitter): 1.5 s after the third failure, which also cost the 2 s timeout, 3 s after the
     // fourth.
     let gaps: Vec<Duration> = reqs.windows(2).map(|w| w[1].at - w[0].at).collect();
     assert!(gaps[0] >= Duration::from_secs(1), "{gaps:?}");
     assert!(gaps[1] >= Duration::from_secs(1), "{gaps:?}");
-    assert!(gaps[2] >= Duration::from_millis(2400), "{gaps:?}");
+    assert!(gaps[2] >= Duration::from_millis(3400), "{gaps:?}");
     assert!(gaps[3] >= Duration::from_millis(2900), "{gaps:?}");
     assert_eq!(metrics.failures.load(Relaxed), 4);
     assert_eq!(metrics.retries.load(Relaxed), 4);

@@ -135,8 +135,13 @@ fn summary(alert: &Alert, mrkdwn: bool) -> String {
             esc(&alert.last_detected)
         )
     };
+    let noun = if alert.count == 1 {
+        "anomaly"
+    } else {
+        "anomalies"
+    };
     format!(
-        "{b}{}{b} anomalies from model {code}{}{code} ({}) on {code}{}{code}, detected {when}. \
+        "{b}{}{b} {noun} from model {code}{}{code} ({}) on {code}{}{code}, detected {when}. \
          Showing the top {} by score (lowest = most anomalous).",
         alert.count,
         esc(&alert.key.model_id),
@@ -352,7 +357,9 @@ mod tests {
         assert!(p.starts_with("3 anomalies on transactions\n"), "{p}");
         assert!(p.contains("x0 = 3.91, outside training range [-2.6, 2.7]"));
         assert!(p.contains("source transactions partition 1, offset 42, id tx-42"));
-        assert_eq!(header(&alert("t", vec![], 1)), "1 anomaly on t");
+        let one = alert("t", vec![], 1);
+        assert_eq!(header(&one), "1 anomaly on t");
+        assert!(plain(&one).contains("\n1 anomaly from model 3f2a9c"));
     }
 
     #[test]
