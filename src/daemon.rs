@@ -14,7 +14,7 @@ use rdkafka::producer::FutureProducer;
 use thiserror::Error;
 use tokio::net::UnixListener;
 
-use crate::config::Config;
+use crate::config::{Config, SlackMode};
 use crate::control::lag::{LagProbe, PartitionLag};
 use crate::control::server::{self, ControlError};
 use crate::control::status::{ModelStatus, PartitionStatus, Status};
@@ -25,6 +25,7 @@ use crate::detect::worker::WorkerEnv;
 use crate::metrics::Metrics;
 use crate::notify;
 use crate::signals::{Signal, Signals};
+use crate::sinks::slack::{self, SlackMetrics};
 use crate::source::consumer::{self, Assignment};
 use crate::source::generator::Generator;
 use crate::supervisor::{RestartPolicy, Supervisor, TaskError, TaskState};
@@ -58,6 +59,7 @@ pub struct Daemon {
     config: Arc<Config>,
     supervisor: Supervisor,
     metrics: Arc<Metrics>,
+    slack_metrics: Arc<SlackMetrics>,
     assignment: Arc<Assignment>,
     model: Arc<ModelSlot>,
     started: Instant,
@@ -98,6 +100,7 @@ impl Daemon {
             config: Arc::new(config),
             supervisor: Supervisor::new(policy),
             metrics: Arc::new(Metrics::default()),
+            slack_metrics: Arc::new(SlackMetrics::default()),
             assignment: Arc::new(Assignment::default()),
             model: Arc::new(ModelSlot::new(model)),
             started: Instant::now(),
@@ -144,6 +147,28 @@ impl Daemon {
                 .await;
         }
 
+        if config.slack.mode != SlackMode::Off {
+            let config = Arc::clone(&self.config);
+            let metrics = Arc::clone(&self.slack_metrics);
+            self.supervisor
+                .spawn("notifier", move |status, shutdown| {
+                    let (config, metrics) = (Arc::clone(&config), Arc::clone(&metrics));
+                    async move {
+                        slack::run(
+                            &config.slack,
+                            &config.kafka,
+                            &config.detector.output_topic,
+                            &metrics,
+                            || status.heartbeat(),
+                            shutdown,
+                        )
+                        .await
+                        .map_err(TaskError::from)
+                    }
+                })
+                .await;
+        }
+
         let env = Arc::new(WorkerEnv {
             producer,
             model: Arc::clone(&self.model),
@@ -182,6 +207,10 @@ impl Daemon {
 
     pub fn assignment(&self) -> &Arc<Assignment> {
         &self.assignment
+    }
+
+    pub fn slack_metrics(&self) -> &Arc<SlackMetrics> {
+        &self.slack_metrics
     }
 
     pub fn model(&self) -> &Arc<ModelSlot> {
@@ -287,7 +316,8 @@ impl Daemon {
             // A refused reload is degraded too: the operator's new model is not serving.
             degraded: tasks.iter().any(|t| t.degraded)
                 || !self.hung_tasks().is_empty()
-                || self.model.history().last_error.is_some(),
+                || self.model.history().last_error.is_some()
+                || self.slack_metrics.is_failing(),
             model: ModelStatus {
                 id: model.id().to_owned(),
                 kind: model.kind().to_owned(),
@@ -299,6 +329,8 @@ impl Daemon {
             lag: partitions.iter().filter_map(|p| p.offsets.lag).sum(),
             partitions,
             counters: self.metrics.snapshot(),
+            slack: (self.config.slack.mode != SlackMode::Off)
+                .then(|| self.slack_metrics.snapshot()),
         }
     }
 

@@ -9,7 +9,15 @@ use crate::config::KafkaConfig;
 
 /// Settings common to every client: brokers and the user's extra properties.
 pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
+    with_defaults(kafka, &[])
+}
+
+/// `defaults` first, so the user's properties can change them, then brokers.
+fn with_defaults(kafka: &KafkaConfig, defaults: &[(&str, &str)]) -> ClientConfig {
     let mut cfg = ClientConfig::new();
+    for (k, v) in defaults {
+        cfg.set(*k, *v);
+    }
     for (k, v) in &kafka.properties {
         cfg.set(k, v.to_string());
     }
@@ -20,7 +28,16 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
 /// A consumer in `group` that never commits on its own: the caller stores offsets only once a
 /// record is fully handled, and librdkafka's auto-commit then commits only stored offsets.
 pub fn consumer_config(kafka: &KafkaConfig, group: &str) -> ClientConfig {
-    let mut cfg = client_config(kafka);
+    // librdkafka prefetches up to 100,000 records per partition by default: hundreds of MB
+    // on a backlog. A batch is at most a few thousand records, so far less keeps the workers
+    // fed and the daemon small.
+    let mut cfg = with_defaults(
+        kafka,
+        &[
+            ("queued.min.messages", "10000"),
+            ("queued.max.messages.kbytes", "16384"),
+        ],
+    );
     cfg.set("group.id", group)
         .set("enable.auto.offset.store", "false")
         .set("enable.auto.commit", "true")
@@ -55,6 +72,16 @@ mod tests {
         assert_eq!(cfg.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(cfg.get("bootstrap.servers"), Some("127.0.0.1:9092"));
         assert_eq!(cfg.get("group.id"), Some("g"));
+        assert_eq!(cfg.get("queued.min.messages"), Some("10000"));
+        kafka
+            .properties
+            .insert("queued.min.messages".into(), PropertyValue::Int(500));
+        let cfg = consumer_config(&kafka, "g");
+        assert_eq!(
+            cfg.get("queued.min.messages"),
+            Some("500"),
+            "users may tune it"
+        );
         let p = producer_config(&kafka);
         assert_eq!(p.get("enable.idempotence"), Some("true"));
         assert_eq!(p.get("acks"), Some("all"));

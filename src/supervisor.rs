@@ -14,6 +14,7 @@ use rand::RngExt;
 use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// A task's error, as text: the supervisor only reports it.
 pub type TaskError = Box<dyn std::error::Error + Send + Sync>;
@@ -296,7 +297,9 @@ async fn supervise<F, Fut>(
         status.heartbeat();
         let began = Instant::now();
         // Each attempt is its own tokio task, so a panic is caught as a JoinError.
-        let attempt = tokio::spawn(make(Arc::clone(&status), shutdown.clone()));
+        // Every event the task logs carries `task=<name>`, for filtering.
+        let span = tracing::info_span!("task", task = name);
+        let attempt = tokio::spawn(make(Arc::clone(&status), shutdown.clone()).instrument(span));
         let outcome = match attempt.await {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e.to_string()),

@@ -333,3 +333,74 @@ async fn control_socket_endpoints_mode_and_health_codes() {
         .await
         .expect("clean stop");
 }
+
+#[path = "fake_slack/mod.rs"]
+mod fake_slack;
+
+/// Slack failing is a WARNING, never a readiness problem: Kafka work does not wait on Slack.
+/// Once Slack accepts again, the restarted notifier sends what was held back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slack_failing_is_a_warning_and_the_detector_stays_ready() {
+    use anomalyd::config::SlackMode;
+    use fake_slack::{FakeSlack, Reply};
+
+    let dir = tempfile::tempdir().unwrap();
+    let model = support::seed_model(dir.path());
+    let mut config = support::pipeline_config(dir.path(), &model).await;
+    let server = FakeSlack::start().await;
+    server.set_default(Reply::SlackError("invalid_auth"));
+    let token = dir.path().join("token");
+    std::fs::write(&token, "xoxb-test-token-not-to-be-shown").unwrap();
+    config.slack.mode = SlackMode::Bot;
+    config.slack.api_base = server.api_base();
+    config.slack.token_file = Some(token);
+    config.slack.group_wait_s = 0;
+    config.slack.group_interval_s = 1;
+    config.slack.request_timeout_s = 2;
+    let socket = config.control.socket.clone();
+    let input = config.detector.input_topic.clone();
+
+    let daemon = Daemon::start(config).await.expect("start");
+    support::produce_generated(&input, SEED, 0..200).await;
+    let m = daemon.slack_metrics().clone();
+    assert!(
+        support::wait_until(Duration::from_secs(60), || m.is_failing()).await,
+        "Slack's refusal is noticed"
+    );
+    let (code, line) = health(&socket);
+    assert_eq!(code, 1, "{line}");
+    assert!(line.contains("slack=failing"), "{line}");
+    assert!(!line.contains("xoxb-"), "no secret in health output");
+    assert_eq!(
+        get(&socket, "GET", "/ready").await.0,
+        200,
+        "the detector stays ready"
+    );
+    let (_, status) = get(&socket, "GET", "/status").await;
+    assert!(!status.contains("xoxb-"), "no secret in /status");
+
+    server.set_default(Reply::Ok);
+    assert!(
+        support::wait_until(Duration::from_secs(60), || m.alerts_sent.load(Relaxed) > 0
+            && !m.is_failing())
+        .await,
+        "the restarted notifier sends once Slack accepts"
+    );
+    let (code, line) = health(&socket);
+    assert_eq!(code, 0, "{line}");
+    assert!(line.ends_with("slack=ok"), "{line}");
+    let expected = support::expected_anomalies(&model, SEED, 0.2, 0..200).len() as u64;
+    assert!(
+        support::wait_until(Duration::from_secs(60), || m
+            .anomalies_alerted
+            .load(Relaxed)
+            >= expected)
+        .await,
+        "every anomaly alerted: {} of {expected}",
+        m.anomalies_alerted.load(Relaxed)
+    );
+    daemon
+        .stop(Duration::from_secs(30))
+        .await
+        .expect("clean stop");
+}

@@ -201,7 +201,10 @@ async fn instances_in_one_group_share_partitions_and_take_over() {
     );
     support::produce_generated(&input, SEED, 0..N / 3).await;
 
-    let b = Daemon::start(config.clone()).await.expect("b starts");
+    // Each instance has its own control socket (a live one is never taken over).
+    let mut config_b = config.clone();
+    config_b.control.socket = dir.path().join("b.sock");
+    let b = Daemon::start(config_b).await.expect("b starts");
     let shared = support::wait_until(Duration::from_secs(60), || {
         let (pa, pb) = (parts(&a), parts(&b));
         !pa.is_empty() && !pb.is_empty() && pa.is_disjoint(&pb) && pa.len() + pb.len() == 3

@@ -65,6 +65,7 @@ pub fn judge(s: &Value) -> Health {
     let slack = match notifier {
         None => "off",
         Some(t) if t["state"] == "backoff" || t["degraded"] == true => "failing",
+        Some(_) if s["slack"]["failing"] == true => "failing",
         Some(_) => "ok",
     };
     let model = s["model"]["id"].as_str().unwrap_or("?");
@@ -93,6 +94,12 @@ pub fn judge(s: &Value) -> Health {
                 t["last_error"].as_str().unwrap_or("failing")
             ));
         }
+    }
+    if s["slack"]["failing"] == true && !problems.iter().any(|p| p.starts_with("notifier")) {
+        problems.push(format!(
+            "slack: {}",
+            s["slack"]["last_error"].as_str().unwrap_or("failing")
+        ));
     }
     if s["model"]["last_error"].is_string() {
         problems.push(format!(

@@ -116,6 +116,68 @@ pub fn render(s: &Status) -> String {
         }
     }
 
+    if let Some(sl) = &s.slack {
+        for (name, help, v) in [
+            (
+                "anomalyd_slack_alerts_total",
+                "Slack messages accepted.",
+                sl.alerts_sent,
+            ),
+            (
+                "anomalyd_slack_anomalies_alerted_total",
+                "Anomalies carried by accepted Slack messages.",
+                sl.anomalies_alerted,
+            ),
+            (
+                "anomalyd_slack_retries_total",
+                "Slack requests retried (429, 5xx, timeouts, connection errors).",
+                sl.retries,
+            ),
+            (
+                "anomalyd_slack_rate_limited_total",
+                "Slack answers 429 Too Many Requests.",
+                sl.rate_limited,
+            ),
+            (
+                "anomalyd_slack_failures_total",
+                "Slack requests that failed.",
+                sl.failures,
+            ),
+        ] {
+            family(&mut out, name, help, "counter");
+            let _ = writeln!(out, "{name} {v}");
+        }
+        family(
+            &mut out,
+            "anomalyd_slack_backoff_seconds",
+            "Current wait before the next Slack attempt.",
+            "gauge",
+        );
+        let _ = writeln!(
+            out,
+            "anomalyd_slack_backoff_seconds {}",
+            sl.backoff_ms as f64 / 1000.0
+        );
+        family(
+            &mut out,
+            "anomalyd_slack_pending_anomalies",
+            "Anomalies read but not yet accepted by Slack.",
+            "gauge",
+        );
+        let _ = writeln!(
+            out,
+            "anomalyd_slack_pending_anomalies {}",
+            sl.pending_anomalies
+        );
+        family(
+            &mut out,
+            "anomalyd_slack_failing",
+            "1 from a Slack failure until the next accepted message.",
+            "gauge",
+        );
+        let _ = writeln!(out, "anomalyd_slack_failing {}", u8::from(sl.failing));
+    }
+
     let mut gauge = |name: &str, help: &str, v: String| {
         family(&mut out, name, help, "gauge");
         let _ = writeln!(out, "{name} {v}");

@@ -5,6 +5,7 @@ use serde::Serialize;
 use super::lag::PartitionLag;
 use crate::detect::slot::History;
 use crate::metrics::MetricsSnapshot;
+use crate::sinks::slack::SlackMetricsSnapshot;
 use crate::supervisor::TaskReport;
 
 #[derive(Debug, Clone, Serialize)]
@@ -22,6 +23,8 @@ pub struct Status {
     /// Sum of the known lags.
     pub lag: i64,
     pub counters: MetricsSnapshot,
+    /// Slack alerts; absent when `[slack] mode = "off"`.
+    pub slack: Option<SlackMetricsSnapshot>,
 }
 
 #[derive(Debug, Clone, Serialize)]

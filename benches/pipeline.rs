@@ -1,0 +1,318 @@
+//! The streaming pipeline against the local broker (issue 4's performance bar), in one run:
+//!
+//! 1. throughput: the same 200,000 records read by (a) a pass-through relay that consumes and
+//!    produces every record with no model (the broker-bound limit) and (b) `anomalyd run`,
+//!    alternating, three rounds each; medians and their ratio;
+//! 2. latency at a steady 2,000 records/s: `anomalyd run` with its generator on, from each
+//!    source record's timestamp to its anomaly's, p50 and p99;
+//! 3. memory: the daemon's peak resident set (VmHWM) over both.
+//!
+//! Run with `scripts/bench-pipeline` (it starts a throw-away broker and sets
+//! `KAFKA_TEST_BROKERS`). Figures are in docs/benchmarks.md.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anomalyd::config::{Config, KafkaConfig, PropertyValue};
+use anomalyd::control::client;
+use anomalyd::offline::train::{TrainInput, TrainOptions, train};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+const RECORDS: u64 = 200_000;
+const ROUNDS: usize = 3;
+const RATE: f64 = 2000.0;
+const LATENCY_SECONDS: u64 = 20;
+
+fn kafka() -> KafkaConfig {
+    let mut k = KafkaConfig {
+        brokers: std::env::var("KAFKA_TEST_BROKERS")
+            .expect("KAFKA_TEST_BROKERS: run scripts/bench-pipeline"),
+        ..KafkaConfig::default()
+    };
+    k.properties
+        .insert("fetch.wait.max.ms".into(), PropertyValue::Int(10));
+    k
+}
+
+fn unique(prefix: &str) -> String {
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}", n % 1_000_000_000_000)
+}
+
+async fn create_topics(names: &[&str]) {
+    let admin: AdminClient<DefaultClientContext> =
+        anomalyd::kafka::client_config(&kafka()).create().unwrap();
+    let topics: Vec<NewTopic> = names
+        .iter()
+        .map(|n| NewTopic::new(n, 3, TopicReplication::Fixed(1)))
+        .collect();
+    for r in admin
+        .create_topics(&topics, &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+async fn produce(topic: &str, n: u64) {
+    let producer: FutureProducer = anomalyd::kafka::producer_config(&kafka()).create().unwrap();
+    let mut pending = Vec::new();
+    for id in 0..n {
+        let payload =
+            anomalyd::source::generator::record(42, id, 0.2, SystemTime::now()).to_string();
+        let key = id.to_string();
+        loop {
+            match producer.send_result(FutureRecord::to(topic).key(&key).payload(&payload)) {
+                Ok(f) => break pending.push(f),
+                Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+            }
+        }
+        if pending.len() >= 20_000 {
+            for p in pending.drain(..) {
+                p.await.unwrap().unwrap();
+            }
+        }
+    }
+    for p in pending {
+        p.await.unwrap().unwrap();
+    }
+}
+
+/// The reference: consume every record and produce it unchanged, acknowledged, with offsets
+/// stored after delivery, in batches of 500 as the detector does. Returns seconds from the
+/// first record to the last delivery.
+async fn relay(input: &str, output: &str) -> f64 {
+    let consumer: StreamConsumer = anomalyd::kafka::consumer_config(&kafka(), &unique("relay"))
+        .create()
+        .unwrap();
+    consumer.subscribe(&[input]).unwrap();
+    let producer: FutureProducer = anomalyd::kafka::producer_config(&kafka()).create().unwrap();
+    let mut started = None;
+    let mut done = 0;
+    while done < RECORDS {
+        let mut batch = Vec::with_capacity(500);
+        while batch.len() < 500 && done + (batch.len() as u64) < RECORDS {
+            let m = consumer.recv().await.unwrap();
+            started.get_or_insert_with(Instant::now);
+            batch.push(m.detach());
+        }
+        let mut pending = Vec::with_capacity(batch.len());
+        for m in &batch {
+            let mut r = FutureRecord::to(output).payload(m.payload().unwrap());
+            if let Some(k) = m.key() {
+                r = r.key(k);
+            }
+            loop {
+                match producer.send_result(r) {
+                    Ok(f) => break pending.push(f),
+                    Err((_, back)) => {
+                        r = back;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            }
+        }
+        for p in pending {
+            p.await.unwrap().unwrap();
+        }
+        for m in &batch {
+            consumer
+                .store_offset(m.topic(), m.partition(), m.offset())
+                .unwrap();
+        }
+        done += batch.len() as u64;
+    }
+    started.unwrap().elapsed().as_secs_f64()
+}
+
+fn config(dir: &Path, model: &Path, input: &str, output: &str, name: &str) -> PathBuf {
+    let mut c = Config {
+        kafka: kafka(),
+        ..Config::default()
+    };
+    c.kafka.group_id = unique("bench");
+    c.detector.input_topic = input.into();
+    c.detector.output_topic = output.into();
+    c.detector.dead_letter_topic = format!("{output}.dlq");
+    c.model.path = model.into();
+    c.control.socket = dir.join(format!("{name}.sock"));
+    c.log.level = "warn".into();
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, toml::to_string(&c).unwrap()).unwrap();
+    path
+}
+
+fn start(config: &Path, log: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_anomalyd"))
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+/// Peak and current resident set of a process, in MiB.
+fn memory(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (kib("VmHWM:"), kib("VmRSS:"))
+}
+
+async fn records_scored(socket: &Path) -> Option<u64> {
+    let (_, body) = client::request(socket, "GET", "/status", Duration::from_secs(2))
+        .await
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v["counters"]["records_in"].as_u64()
+}
+
+/// Seconds from the first record scored to the last, and the daemon's peak RSS.
+async fn anomalyd(dir: &Path, model: &Path, input: &str, round: usize) -> (f64, f64) {
+    let output = unique("bench-out");
+    create_topics(&[&output, &format!("{output}.dlq")]).await;
+    let cfg = config(dir, model, input, &output, &format!("round{round}"));
+    let socket = dir.join(format!("round{round}.sock"));
+    let child = start(&cfg, &dir.join(format!("round{round}.log")));
+    let mut started = None;
+    loop {
+        let n = records_scored(&socket).await.unwrap_or(0);
+        if n > 0 {
+            started.get_or_insert_with(Instant::now);
+        }
+        if n >= RECORDS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = started.unwrap().elapsed().as_secs_f64();
+    let (peak, _) = memory(child.id());
+    stop(child);
+    (secs, peak)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
+}
+
+#[tokio::main]
+async fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("seed.iforest");
+    train(&TrainOptions {
+        input: TrainInput::Synthetic { seed: 42 },
+        trees: None,
+        max_samples: None,
+        contamination: None,
+        seed: None,
+        out: model.clone(),
+        report: None,
+        progress: false,
+    })
+    .unwrap();
+
+    let input = unique("bench-in");
+    let relay_out = unique("bench-relay");
+    create_topics(&[&input, &relay_out]).await;
+    let t = Instant::now();
+    produce(&input, RECORDS).await;
+    println!(
+        "produced {RECORDS} records in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let (mut relays, mut ours, mut peaks) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let r = relay(&input, &relay_out).await;
+        let (a, peak) = anomalyd(dir.path(), &model, &input, round).await;
+        println!(
+            "round {round}: relay {:.0} records/s, anomalyd {:.0} records/s, peak RSS {peak:.1} MiB",
+            RECORDS as f64 / r,
+            RECORDS as f64 / a
+        );
+        relays.push(RECORDS as f64 / r);
+        ours.push(RECORDS as f64 / a);
+        peaks.push(peak);
+    }
+    let (relay_rate, our_rate) = (median(relays), median(ours));
+    println!(
+        "throughput (median of {ROUNDS}): relay {relay_rate:.0} records/s, anomalyd {our_rate:.0} records/s, ratio {:.2}",
+        our_rate / relay_rate
+    );
+
+    // Latency at a steady rate: the daemon's own generator writes RATE records/s.
+    let (lat_in, lat_out) = (unique("bench-lat-in"), unique("bench-lat-out"));
+    create_topics(&[&lat_in, &lat_out, &format!("{lat_out}.dlq")]).await;
+    let cfg = config(dir.path(), &model, &lat_in, &lat_out, "latency");
+    let mut c: Config = toml::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    c.generator.enabled = true;
+    c.generator.topic = lat_in.clone();
+    c.generator.rate = RATE;
+    c.generator.count = (RATE as u64) * LATENCY_SECONDS;
+    std::fs::write(&cfg, toml::to_string(&c).unwrap()).unwrap();
+    let child = start(&cfg, &dir.path().join("latency.log"));
+    let socket = dir.path().join("latency.sock");
+    while records_scored(&socket).await.unwrap_or(0) < c.generator.count {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (peak, rss) = memory(child.id());
+    stop(child);
+
+    let reader: StreamConsumer = anomalyd::kafka::consumer_config(&kafka(), &unique("lat-reader"))
+        .create()
+        .unwrap();
+    reader.subscribe(&[&lat_out]).unwrap();
+    let mut latencies = Vec::new();
+    let mut seen = HashMap::new();
+    while let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(5), reader.recv()).await {
+        let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        let source = humantime::parse_rfc3339(v["current_time"].as_str().unwrap()).unwrap();
+        let source_ms = source.duration_since(UNIX_EPOCH).unwrap().as_millis() as f64;
+        if let Some(anomaly_ms) = m.timestamp().to_millis() {
+            latencies.push(anomaly_ms as f64 - source_ms);
+        }
+        seen.insert(v["id"].as_u64().unwrap(), ());
+    }
+    latencies.sort_by(f64::total_cmp);
+    println!(
+        "latency at {RATE:.0} records/s for {LATENCY_SECONDS} s ({} anomalies): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        latencies.len(),
+        quantile(&latencies, 0.5),
+        quantile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or(f64::NAN)
+    );
+    println!(
+        "memory: peak RSS {:.1} MiB in the throughput rounds (median), {peak:.1} MiB peak and {rss:.1} MiB current at {RATE:.0} records/s",
+        median(peaks)
+    );
+}
