@@ -62,13 +62,42 @@ pub struct PartitionWorker<'a, C: ConsumerContext + 'static> {
     pub partition: i32,
 }
 
+/// Batches whose results are produced but not yet acknowledged, per partition. Scoring the
+/// next batch while the broker acknowledges the last keeps a slow broker's round trip out of
+/// every batch's latency; a crash re-scores at most these batches.
+const MAX_IN_FLIGHT: usize = 4;
+
+/// One scored batch on its way: its results' acknowledgements, then its offset.
+struct InFlight {
+    pending: Vec<(Pending, Option<i64>)>,
+    last_offset: i64,
+    records: u64,
+    anomalies: u64,
+    rejected: Vec<&'static str>,
+    produced: Instant,
+    scored_at: SystemTime,
+}
+
 impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
-    /// Runs until `stop` is set (then finishes the batch in hand) or a result cannot be
-    /// delivered (then returns the error without storing that batch's offset).
+    /// Runs until `stop` is set (then finishes the batch in hand and waits for every batch in
+    /// flight) or a result cannot be delivered (then returns the error without storing the
+    /// offset of that batch or any later one).
     pub async fn run(
         &self,
         queue: StreamPartitionQueue<C>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<(), WorkerError> {
+        let (tx, rx) = tokio::sync::mpsc::channel(MAX_IN_FLIGHT);
+        let (intake, settled) = tokio::join!(self.intake(queue, stop, tx), self.settle_all(rx));
+        settled.and(intake)
+    }
+
+    /// Takes records in batches, scores them and hands them over for settling, in order.
+    async fn intake(
+        &self,
+        queue: StreamPartitionQueue<C>,
         mut stop: watch::Receiver<bool>,
+        tx: tokio::sync::mpsc::Sender<InFlight>,
     ) -> Result<(), WorkerError> {
         let mut batch = Vec::with_capacity(self.env.batch_max);
         loop {
@@ -78,6 +107,8 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
             tokio::select! {
                 biased;
                 _ = stop.changed() => return Ok(()),
+                // Settling failed: stop taking records; its error is the one reported.
+                _ = tx.closed() => return Ok(()),
                 m = queue.recv() => match m {
                     Ok(m) => batch.push(m.detach()),
                     Err(e) => {
@@ -98,16 +129,28 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
                     _ = stop.changed() => break,
                 }
             }
-            self.process(&batch).await?;
+            let scored = self.score_and_publish(&batch).await?;
             batch.clear();
+            if tx.send(scored).await.is_err() {
+                return Ok(());
+            }
         }
     }
 
-    /// Scores one batch, publishes its results, waits for them, then stores its offset.
-    async fn process(&self, batch: &[OwnedMessage]) -> Result<(), WorkerError> {
-        let Some(last) = batch.last() else {
-            return Ok(());
-        };
+    /// Waits for each batch's acknowledgements, in order, then stores and commits its offset.
+    async fn settle_all(
+        &self,
+        mut rx: tokio::sync::mpsc::Receiver<InFlight>,
+    ) -> Result<(), WorkerError> {
+        while let Some(batch) = rx.recv().await {
+            self.settle(batch).await?;
+        }
+        Ok(())
+    }
+
+    /// Scores one batch and produces its anomalies and dead letters (not yet acknowledged).
+    async fn score_and_publish(&self, batch: &[OwnedMessage]) -> Result<InFlight, WorkerError> {
+        let last = batch.last().expect("a batch has at least one record");
         let env = self.env;
         let model = env.model.current();
         let extractor = FeatureExtractor::new(env.features.clone(), model.n_features());
@@ -161,38 +204,53 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
         for (i, rejection) in &rejected {
             pending.push((self.dead_letter(&batch[*i], rejection).await?, None));
         }
+        Ok(InFlight {
+            pending,
+            last_offset: last.offset(),
+            records: batch.len() as u64,
+            anomalies,
+            rejected: rejected.iter().map(|(_, r)| r.reason()).collect(),
+            produced,
+            scored_at: now,
+        })
+    }
 
-        for (p, source_ms) in pending {
+    /// Waits for one batch's acknowledgements; only then may its offset move.
+    async fn settle(&self, b: InFlight) -> Result<(), WorkerError> {
+        let env = self.env;
+        for (p, source_ms) in b.pending {
             p.delivered().await.map_err(|e| self.sink_error(e))?;
             if let Some(ms) = source_ms {
-                let age = now
+                let age = b
+                    .scored_at
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map(|d| d.as_millis() as i64 - ms)
                     .unwrap_or(0)
                     .max(0);
                 env.metrics
                     .end_to_end_latency
-                    .observe(age as f64 / 1e3 + produced.elapsed().as_secs_f64());
+                    .observe(age as f64 / 1e3 + b.produced.elapsed().as_secs_f64());
             }
         }
         env.metrics
             .delivery_latency
-            .observe_duration(produced.elapsed());
+            .observe_duration(b.produced.elapsed());
 
-        // Every result of the batch is in Kafka: now, and only now, the offset may move.
+        // Every result of this batch (and, settling in order, of every earlier one) is in
+        // Kafka: now, and only now, the offset may move.
         self.consumer
-            .store_offset(self.topic, self.partition, last.offset())
+            .store_offset(self.topic, self.partition, b.last_offset)
             .map_err(|source| WorkerError::StoreOffset {
                 topic: self.topic.to_owned(),
                 partition: self.partition,
-                offset: last.offset(),
+                offset: b.last_offset,
                 source,
             })?;
         // Commit right away rather than at the next auto-commit, so that a crash re-reads at
         // most the batches in flight. Asynchronous: the next batch need not wait for it, and a
         // lost commit is covered by the next one (or the synchronous commit on revoke).
         let mut tpl = TopicPartitionList::new();
-        let next = Offset::Offset(last.offset() + 1);
+        let next = Offset::Offset(b.last_offset + 1);
         if let Err(e) = tpl
             .add_partition_offset(self.topic, self.partition, next)
             .and_then(|()| self.consumer.commit(&tpl, CommitMode::Async))
@@ -201,21 +259,21 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
         }
 
         let m = &env.metrics;
-        m.records_in.fetch_add(batch.len() as u64, Relaxed);
-        m.anomalies_out.fetch_add(anomalies, Relaxed);
+        m.records_in.fetch_add(b.records, Relaxed);
+        m.anomalies_out.fetch_add(b.anomalies, Relaxed);
         m.batches.fetch_add(1, Relaxed);
-        m.batch_size.observe(batch.len() as f64);
-        for (_, r) in &rejected {
-            m.dead_letter(r.reason());
+        m.batch_size.observe(b.records as f64);
+        for reason in &b.rejected {
+            m.dead_letter(reason);
         }
         m.partition_batch(
             self.topic,
             self.partition,
             &PartitionStats {
-                records: batch.len() as u64,
-                anomalies,
-                dead_letters: rejected.len() as u64,
-                last_offset: Some(last.offset()),
+                records: b.records,
+                anomalies: b.anomalies,
+                dead_letters: b.rejected.len() as u64,
+                last_offset: Some(b.last_offset),
             },
         );
         Ok(())
