@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anomalyd::config::{Config, KafkaConfig, PropertyValue};
 use anomalyd::control::client;
-use anomalyd::offline::train::{TrainInput, TrainOptions, train};
+use anomalyd::offline::train::{TrainOptions, train};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -229,17 +229,7 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("seed.iforest");
-    train(&TrainOptions {
-        input: TrainInput::Synthetic { seed: 42 },
-        trees: None,
-        max_samples: None,
-        contamination: None,
-        seed: None,
-        out: model.clone(),
-        report: None,
-        progress: false,
-    })
-    .unwrap();
+    train(&TrainOptions::synthetic(42, model.clone())).unwrap();
 
     let input = unique("bench-in");
     let relay_out = unique("bench-relay");

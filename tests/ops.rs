@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anomalyd::control::client;
 use anomalyd::daemon::Daemon;
-use anomalyd::offline::train::{TrainInput, TrainOptions, train};
+use anomalyd::offline::train::{TrainOptions, train};
 use rdkafka::message::Message;
 use serde_json::Value;
 
@@ -20,14 +20,9 @@ const SEED: u64 = 11;
 
 fn train_to(out: &Path, trees: usize, seed: u64) -> String {
     train(&TrainOptions {
-        input: TrainInput::Synthetic { seed: 42 },
         trees: Some(trees),
-        max_samples: None,
-        contamination: None,
         seed: Some(seed),
-        out: out.to_owned(),
-        report: None,
-        progress: false,
+        ..TrainOptions::synthetic(42, out.to_owned())
     })
     .expect("train")
     .model_id

@@ -163,22 +163,12 @@ pub fn eval(options: &EvalOptions) -> Result<EvalReport, EvalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::offline::train::{TrainInput, TrainOptions, train};
+    use crate::offline::train::{TrainOptions, train};
     use std::path::Path;
 
     fn trained(dir: &Path) -> PathBuf {
         let out = dir.join("m.iforest");
-        train(&TrainOptions {
-            input: TrainInput::Synthetic { seed: 42 },
-            trees: None,
-            max_samples: None,
-            contamination: None,
-            seed: None,
-            out: out.clone(),
-            report: None,
-            progress: false,
-        })
-        .unwrap();
+        train(&TrainOptions::synthetic(42, out.clone())).unwrap();
         out
     }
 

@@ -74,6 +74,22 @@ pub struct TrainOptions {
     pub progress: bool,
 }
 
+impl TrainOptions {
+    /// `anomalyd train --synthetic SEED --out OUT` with every other option at its default.
+    pub fn synthetic(seed: u64, out: impl Into<PathBuf>) -> Self {
+        Self {
+            input: TrainInput::Synthetic { seed },
+            trees: None,
+            max_samples: None,
+            contamination: None,
+            seed: None,
+            out: out.into(),
+            report: None,
+            progress: false,
+        }
+    }
+}
+
 /// What `train` did, for printing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainSummary {

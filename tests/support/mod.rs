@@ -92,7 +92,7 @@ use std::path::{Path, PathBuf};
 use anomalyd::config::Config;
 use anomalyd::detect::features::FeatureExtractor;
 use anomalyd::detect::model::Model;
-use anomalyd::offline::train::{TrainInput, TrainOptions, train};
+use anomalyd::offline::train::{TrainOptions, train};
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -100,17 +100,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 /// Trains the demo model (`anomalyd train --synthetic 42`) into `dir`.
 pub fn seed_model(dir: &Path) -> PathBuf {
     let out = dir.join("seed.iforest");
-    train(&TrainOptions {
-        input: TrainInput::Synthetic { seed: 42 },
-        trees: None,
-        max_samples: None,
-        contamination: None,
-        seed: None,
-        out: out.clone(),
-        report: None,
-        progress: false,
-    })
-    .expect("train the seed model");
+    train(&TrainOptions::synthetic(42, out.clone())).expect("train the seed model");
     out
 }
 

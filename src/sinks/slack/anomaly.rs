@@ -78,14 +78,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.iforest");
         crate::offline::train::train(&crate::offline::train::TrainOptions {
-            input: crate::offline::train::TrainInput::Synthetic { seed: 42 },
             trees: Some(20),
-            max_samples: None,
-            contamination: None,
-            seed: None,
-            out: path.clone(),
-            report: None,
-            progress: false,
+            ..crate::offline::train::TrainOptions::synthetic(42, path.clone())
         })
         .unwrap();
         let model = Model::load(&path).unwrap();
