@@ -16,6 +16,13 @@
 //! to itself with an infinite threshold, so walking a tree is a fixed number of steps (its
 //! height) with no branch on "is this a leaf": once there, a record stays. The leaf's
 //! contribution (depth + c(n_leaf)) lives in a parallel array read once per tree.
+//!
+//! Scoring overlaps independent walks so the CPU is not waiting on one chain of dependent
+//! loads: one record walks [`TREE_LANES`] trees in lock step; a batch goes tree by tree over
+//! blocks of records (the tree stays in L1), [`LANES`] records in lock step. Batches also use
+//! per-tree windows of [`WINDOW`] nodes and a feature-major copy of the block, indexed modulo
+//! powers of two, so the inner step has no bounds checks (no `unsafe`). Every path adds the
+//! trees' path lengths in tree order, so all give bit-identical scores.
 
 use std::fmt;
 use std::str::FromStr;
@@ -28,9 +35,24 @@ use serde::{Deserialize, Serialize};
 /// Euler–Mascheroni constant, as in the paper's harmonic-number approximation.
 const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
 
-/// Rows per interleaved block in batch scoring: enough independent walks to hide the latency
-/// of each dependent node load, few enough to stay in registers.
+/// Rows walked in lock step through one tree in batch scoring: enough independent walks to
+/// hide the latency of each dependent node load, few enough to stay in registers.
 const LANES: usize = 8;
+
+/// Trees walked in lock step when scoring one record, for the same reason.
+const TREE_LANES: usize = 8;
+
+/// Records per block in batch scoring: each tree walks the whole block while its nodes are in
+/// L1, and the block's records (at shuttle's 9 features, 4.6 KB) stay there too.
+const BLOCK: usize = 64;
+
+/// Nodes in a tree's window for the batch walk: a power of two, so that masking an index keeps
+/// it in bounds without a check. A tree grown on 256 samples has at most 511 nodes.
+const WINDOW: usize = 512;
+
+/// Columns of the feature-major block copy in the windowed batch walk (a power of two for the
+/// same reason): forests with more features use the general walk.
+const COLS: usize = 32;
 
 /// Deepest tree a model file may claim; `ceil(log2(usize::MAX))` is 64.
 const MAX_HEIGHT: u32 = 64;
@@ -266,6 +288,9 @@ pub struct IsolationForest {
     trees: Vec<Tree>,
     /// `1 / (n_trees * c(max_samples))`, or 0 when `c(max_samples)` is 0 (one training row).
     scale: f64,
+    /// Per tree, where its window of [`WINDOW`] nodes starts for the batch walk; empty when
+    /// some tree does not fit one, or there are more than [`COLS`] features.
+    windows: Vec<u32>,
 }
 
 impl IsolationForest {
@@ -342,8 +367,10 @@ impl IsolationForest {
             values,
             trees,
             scale: 0.0,
+            windows: Vec::new(),
         };
         forest.scale = forest.compute_scale();
+        forest.windows = forest.compute_windows();
         if let Contamination::Fraction(q) = params.contamination {
             let mut scores = vec![0.0; n_rows];
             forest.score_samples_par(data, &mut scores);
@@ -359,6 +386,47 @@ impl IsolationForest {
         } else {
             1.0 / (self.trees.len() as f64 * c)
         }
+    }
+
+    /// Each tree's window start for [`add_tree_windowed`](Self::add_tree_windowed): the
+    /// root, or for the last trees the start of the array's last [`WINDOW`] nodes. Empty
+    /// (the general walk) when the forest has more than [`COLS`] features, fewer than
+    /// [`WINDOW`] nodes, or a tree with a node reachable from its root outside its window,
+    /// which a model file could claim.
+    fn compute_windows(&self) -> Vec<u32> {
+        let len = self.nodes.len();
+        if self.n_features > COLS || len < WINDOW {
+            return Vec::new();
+        }
+        let mut windows = Vec::with_capacity(self.trees.len());
+        let mut seen = [false; WINDOW];
+        let mut pending = Vec::new();
+        for tree in &self.trees {
+            let root = tree.root as usize;
+            let base = root.min(len - WINDOW);
+            let inside = |i: usize| (base..base + WINDOW).contains(&i);
+            seen.fill(false);
+            pending.clear();
+            pending.push(root);
+            seen[root - base] = true;
+            while let Some(at) = pending.pop() {
+                let left = self.nodes[at].left as usize;
+                if left == at {
+                    continue;
+                }
+                for child in [left, left + 1] {
+                    if !inside(child) {
+                        return Vec::new();
+                    }
+                    if !seen[child - base] {
+                        seen[child - base] = true;
+                        pending.push(child);
+                    }
+                }
+            }
+            windows.push(base as u32);
+        }
+        windows
     }
 
     pub fn n_features(&self) -> usize {
@@ -391,28 +459,62 @@ impl IsolationForest {
 
     /// scikit-learn's `score_samples` for one record: in [-1, 0], lower is more anomalous.
     ///
+    /// Walks [`TREE_LANES`] trees in lock step: their node loads are independent, so the CPU
+    /// overlaps them instead of waiting on one chain of dependent loads at a time. Leaf values
+    /// are then added in tree order, so the sum is the same as walking one tree at a time.
+    ///
     /// # Panics
     /// If `x.len()` differs from [`n_features`](Self::n_features).
+    #[inline]
     pub fn score_samples(&self, x: &[f64]) -> f64 {
         assert_eq!(
             x.len(),
             self.n_features,
             "record has the wrong feature count"
         );
+        let nodes = &self.nodes[..];
         let mut sum = 0.0;
-        for tree in &self.trees {
-            let mut at = tree.root as usize;
-            for _ in 0..tree.height {
-                let node = self.nodes[at];
-                at = node.left as usize + usize::from(x[node.feature as usize] > node.threshold);
+        let mut groups = self.trees.chunks_exact(TREE_LANES);
+        for group in &mut groups {
+            let mut at: [usize; TREE_LANES] = std::array::from_fn(|k| group[k].root as usize);
+            // A leaf loops onto itself, so walking a shallower tree further changes nothing.
+            let height = group.iter().map(|t| t.height).max().unwrap_or(0);
+            for _ in 0..height {
+                for at in &mut at {
+                    let node = nodes[*at];
+                    let next =
+                        node.left as usize + usize::from(x[node.feature as usize] > node.threshold);
+                    *at = next;
+                }
             }
-            sum += self.values[at];
+            for at in at {
+                sum += self.values[at];
+            }
+        }
+        for tree in groups.remainder() {
+            sum += self.leaf_value(tree, x);
         }
         self.score_from_sum(sum)
     }
 
+    /// The path length of `x` in one tree: its leaf's depth plus `c(n_leaf)`.
+    #[inline]
+    fn leaf_value(&self, tree: &Tree, x: &[f64]) -> f64 {
+        let mut at = tree.root as usize;
+        for _ in 0..tree.height {
+            let node = self.nodes[at];
+            at = node.left as usize + usize::from(x[node.feature as usize] > node.threshold);
+        }
+        self.values[at]
+    }
+
     /// [`score_samples`](Self::score_samples) for many records: `rows` is row-major with
     /// `n_features` values per row, one score per row goes to `out`.
+    ///
+    /// Records go in blocks of [`BLOCK`]; each tree walks the whole block before the next tree
+    /// starts, so its nodes stay in L1 while they are reused, and within the block [`LANES`]
+    /// records walk in lock step to overlap their loads. Each record's sum still adds the trees
+    /// in order, so scores equal [`score_samples`](Self::score_samples)'s.
     ///
     /// # Panics
     /// If `rows.len() != out.len() * n_features`.
@@ -423,20 +525,50 @@ impl IsolationForest {
             out.len() * d,
             "rows and out disagree on the row count"
         );
-        let mut blocks = rows.chunks_exact(LANES * d);
-        let mut outs = out.chunks_exact_mut(LANES);
-        for (block, scores) in (&mut blocks).zip(&mut outs) {
-            let sums = self.block_sums(block);
-            for (score, sum) in scores.iter_mut().zip(sums) {
-                *score = self.score_from_sum(sum);
+        // Feature-major copies of a block's full lane groups, for the windowed walk:
+        // `columns[group * COLS + feature][lane]`.
+        let mut columns = if self.windows.is_empty() {
+            Vec::new()
+        } else {
+            vec![[0.0; LANES]; BLOCK / LANES * COLS]
+        };
+        let mut sums = [0.0; BLOCK];
+        for (block, out) in rows.chunks(BLOCK * d).zip(out.chunks_mut(BLOCK)) {
+            let sums = &mut sums[..out.len()];
+            sums.fill(0.0);
+            if self.windows.is_empty() {
+                for tree in &self.trees {
+                    self.add_tree(tree, block, sums);
+                }
+            } else {
+                let groups = out.len() / LANES;
+                for (records, columns) in block
+                    .chunks_exact(LANES * d)
+                    .zip(columns.chunks_exact_mut(COLS))
+                {
+                    for (lane, x) in records.chunks_exact(d).enumerate() {
+                        for (column, &v) in columns.iter_mut().zip(x) {
+                            column[lane] = v;
+                        }
+                    }
+                }
+                let rest = &block[groups * LANES * d..];
+                let (full_sums, rest_sums) = sums.split_at_mut(groups * LANES);
+                for (tree, &base) in self.trees.iter().zip(&self.windows) {
+                    self.add_tree_windowed(
+                        tree,
+                        base as usize,
+                        &columns[..groups * COLS],
+                        full_sums,
+                    );
+                    for (x, sum) in rest.chunks_exact(d).zip(rest_sums.iter_mut()) {
+                        *sum += self.leaf_value(tree, x);
+                    }
+                }
             }
-        }
-        for (x, score) in blocks
-            .remainder()
-            .chunks_exact(d)
-            .zip(outs.into_remainder())
-        {
-            *score = self.score_samples(x);
+            for (score, sum) in out.iter_mut().zip(&*sums) {
+                *score = self.score_from_sum(*sum);
+            }
         }
     }
 
@@ -454,28 +586,76 @@ impl IsolationForest {
             .for_each(|(out, rows)| self.score_samples_batch(rows, out));
     }
 
-    /// Walks `LANES` records through each tree in lock step: their node loads are independent,
-    /// so the CPU overlaps them instead of waiting on one chain. Sums are accumulated tree by
-    /// tree, in the same order as [`score_samples`](Self::score_samples), so results are equal.
-    fn block_sums(&self, block: &[f64]) -> [f64; LANES] {
+    /// Adds each record's path length in `tree` to its sum, [`LANES`] records at a time; the
+    /// general walk, for forests without windows.
+    #[inline]
+    fn add_tree(&self, tree: &Tree, block: &[f64], sums: &mut [f64]) {
         let d = self.n_features;
-        let mut sums = [0.0; LANES];
-        for tree in &self.trees {
+        let nodes = &self.nodes[..];
+        let mut records = block.chunks_exact(LANES * d);
+        let mut lane_sums = sums.chunks_exact_mut(LANES);
+        for (records, lane_sums) in (&mut records).zip(&mut lane_sums) {
             let mut at = [tree.root as usize; LANES];
             for _ in 0..tree.height {
                 for (lane, at) in at.iter_mut().enumerate() {
-                    let node = self.nodes[*at];
-                    let value = block[lane * d + node.feature as usize];
+                    let node = nodes[*at];
+                    let value = records[lane * d + node.feature as usize];
                     *at = node.left as usize + usize::from(value > node.threshold);
                 }
             }
-            for (sum, at) in sums.iter_mut().zip(at) {
+            for (sum, at) in lane_sums.iter_mut().zip(at) {
                 *sum += self.values[at];
             }
         }
-        sums
+        for (x, sum) in records
+            .remainder()
+            .chunks_exact(d)
+            .zip(lane_sums.into_remainder())
+        {
+            *sum += self.leaf_value(tree, x);
+        }
     }
 
+    /// As [`add_tree`](Self::add_tree) for full lane groups in feature-major `columns`, with
+    /// the tree's nodes seen through its window of [`WINDOW`] nodes from `base`. Indices are
+    /// taken modulo the (power-of-two) window and features modulo [`COLS`], which the compiler
+    /// proves in bounds, so a step has no bounds checks; [`compute_windows`](Self::compute_windows)
+    /// checked that
+    /// every node the walk can reach lies in the window, so the masks never change an index.
+    #[inline]
+    fn add_tree_windowed(
+        &self,
+        tree: &Tree,
+        base: usize,
+        columns: &[[f64; LANES]],
+        sums: &mut [f64],
+    ) {
+        let nodes: &[Node; WINDOW] = self.nodes[base..base + WINDOW]
+            .try_into()
+            .expect("a window spans WINDOW nodes");
+        let values: &[f64; WINDOW] = self.values[base..base + WINDOW]
+            .try_into()
+            .expect("a window spans WINDOW values");
+        let root = tree.root as usize - base;
+        for (columns, lane_sums) in columns.chunks_exact(COLS).zip(sums.chunks_exact_mut(LANES)) {
+            let columns: &[[f64; LANES]; COLS] =
+                columns.try_into().expect("chunks of COLS columns");
+            let mut at = [root; LANES];
+            for _ in 0..tree.height {
+                for (lane, at) in at.iter_mut().enumerate() {
+                    let node = nodes[*at % WINDOW];
+                    let value = columns[node.feature as usize % COLS][lane];
+                    *at = (node.left as usize).wrapping_sub(base)
+                        + usize::from(value > node.threshold);
+                }
+            }
+            for (sum, at) in lane_sums.iter_mut().zip(at) {
+                *sum += values[at % WINDOW];
+            }
+        }
+    }
+
+    #[inline]
     fn score_from_sum(&self, sum: f64) -> f64 {
         if self.scale == 0.0 {
             // One training row: nothing to compare with, so every record sits on the paper's
@@ -586,8 +766,10 @@ impl TryFrom<ForestData> for IsolationForest {
             values: d.values,
             trees: d.trees,
             scale: 0.0,
+            windows: Vec::new(),
         };
         forest.scale = forest.compute_scale();
+        forest.windows = forest.compute_windows();
         Ok(forest)
     }
 }
@@ -802,6 +984,81 @@ mod tests {
             assert_eq!(batch[i], one, "row {i}");
             assert_eq!(par[i], one, "row {i}");
         }
+    }
+
+    /// Scores by the windowed batch walk, the general batch walk and one record at a time
+    /// must be equal, and within 1e-12 of the textbook walk.
+    fn check_all_paths(f: &IsolationForest, rows: &[f64]) {
+        let d = f.n_features();
+        let n = rows.len() / d;
+        let mut batch = vec![0.0; n];
+        f.score_samples_batch(rows, &mut batch);
+        let mut par = vec![0.0; n];
+        f.score_samples_par(rows, &mut par);
+        let general = IsolationForest {
+            windows: Vec::new(),
+            ..f.clone()
+        };
+        let mut general_batch = vec![0.0; n];
+        general.score_samples_batch(rows, &mut general_batch);
+        let c = average_path_length(f.max_samples());
+        for (i, x) in rows.chunks_exact(d).enumerate() {
+            let one = f.score_samples(x);
+            let walked = -(2f64.powf(-f.mean_path_length_by_walking(x) / c));
+            assert!((one - walked).abs() < 1e-12, "row {i}: {one} vs {walked}");
+            assert_eq!(batch[i].to_bits(), one.to_bits(), "row {i}");
+            assert_eq!(par[i].to_bits(), one.to_bits(), "row {i}");
+            assert_eq!(general_batch[i].to_bits(), one.to_bits(), "row {i}");
+        }
+    }
+
+    #[test]
+    fn fast_paths_agree_on_the_data_sets() {
+        use crate::offline::csv::{self, Columns};
+        for name in ["shuttle", "mammography", "cardio", "http"] {
+            let path = crate::offline::benchmark::data_set_path(name);
+            if !path.exists() {
+                eprintln!("skipping {name}: {} is missing", path.display());
+                continue;
+            }
+            let table = csv::read(&path, Columns::Numeric, "label").unwrap();
+            let d = table.n_features();
+            // Debug builds are slow: http's first 20,000 rows are enough.
+            let rows = &table.values[..table.values.len().min(20_000 * d)];
+            let f = IsolationForest::fit(rows, d, &params(100)).unwrap();
+            assert!(!f.windows.is_empty(), "{name} uses the windowed walk");
+            check_all_paths(&f, rows);
+        }
+    }
+
+    #[test]
+    fn windows_only_when_every_tree_fits_one() {
+        // Many features: the general walk, with the same scores.
+        let mut rng = StdRng::seed_from_u64(11);
+        let d = COLS + 1;
+        let data: Vec<f64> = (0..300 * d).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let f = IsolationForest::fit(&data, d, &params(20)).unwrap();
+        assert!(f.windows.is_empty());
+        check_all_paths(&f, &data[..101 * d]);
+        // Trees larger than a window (max_samples 1000 grows up to 1999 nodes): general walk.
+        let data = blobs(1000, 12);
+        let p = ForestParams {
+            max_samples: MaxSamples::Count(1000),
+            ..params(10)
+        };
+        let f = IsolationForest::fit(&data, 2, &p).unwrap();
+        assert!(f.windows.is_empty());
+        check_all_paths(&f, &blobs(101, 13));
+        // A model file whose tree reaches outside its window loads with the general walk.
+        let f = IsolationForest::fit(&blobs(1000, 14), 2, &params(20)).unwrap();
+        assert!(!f.windows.is_empty());
+        let mut data = ForestData::from(f);
+        let last = data.nodes.len() as u32 - 1;
+        let root = data.trees[0].root as usize;
+        data.nodes[root].left = last - 1;
+        let f = IsolationForest::try_from(data).unwrap();
+        assert!(f.windows.is_empty());
+        check_all_paths(&f, &blobs(101, 15));
     }
 
     #[test]
