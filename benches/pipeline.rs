@@ -272,6 +272,19 @@ async fn main() {
     std::fs::write(&cfg, toml::to_string(&c).unwrap()).unwrap();
     let child = start(&cfg, &dir.path().join("latency.log"));
     let socket = dir.path().join("latency.sock");
+    // The generator starts at once, the consumer only once it has joined its group: records
+    // from before that wait for the join. Steady state starts a second after ready.
+    while !matches!(
+        client::request(&socket, "GET", "/ready", Duration::from_secs(2)).await,
+        Ok((200, _))
+    ) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let steady_from_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as f64
+        + 1000.0;
     while records_scored(&socket).await.unwrap_or(0) < c.generator.count {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -288,14 +301,16 @@ async fn main() {
         let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
         let source = humantime::parse_rfc3339(v["current_time"].as_str().unwrap()).unwrap();
         let source_ms = source.duration_since(UNIX_EPOCH).unwrap().as_millis() as f64;
-        if let Some(anomaly_ms) = m.timestamp().to_millis() {
+        if let Some(anomaly_ms) = m.timestamp().to_millis()
+            && source_ms >= steady_from_ms
+        {
             latencies.push(anomaly_ms as f64 - source_ms);
         }
         seen.insert(v["id"].as_u64().unwrap(), ());
     }
     latencies.sort_by(f64::total_cmp);
     println!(
-        "latency at {RATE:.0} records/s for {LATENCY_SECONDS} s ({} anomalies): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        "latency at {RATE:.0} records/s for {LATENCY_SECONDS} s ({} anomalies after a 1 s warm-up): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
         latencies.len(),
         quantile(&latencies, 0.5),
         quantile(&latencies, 0.99),

@@ -28,14 +28,15 @@ fn with_defaults(kafka: &KafkaConfig, defaults: &[(&str, &str)]) -> ClientConfig
 /// A consumer in `group` that never commits on its own: the caller stores offsets only once a
 /// record is fully handled, and librdkafka's auto-commit then commits only stored offsets.
 pub fn consumer_config(kafka: &KafkaConfig, group: &str) -> ClientConfig {
-    // librdkafka prefetches up to 100,000 records per partition by default: hundreds of MB
-    // on a backlog. A batch is at most a few thousand records, so far less keeps the workers
-    // fed and the daemon small.
+    // librdkafka prefetches up to 100,000 records per partition and fetches up to 50 MB at a
+    // time by default: hundreds of MB on a backlog. A batch is at most a few thousand records,
+    // so far less keeps the workers fed and the daemon small.
     let mut cfg = with_defaults(
         kafka,
         &[
-            ("queued.min.messages", "10000"),
-            ("queued.max.messages.kbytes", "16384"),
+            ("queued.min.messages", "5000"),
+            ("queued.max.messages.kbytes", "8192"),
+            ("fetch.max.bytes", "4194304"),
         ],
     );
     cfg.set("group.id", group)
@@ -72,7 +73,7 @@ mod tests {
         assert_eq!(cfg.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(cfg.get("bootstrap.servers"), Some("127.0.0.1:9092"));
         assert_eq!(cfg.get("group.id"), Some("g"));
-        assert_eq!(cfg.get("queued.min.messages"), Some("10000"));
+        assert_eq!(cfg.get("queued.min.messages"), Some("5000"));
         kafka
             .properties
             .insert("queued.min.messages".into(), PropertyValue::Int(500));
