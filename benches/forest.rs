@@ -80,6 +80,41 @@ fn scoring(c: &mut Criterion) {
     });
     group.finish();
 
+    // Batches of 1,024 records (cycling through the file), as the daemon scores them: each
+    // iteration takes about a millisecond, so on a busy machine fewer of them are preempted
+    // than the whole-file iterations below, and the median is closer to the CPU cost.
+    const BATCH: usize = 1024;
+    let batches: Vec<&[f64]> = table.values.chunks_exact(BATCH * d).collect();
+    let row_batches: Vec<&[[f64; SHUTTLE_FEATURES]]> = rows.chunks_exact(BATCH).collect();
+    let mut group = c.benchmark_group("score_batch_1024");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.measurement_time(Duration::from_secs(5));
+    let mut out = vec![0.0; BATCH];
+    let mut k = 0;
+    group.bench_function("anomalyd_batch", |b| {
+        b.iter(|| {
+            k = (k + 1) % batches.len();
+            ours.score_samples_batch(black_box(batches[k]), &mut out)
+        })
+    });
+    group.bench_function("textbook_walk", |b| {
+        b.iter(|| {
+            k = (k + 1) % batches.len();
+            for (o, x) in out.iter_mut().zip(batches[k].chunks_exact(d)) {
+                *o = ours.mean_path_length_by_walking(black_box(x));
+            }
+        })
+    });
+    group.bench_function("extended_isolation_forest", |b| {
+        b.iter(|| {
+            k = (k + 1) % row_batches.len();
+            for (o, x) in out.iter_mut().zip(row_batches[k]) {
+                *o = reference.score(black_box(x));
+            }
+        })
+    });
+    group.finish();
+
     let mut group = c.benchmark_group("score_batch_shuttle");
     group.throughput(Throughput::Elements(n as u64));
     group.sample_size(20);
