@@ -36,7 +36,7 @@ pub fn consumer_config(kafka: &KafkaConfig, group: &str) -> ClientConfig {
         &[
             ("queued.min.messages", "5000"),
             ("queued.max.messages.kbytes", "8192"),
-            ("fetch.max.bytes", "4194304"),
+            ("fetch.max.bytes", "2097152"),
         ],
     );
     cfg.set("group.id", group)
