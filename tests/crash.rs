@@ -6,13 +6,13 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const SEED: u64 = 7;
 const N: u64 = 20_000;
 
-fn start(config: &Path, log: &Path) -> Child {
+fn start(config: &Path, log: &Path) -> support::Reaper {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_anomalyd"));
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ANOMALYD_")) {
         cmd.env_remove(k);
@@ -22,6 +22,7 @@ fn start(config: &Path, log: &Path) -> Child {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
+        .map(support::Reaper)
         .expect("start anomalyd")
 }
 

@@ -57,15 +57,16 @@ async fn ready_reload_watchdog_and_stopping_in_order() {
     {
         cmd.env_remove(k);
     }
-    let mut child = cmd
-        .args(["run", "--config"])
-        .arg(&path)
-        .env("NOTIFY_SOCKET", &notify)
-        .env("WATCHDOG_USEC", "1000000")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = support::Reaper(
+        cmd.args(["run", "--config"])
+            .arg(&path)
+            .env("NOTIFY_SOCKET", &notify)
+            .env("WATCHDOG_USEC", "1000000")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let log = || std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
 
     let mut got = Vec::new();
