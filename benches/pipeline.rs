@@ -231,6 +231,18 @@ async fn main() {
     let model = dir.path().join("seed.iforest");
     train(&TrainOptions::synthetic(42, model.clone())).unwrap();
 
+    // BENCH_ONLY=latency skips the throughput rounds (for tuning runs).
+    let throughput = std::env::var("BENCH_ONLY").map_or(true, |v| v != "latency");
+    let mut peaks = Vec::new();
+    if throughput {
+        peaks = throughput_rounds(dir.path(), &model).await;
+    }
+
+    latency(dir.path(), &model, &peaks).await;
+}
+
+/// Part 1: relay and anomalyd over the same records, alternating. Returns anomalyd's peaks.
+async fn throughput_rounds(dir: &Path, model: &Path) -> Vec<f64> {
     let input = unique("bench-in");
     let relay_out = unique("bench-relay");
     create_topics(&[&input, &relay_out]).await;
@@ -244,7 +256,7 @@ async fn main() {
     let (mut relays, mut ours, mut peaks) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         let r = relay(&input, &relay_out).await;
-        let (a, peak) = anomalyd(dir.path(), &model, &input, round).await;
+        let (a, peak) = anomalyd(dir, model, &input, round).await;
         println!(
             "round {round}: relay {:.0} records/s, anomalyd {:.0} records/s, peak RSS {peak:.1} MiB",
             RECORDS as f64 / r,
@@ -259,19 +271,23 @@ async fn main() {
         "throughput (median of {ROUNDS}): relay {relay_rate:.0} records/s, anomalyd {our_rate:.0} records/s, ratio {:.2}",
         our_rate / relay_rate
     );
+    peaks
+}
 
+/// Parts 2 and 3: latency at a steady rate, and memory.
+async fn latency(dir: &Path, model: &Path, peaks: &[f64]) {
     // Latency at a steady rate: the daemon's own generator writes RATE records/s.
     let (lat_in, lat_out) = (unique("bench-lat-in"), unique("bench-lat-out"));
     create_topics(&[&lat_in, &lat_out, &format!("{lat_out}.dlq")]).await;
-    let cfg = config(dir.path(), &model, &lat_in, &lat_out, "latency");
+    let cfg = config(dir, model, &lat_in, &lat_out, "latency");
     let mut c: Config = toml::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
     c.generator.enabled = true;
     c.generator.topic = lat_in.clone();
     c.generator.rate = RATE;
     c.generator.count = (RATE as u64) * LATENCY_SECONDS;
     std::fs::write(&cfg, toml::to_string(&c).unwrap()).unwrap();
-    let child = start(&cfg, &dir.path().join("latency.log"));
-    let socket = dir.path().join("latency.sock");
+    let child = start(&cfg, &dir.join("latency.log"));
+    let socket = dir.join("latency.sock");
     // The generator starts at once, the consumer only once it has joined its group: records
     // from before that wait for the join. Steady state starts a second after ready.
     while !matches!(
@@ -316,8 +332,11 @@ async fn main() {
         quantile(&latencies, 0.99),
         latencies.last().copied().unwrap_or(f64::NAN)
     );
-    println!(
-        "memory: peak RSS {:.1} MiB in the throughput rounds (median), {peak:.1} MiB peak and {rss:.1} MiB current at {RATE:.0} records/s",
-        median(peaks)
-    );
+    if !peaks.is_empty() {
+        println!(
+            "memory: peak RSS {:.1} MiB in the throughput rounds (median)",
+            median(peaks.to_vec())
+        );
+    }
+    println!("memory: {peak:.1} MiB peak and {rss:.1} MiB current at {RATE:.0} records/s");
 }
