@@ -1,25 +1,91 @@
 //! librdkafka client settings shared by every consumer and producer anomalyd creates.
 //!
-//! The user's `[kafka] properties` come first; the settings that anomalyd's delivery guarantees
-//! rest on are applied last, so they always win (config validation refuses them anyway).
+//! anomalyd's own defaults come first, then the user's `[kafka] properties` (a property that
+//! only a consumer or only a producer understands goes only to that kind of client, so neither
+//! logs a configuration warning for the other's), and last the settings that anomalyd's
+//! delivery guarantees rest on, so they always win (config validation refuses them anyway).
 
 use rdkafka::ClientConfig;
 
 use crate::config::KafkaConfig;
 
+/// Properties librdkafka reads only in consumers ("C" in its CONFIGURATION.md).
+const CONSUMER_ONLY: &[&str] = &[
+    "auto.commit.interval.ms",
+    "auto.offset.reset",
+    "check.crcs",
+    "consume.callback.max.messages",
+    "coordinator.query.interval.ms",
+    "enable.partition.eof",
+    "fetch.error.backoff.ms",
+    "fetch.max.bytes",
+    "fetch.message.max.bytes",
+    "fetch.min.bytes",
+    "fetch.queue.backoff.ms",
+    "fetch.wait.max.ms",
+    "group.instance.id",
+    "group.protocol",
+    "group.protocol.type",
+    "group.remote.assignor",
+    "heartbeat.interval.ms",
+    "max.partition.fetch.bytes",
+    "max.poll.interval.ms",
+    "partition.assignment.strategy",
+    "queued.max.messages.kbytes",
+    "queued.min.messages",
+    "session.timeout.ms",
+];
+
+/// Properties librdkafka reads only in producers ("P").
+const PRODUCER_ONLY: &[&str] = &[
+    "batch.num.messages",
+    "batch.size",
+    "compression.codec",
+    "compression.level",
+    "compression.type",
+    "delivery.timeout.ms",
+    "linger.ms",
+    "message.send.max.retries",
+    "message.timeout.ms",
+    "partitioner",
+    "queue.buffering.max.kbytes",
+    "queue.buffering.max.messages",
+    "queue.buffering.max.ms",
+    "queuing.strategy",
+    "request.timeout.ms",
+    "retries",
+    "sticky.partitioning.linger.ms",
+];
+
+/// Which kind of client a configuration is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Consumer,
+    Producer,
+    /// Admin and other clients: every property.
+    Any,
+}
+
 /// Settings common to every client: brokers and the user's extra properties.
 pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
-    with_defaults(kafka, &[])
+    build(kafka, Role::Any, &[])
 }
 
 /// `defaults` first, so the user's properties can change them, then brokers.
-fn with_defaults(kafka: &KafkaConfig, defaults: &[(&str, &str)]) -> ClientConfig {
+fn build(kafka: &KafkaConfig, role: Role, defaults: &[(&str, &str)]) -> ClientConfig {
     let mut cfg = ClientConfig::new();
     for (k, v) in defaults {
         cfg.set(*k, *v);
     }
+    let foreign: &[&str] = match role {
+        Role::Consumer => PRODUCER_ONLY,
+        Role::Producer => CONSUMER_ONLY,
+        Role::Any => &[],
+    };
     for (k, v) in &kafka.properties {
-        cfg.set(k, v.to_string());
+        if !foreign.contains(&k.as_str()) {
+            cfg.set(k, v.to_string());
+        }
     }
     cfg.set("bootstrap.servers", &kafka.brokers);
     cfg
@@ -31,25 +97,27 @@ pub fn consumer_config(kafka: &KafkaConfig, group: &str) -> ClientConfig {
     // librdkafka prefetches up to 100,000 records per partition and fetches up to 50 MB at a
     // time by default: hundreds of MB on a backlog. A batch is at most a few thousand records,
     // so far less keeps the workers fed and the daemon small.
-    let mut cfg = with_defaults(
+    let mut cfg = build(
         kafka,
+        Role::Consumer,
         &[
             ("queued.min.messages", "5000"),
             ("queued.max.messages.kbytes", "8192"),
             ("fetch.max.bytes", "2097152"),
+            // A new group starts at the oldest record: nothing already in the topic is skipped.
+            ("auto.offset.reset", "earliest"),
         ],
     );
     cfg.set("group.id", group)
         .set("enable.auto.offset.store", "false")
-        .set("enable.auto.commit", "true")
-        .set("auto.offset.reset", "earliest");
+        .set("enable.auto.commit", "true");
     cfg
 }
 
 /// An idempotent producer that waits for every in-sync replica: no duplicates from retries and
 /// no acknowledged record lost with a leader.
 pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
-    let mut cfg = client_config(kafka);
+    let mut cfg = build(kafka, Role::Producer, &[]);
     cfg.set("enable.idempotence", "true").set("acks", "all");
     cfg
 }
@@ -86,5 +154,34 @@ mod tests {
         let p = producer_config(&kafka);
         assert_eq!(p.get("enable.idempotence"), Some("true"));
         assert_eq!(p.get("acks"), Some("all"));
+    }
+
+    #[test]
+    fn each_client_gets_only_the_properties_it_reads() {
+        let mut kafka = KafkaConfig::default();
+        for (k, v) in [
+            ("fetch.wait.max.ms", "10"),
+            ("linger.ms", "2"),
+            ("security.protocol", "SASL_SSL"),
+            ("auto.offset.reset", "latest"),
+        ] {
+            kafka
+                .properties
+                .insert(k.into(), PropertyValue::String(v.into()));
+        }
+        let c = consumer_config(&kafka, "g");
+        let p = producer_config(&kafka);
+        assert_eq!(c.get("fetch.wait.max.ms"), Some("10"));
+        assert_eq!(c.get("linger.ms"), None);
+        assert_eq!(p.get("linger.ms"), Some("2"));
+        assert_eq!(p.get("fetch.wait.max.ms"), None);
+        assert_eq!(c.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(p.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(
+            c.get("auto.offset.reset"),
+            Some("latest"),
+            "users may choose"
+        );
+        assert_eq!(client_config(&kafka).get("linger.ms"), Some("2"));
     }
 }
