@@ -10,7 +10,6 @@
 //! Run with `scripts/bench-pipeline` (it starts a throw-away broker and sets
 //! `KAFKA_TEST_BROKERS`). Figures are in docs/benchmarks.md.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -92,7 +91,7 @@ async fn produce(topic: &str, n: u64) {
 /// The reference: consume every record and produce it unchanged, acknowledged, with offsets
 /// stored after delivery, in batches of 500 as the detector does. Returns seconds from the
 /// first record to the last delivery.
-async fn relay(input: &str, output: &str) -> f64 {
+async fn relay(input: &str, output: &str, records: u64) -> f64 {
     let consumer: StreamConsumer = anomalyd::kafka::consumer_config(&kafka(), &unique("relay"))
         .create()
         .unwrap();
@@ -100,9 +99,9 @@ async fn relay(input: &str, output: &str) -> f64 {
     let producer: FutureProducer = anomalyd::kafka::producer_config(&kafka()).create().unwrap();
     let mut started = None;
     let mut done = 0;
-    while done < RECORDS {
+    while done < records {
         let mut batch = Vec::with_capacity(500);
-        while batch.len() < 500 && done + (batch.len() as u64) < RECORDS {
+        while batch.len() < 500 && done + (batch.len() as u64) < records {
             let m = consumer.recv().await.unwrap();
             started.get_or_insert_with(Instant::now);
             batch.push(m.detach());
@@ -216,6 +215,60 @@ async fn anomalyd(dir: &Path, model: &Path, input: &str, round: usize) -> (f64, 
     (secs, peak)
 }
 
+/// Writes `n` generator records at RATE records/s.
+async fn steady(topic: &str, n: u64) {
+    let producer: FutureProducer = anomalyd::kafka::producer_config(&kafka()).create().unwrap();
+    let every = Duration::from_secs_f64(1.0 / RATE);
+    let start = tokio::time::Instant::now();
+    let mut pending = Vec::new();
+    for id in 0..n {
+        tokio::time::sleep_until(start + every.mul_f64(id as f64)).await;
+        let payload =
+            anomalyd::source::generator::record(42, id, 0.2, SystemTime::now()).to_string();
+        let key = id.to_string();
+        pending.push(
+            producer
+                .send_result(FutureRecord::to(topic).key(&key).payload(&payload))
+                .map_err(|(e, _)| e)
+                .unwrap(),
+        );
+    }
+    for p in pending {
+        p.await.unwrap().unwrap();
+    }
+}
+
+/// From each record's `current_time` to its Kafka timestamp, for records after `from_ms`.
+async fn latencies(topic: &str, from_ms: f64) -> Vec<f64> {
+    let reader: StreamConsumer = anomalyd::kafka::consumer_config(&kafka(), &unique("lat-reader"))
+        .create()
+        .unwrap();
+    reader.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    while let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(5), reader.recv()).await {
+        let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        let source = humantime::parse_rfc3339(v["current_time"].as_str().unwrap()).unwrap();
+        let source_ms = source.duration_since(UNIX_EPOCH).unwrap().as_millis() as f64;
+        if let Some(ms) = m.timestamp().to_millis()
+            && source_ms >= from_ms
+        {
+            out.push(ms as f64 - source_ms);
+        }
+    }
+    out.sort_by(f64::total_cmp);
+    out
+}
+
+fn report(what: &str, sorted: &[f64]) {
+    println!(
+        "latency at {RATE:.0} records/s for {LATENCY_SECONDS} s, {what}: {} records after a 1 s warm-up, p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        sorted.len(),
+        quantile(sorted, 0.5),
+        quantile(sorted, 0.99),
+        sorted.last().copied().unwrap_or(f64::NAN)
+    );
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -255,7 +308,7 @@ async fn throughput_rounds(dir: &Path, model: &Path) -> Vec<f64> {
 
     let (mut relays, mut ours, mut peaks) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..ROUNDS {
-        let r = relay(&input, &relay_out).await;
+        let r = relay(&input, &relay_out, RECORDS).await;
         let (a, peak) = anomalyd(dir, model, &input, round).await;
         println!(
             "round {round}: relay {:.0} records/s, anomalyd {:.0} records/s, peak RSS {peak:.1} MiB",
@@ -307,31 +360,31 @@ async fn latency(dir: &Path, model: &Path, peaks: &[f64]) {
     let (peak, rss) = memory(child.id());
     stop(child);
 
-    let reader: StreamConsumer = anomalyd::kafka::consumer_config(&kafka(), &unique("lat-reader"))
-        .create()
-        .unwrap();
-    reader.subscribe(&[&lat_out]).unwrap();
-    let mut latencies = Vec::new();
-    let mut seen = HashMap::new();
-    while let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(5), reader.recv()).await {
-        let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
-        let source = humantime::parse_rfc3339(v["current_time"].as_str().unwrap()).unwrap();
-        let source_ms = source.duration_since(UNIX_EPOCH).unwrap().as_millis() as f64;
-        if let Some(anomaly_ms) = m.timestamp().to_millis()
-            && source_ms >= steady_from_ms
-        {
-            latencies.push(anomaly_ms as f64 - source_ms);
-        }
-        seen.insert(v["id"].as_u64().unwrap(), ());
-    }
-    latencies.sort_by(f64::total_cmp);
-    println!(
-        "latency at {RATE:.0} records/s for {LATENCY_SECONDS} s ({} anomalies after a 1 s warm-up): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
-        latencies.len(),
-        quantile(&latencies, 0.5),
-        quantile(&latencies, 0.99),
-        latencies.last().copied().unwrap_or(f64::NAN)
+    let ours = latencies(&lat_out, steady_from_ms).await;
+    report("anomalyd", &ours);
+
+    // The same path without a model, as the baseline: the bench writes RATE records/s while
+    // the relay copies each one (not only the anomalies) to its output.
+    let (base_in, base_out) = (unique("bench-base-in"), unique("bench-base-out"));
+    create_topics(&[&base_in, &base_out]).await;
+    let n = (RATE as u64) * LATENCY_SECONDS;
+    let relay_done = tokio::spawn({
+        let (i, o) = (base_in.clone(), base_out.clone());
+        async move { relay(&i, &o, n).await }
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await; // let the relay join its group
+    let steady_from_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as f64
+        + 1000.0;
+    steady(&base_in, n).await;
+    relay_done.await.unwrap();
+    report(
+        "relay (baseline)",
+        &latencies(&base_out, steady_from_ms).await,
     );
+
     if !peaks.is_empty() {
         println!(
             "memory: peak RSS {:.1} MiB in the throughput rounds (median)",
