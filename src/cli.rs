@@ -22,7 +22,7 @@ pub enum Command {
     /// Run the daemon: generator (if enabled), detector workers, until SIGTERM or SIGINT.
     Run(ConfigArg),
     /// Validate the configuration: print `ok`, or every error (exit 78).
-    CheckConfig(ConfigArg),
+    CheckConfig(CheckConfigArgs),
     /// Print a topic's records as JSON lines.
     Tail(TailArgs),
     /// One-line health of the running daemon, with Nagios exit codes (0 OK, 1 WARNING,
@@ -42,6 +42,17 @@ pub struct ConfigArg {
     /// Configuration file.
     #[arg(long, short = 'c', env = "ANOMALYD_CONFIG", default_value = DEFAULT_PATH)]
     pub config: PathBuf,
+}
+
+/// `anomalyd check-config`.
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Instead of `ok`, print the topics the configuration reads and writes, one per line
+    /// (for provisioning them).
+    #[arg(long)]
+    pub topics: bool,
 }
 
 /// Where the control socket is: `--socket`, else the config's `[control] socket`.

@@ -246,6 +246,10 @@ impl Daemon {
 
     /// Why the daemon cannot do its job right now; empty when it can.
     pub fn not_ready(&self) -> Vec<String> {
+        self.not_ready_given(&self.hung_tasks())
+    }
+
+    fn not_ready_given(&self, hung: &[&'static str]) -> Vec<String> {
         let mut reasons = Vec::new();
         if self.assignment.generations.load(Relaxed) == 0 {
             reasons.push("no partitions assigned yet (not joined the consumer group)".to_owned());
@@ -256,7 +260,7 @@ impl Daemon {
                 reasons.push(format!("task {} failing: {why}", t.name));
             }
         }
-        for name in self.hung_tasks() {
+        for name in hung {
             reasons.push(format!("task {name} hung (no heartbeat)"));
         }
         reasons
@@ -306,8 +310,10 @@ impl Daemon {
             })
             .collect();
         let model = self.model.current();
-        let not_ready = self.not_ready();
+        let hung = self.hung_tasks();
+        let not_ready = self.not_ready_given(&hung);
         let tasks = self.supervisor.reports();
+        let history = self.model.history();
         Status {
             version: env!("CARGO_PKG_VERSION"),
             uptime_s: self.started.elapsed().as_secs(),
@@ -315,15 +321,15 @@ impl Daemon {
             not_ready,
             // A refused reload is degraded too: the operator's new model is not serving.
             degraded: tasks.iter().any(|t| t.degraded)
-                || !self.hung_tasks().is_empty()
-                || self.model.history().last_error.is_some()
+                || !hung.is_empty()
+                || history.last_error.is_some()
                 || self.slack_metrics.is_failing(),
             model: ModelStatus {
                 id: model.id().to_owned(),
                 kind: model.kind().to_owned(),
                 path: model.path().display().to_string(),
                 features: model.feature_names().to_vec(),
-                history: self.model.history(),
+                history,
             },
             tasks,
             lag: partitions.iter().filter_map(|p| p.offsets.lag).sum(),

@@ -24,13 +24,11 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(2);
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run(args) => run(&args.config),
-        Command::CheckConfig(args) => load_config(&args.config).map_or_else(
-            |code| code,
-            |_| {
-                println!("ok");
-                ExitCode::SUCCESS
-            },
-        ),
+        Command::CheckConfig(args) => match load_config(&args.config.config) {
+            Ok(c) if args.topics => done(c.topics().join("\n")),
+            Ok(_) => done("ok"),
+            Err(code) => code,
+        },
         Command::Train(args) => {
             match train::train(&args.options(std::io::stderr().is_terminal())) {
                 Ok(summary) => done(summary),

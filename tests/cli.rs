@@ -101,6 +101,25 @@ fn config_path_comes_from_environment() {
 }
 
 #[test]
+fn topics_are_listed_with_overrides_applied() {
+    let out = check(&repo_config(), &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let mut cmd = anomalyd();
+    let out = cmd
+        .args(["check-config", "--topics", "--config"])
+        .arg(repo_config())
+        .env("ANOMALYD_DETECTOR__OUTPUT_TOPIC", "flagged")
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&out.stdout),
+        "transactions\nflagged\ntransactions.dead-letter\n",
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn version_is_printed() {
     let out = anomalyd().arg("--version").output().unwrap();
     assert_eq!(

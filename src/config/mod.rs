@@ -508,7 +508,7 @@ impl Config {
         out
     }
 
-    /// Every topic the daemon reads or writes, without duplicates, for provisioning scripts.
+    /// Every topic the daemon reads or writes, without duplicates (`check-config --topics`).
     pub fn topics(&self) -> Vec<&str> {
         let mut topics = vec![
             self.detector.input_topic.as_str(),

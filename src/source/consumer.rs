@@ -221,7 +221,8 @@ pub async fn run(
         consumer: OnceLock::new(),
         workers: Mutex::new(BTreeMap::new()),
         failures: failures_tx,
-        drain_timeout: Duration::from_secs(30),
+        // A revoked partition gets as long as a shutdown does to finish its batches.
+        drain_timeout: Duration::from_secs(config.supervisor.shutdown_grace_s),
         assignment,
     };
     let consumer: StreamConsumer<GroupContext> =
