@@ -17,12 +17,13 @@
 //! height) with no branch on "is this a leaf": once there, a record stays. The leaf's
 //! contribution (depth + c(n_leaf)) lives in a parallel array read once per tree.
 //!
-//! Scoring overlaps independent walks so the CPU is not waiting on one chain of dependent
-//! loads: one record walks [`TREE_LANES`] trees in lock step; a batch goes tree by tree over
-//! blocks of records (the tree stays in L1), [`LANES`] records in lock step. Batches also use
-//! per-tree windows of [`WINDOW`] nodes and a feature-major copy of the block, indexed modulo
-//! powers of two, so the inner step has no bounds checks (no `unsafe`). Every path adds the
-//! trees' path lengths in tree order, so all give bit-identical scores.
+//! This array is what model files store. For scoring, [`complete`] derives a faster layout
+//! (complete trees, integer compares, no child indices) for forests of up to [`COLS`]
+//! features and height 10, which covers `max_samples` up to 1,024; other forests walk this
+//! array. Scoring overlaps independent walks so the CPU is not waiting on one chain of
+//! dependent loads: one record walks [`TREE_LANES`] trees in lock step; a batch goes tree by
+//! tree over blocks of records (the tree stays in L1), [`LANES`] records in lock step. Every
+//! path adds the trees' path lengths in tree order, so all give bit-identical scores.
 
 use std::fmt;
 use std::str::FromStr;
@@ -31,6 +32,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+
+use complete::{Complete, Scratch};
+
+mod complete;
 
 /// Euler–Mascheroni constant, as in the paper's harmonic-number approximation.
 const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
@@ -46,12 +51,9 @@ const TREE_LANES: usize = 8;
 /// L1, and the block's records (at shuttle's 9 features, 4.6 KB) stay there too.
 const BLOCK: usize = 64;
 
-/// Nodes in a tree's window for the batch walk: a power of two, so that masking an index keeps
-/// it in bounds without a check. A tree grown on 256 samples has at most 511 nodes.
-const WINDOW: usize = 512;
-
-/// Columns of the feature-major block copy in the windowed batch walk (a power of two for the
-/// same reason): forests with more features use the general walk.
+/// Features the fast layout ([`complete`]) handles: a record is copied into this many slots,
+/// a power of two so that a masked feature index needs no bounds check. Forests with more
+/// features use the general walk.
 const COLS: usize = 32;
 
 /// Deepest tree a model file may claim; `ceil(log2(usize::MAX))` is 64.
@@ -288,9 +290,9 @@ pub struct IsolationForest {
     trees: Vec<Tree>,
     /// `1 / (n_trees * c(max_samples))`, or 0 when `c(max_samples)` is 0 (one training row).
     scale: f64,
-    /// Per tree, where its window of [`WINDOW`] nodes starts for the batch walk; empty when
-    /// some tree does not fit one, or there are more than [`COLS`] features.
-    windows: Vec<u32>,
+    /// The fast layout derived from the nodes, or `None` (the general walk) when the forest
+    /// has too many features or too deep trees for it.
+    complete: Option<Complete>,
 }
 
 impl IsolationForest {
@@ -367,10 +369,10 @@ impl IsolationForest {
             values,
             trees,
             scale: 0.0,
-            windows: Vec::new(),
+            complete: None,
         };
         forest.scale = forest.compute_scale();
-        forest.windows = forest.compute_windows();
+        forest.complete = Complete::build(&forest.nodes, &forest.values, &forest.trees, n_features);
         if let Contamination::Fraction(q) = params.contamination {
             let mut scores = vec![0.0; n_rows];
             forest.score_samples_par(data, &mut scores);
@@ -386,47 +388,6 @@ impl IsolationForest {
         } else {
             1.0 / (self.trees.len() as f64 * c)
         }
-    }
-
-    /// Each tree's window start for [`add_tree_windowed`](Self::add_tree_windowed): the
-    /// root, or for the last trees the start of the array's last [`WINDOW`] nodes. Empty
-    /// (the general walk) when the forest has more than [`COLS`] features, fewer than
-    /// [`WINDOW`] nodes, or a tree with a node reachable from its root outside its window,
-    /// which a model file could claim.
-    fn compute_windows(&self) -> Vec<u32> {
-        let len = self.nodes.len();
-        if self.n_features > COLS || len < WINDOW {
-            return Vec::new();
-        }
-        let mut windows = Vec::with_capacity(self.trees.len());
-        let mut seen = [false; WINDOW];
-        let mut pending = Vec::new();
-        for tree in &self.trees {
-            let root = tree.root as usize;
-            let base = root.min(len - WINDOW);
-            let inside = |i: usize| (base..base + WINDOW).contains(&i);
-            seen.fill(false);
-            pending.clear();
-            pending.push(root);
-            seen[root - base] = true;
-            while let Some(at) = pending.pop() {
-                let left = self.nodes[at].left as usize;
-                if left == at {
-                    continue;
-                }
-                for child in [left, left + 1] {
-                    if !inside(child) {
-                        return Vec::new();
-                    }
-                    if !seen[child - base] {
-                        seen[child - base] = true;
-                        pending.push(child);
-                    }
-                }
-            }
-            windows.push(base as u32);
-        }
-        windows
     }
 
     pub fn n_features(&self) -> usize {
@@ -472,6 +433,9 @@ impl IsolationForest {
             self.n_features,
             "record has the wrong feature count"
         );
+        if let Some(complete) = &self.complete {
+            return self.score_from_sum(complete.path_sum(x));
+        }
         let nodes = &self.nodes[..];
         let mut sum = 0.0;
         let mut groups = self.trees.chunks_exact(TREE_LANES);
@@ -525,44 +489,16 @@ impl IsolationForest {
             out.len() * d,
             "rows and out disagree on the row count"
         );
-        // Feature-major copies of a block's full lane groups, for the windowed walk:
-        // `columns[group * COLS + feature][lane]`.
-        let mut columns = if self.windows.is_empty() {
-            Vec::new()
-        } else {
-            vec![[0.0; LANES]; BLOCK / LANES * COLS]
-        };
+        let mut scratch = self.complete.as_ref().map(|_| Scratch::new());
         let mut sums = [0.0; BLOCK];
         for (block, out) in rows.chunks(BLOCK * d).zip(out.chunks_mut(BLOCK)) {
             let sums = &mut sums[..out.len()];
             sums.fill(0.0);
-            if self.windows.is_empty() {
-                for tree in &self.trees {
-                    self.add_tree(tree, block, sums);
-                }
-            } else {
-                let groups = out.len() / LANES;
-                for (records, columns) in block
-                    .chunks_exact(LANES * d)
-                    .zip(columns.chunks_exact_mut(COLS))
-                {
-                    for (lane, x) in records.chunks_exact(d).enumerate() {
-                        for (column, &v) in columns.iter_mut().zip(x) {
-                            column[lane] = v;
-                        }
-                    }
-                }
-                let rest = &block[groups * LANES * d..];
-                let (full_sums, rest_sums) = sums.split_at_mut(groups * LANES);
-                for (tree, &base) in self.trees.iter().zip(&self.windows) {
-                    self.add_tree_windowed(
-                        tree,
-                        base as usize,
-                        &columns[..groups * COLS],
-                        full_sums,
-                    );
-                    for (x, sum) in rest.chunks_exact(d).zip(rest_sums.iter_mut()) {
-                        *sum += self.leaf_value(tree, x);
+            match (&self.complete, &mut scratch) {
+                (Some(complete), Some(scratch)) => complete.add_block(block, d, scratch, sums),
+                _ => {
+                    for tree in &self.trees {
+                        self.add_tree(tree, block, sums);
                     }
                 }
             }
@@ -587,7 +523,7 @@ impl IsolationForest {
     }
 
     /// Adds each record's path length in `tree` to its sum, [`LANES`] records at a time; the
-    /// general walk, for forests without windows.
+    /// general walk, for forests the fast layout does not cover.
     #[inline]
     fn add_tree(&self, tree: &Tree, block: &[f64], sums: &mut [f64]) {
         let d = self.n_features;
@@ -613,45 +549,6 @@ impl IsolationForest {
             .zip(lane_sums.into_remainder())
         {
             *sum += self.leaf_value(tree, x);
-        }
-    }
-
-    /// As [`add_tree`](Self::add_tree) for full lane groups in feature-major `columns`, with
-    /// the tree's nodes seen through its window of [`WINDOW`] nodes from `base`. Indices are
-    /// taken modulo the (power-of-two) window and features modulo [`COLS`], which the compiler
-    /// proves in bounds, so a step has no bounds checks; [`compute_windows`](Self::compute_windows)
-    /// checked that
-    /// every node the walk can reach lies in the window, so the masks never change an index.
-    #[inline]
-    fn add_tree_windowed(
-        &self,
-        tree: &Tree,
-        base: usize,
-        columns: &[[f64; LANES]],
-        sums: &mut [f64],
-    ) {
-        let nodes: &[Node; WINDOW] = self.nodes[base..base + WINDOW]
-            .try_into()
-            .expect("a window spans WINDOW nodes");
-        let values: &[f64; WINDOW] = self.values[base..base + WINDOW]
-            .try_into()
-            .expect("a window spans WINDOW values");
-        let root = tree.root as usize - base;
-        for (columns, lane_sums) in columns.chunks_exact(COLS).zip(sums.chunks_exact_mut(LANES)) {
-            let columns: &[[f64; LANES]; COLS] =
-                columns.try_into().expect("chunks of COLS columns");
-            let mut at = [root; LANES];
-            for _ in 0..tree.height {
-                for (lane, at) in at.iter_mut().enumerate() {
-                    let node = nodes[*at % WINDOW];
-                    let value = columns[node.feature as usize % COLS][lane];
-                    *at = (node.left as usize).wrapping_sub(base)
-                        + usize::from(value > node.threshold);
-                }
-            }
-            for (sum, at) in lane_sums.iter_mut().zip(at) {
-                *sum += values[at % WINDOW];
-            }
         }
     }
 
@@ -757,6 +654,31 @@ impl TryFrom<ForestData> for IsolationForest {
         {
             return bad("tree root outside the forest".into());
         }
+        // Every path from a root must reach a leaf within the tree's stated height, and no node
+        // may be reached twice: then every walk (a fixed number of steps, or until a leaf)
+        // ends at the same leaf, and each one ends.
+        let mut seen = vec![false; len];
+        let mut pending = Vec::new();
+        for (t, tree) in d.trees.iter().enumerate() {
+            pending.push((tree.root as usize, 0));
+            while let Some((at, depth)) = pending.pop() {
+                if std::mem::replace(&mut seen[at], true) {
+                    return bad(format!("tree {t} reaches node {at} a second time"));
+                }
+                let node = d.nodes[at];
+                let left = node.left as usize;
+                if left == at && node.threshold == f64::INFINITY {
+                    continue;
+                }
+                if depth == tree.height {
+                    return bad(format!(
+                        "tree {t} is deeper than its stated height {}",
+                        tree.height
+                    ));
+                }
+                pending.extend([(left, depth + 1), (left + 1, depth + 1)]);
+            }
+        }
         let mut forest = Self {
             n_features: d.n_features as usize,
             params: d.params,
@@ -766,10 +688,15 @@ impl TryFrom<ForestData> for IsolationForest {
             values: d.values,
             trees: d.trees,
             scale: 0.0,
-            windows: Vec::new(),
+            complete: None,
         };
         forest.scale = forest.compute_scale();
-        forest.windows = forest.compute_windows();
+        forest.complete = Complete::build(
+            &forest.nodes,
+            &forest.values,
+            &forest.trees,
+            forest.n_features,
+        );
         Ok(forest)
     }
 }
@@ -986,9 +913,9 @@ mod tests {
         }
     }
 
-    /// Scores by the windowed batch walk, the general batch walk and one record at a time
-    /// must be equal, and within 1e-12 of the textbook walk.
-    fn check_all_paths(f: &IsolationForest, rows: &[f64]) {
+    /// Scores by the fast layout (batch, parallel, one record) and by the general walk
+    /// (batch, one record) must be bit-identical.
+    fn check_fast_equals_general(f: &IsolationForest, rows: &[f64]) -> Vec<f64> {
         let d = f.n_features();
         let n = rows.len() / d;
         let mut batch = vec![0.0; n];
@@ -996,19 +923,32 @@ mod tests {
         let mut par = vec![0.0; n];
         f.score_samples_par(rows, &mut par);
         let general = IsolationForest {
-            windows: Vec::new(),
+            complete: None,
             ..f.clone()
         };
         let mut general_batch = vec![0.0; n];
         general.score_samples_batch(rows, &mut general_batch);
-        let c = average_path_length(f.max_samples());
+        let mut ones = Vec::with_capacity(n);
         for (i, x) in rows.chunks_exact(d).enumerate() {
             let one = f.score_samples(x);
-            let walked = -(2f64.powf(-f.mean_path_length_by_walking(x) / c));
-            assert!((one - walked).abs() < 1e-12, "row {i}: {one} vs {walked}");
             assert_eq!(batch[i].to_bits(), one.to_bits(), "row {i}");
             assert_eq!(par[i].to_bits(), one.to_bits(), "row {i}");
             assert_eq!(general_batch[i].to_bits(), one.to_bits(), "row {i}");
+            let general_one = general.score_samples(x);
+            assert_eq!(general_one.to_bits(), one.to_bits(), "row {i}");
+            ones.push(one);
+        }
+        ones
+    }
+
+    /// As [`check_fast_equals_general`], and within 1e-12 of the textbook walk.
+    fn check_all_paths(f: &IsolationForest, rows: &[f64]) {
+        let d = f.n_features();
+        let scores = check_fast_equals_general(f, rows);
+        let c = average_path_length(f.max_samples());
+        for (i, (x, one)) in rows.chunks_exact(d).zip(scores).enumerate() {
+            let walked = -(2f64.powf(-f.mean_path_length_by_walking(x) / c));
+            assert!((one - walked).abs() < 1e-12, "row {i}: {one} vs {walked}");
         }
     }
 
@@ -1026,39 +966,72 @@ mod tests {
             // Debug builds are slow: http's first 20,000 rows are enough.
             let rows = &table.values[..table.values.len().min(20_000 * d)];
             let f = IsolationForest::fit(rows, d, &params(100)).unwrap();
-            assert!(!f.windows.is_empty(), "{name} uses the windowed walk");
+            assert!(f.complete.is_some(), "{name} uses the fast layout");
             check_all_paths(&f, rows);
         }
     }
 
     #[test]
-    fn windows_only_when_every_tree_fits_one() {
-        // Many features: the general walk, with the same scores.
+    fn fast_layout_where_it_applies_same_scores_everywhere() {
+        // Many features: the general walk.
         let mut rng = StdRng::seed_from_u64(11);
         let d = COLS + 1;
         let data: Vec<f64> = (0..300 * d).map(|_| rng.random_range(-1.0..1.0)).collect();
         let f = IsolationForest::fit(&data, d, &params(20)).unwrap();
-        assert!(f.windows.is_empty());
+        assert!(f.complete.is_none());
         check_all_paths(&f, &data[..101 * d]);
-        // Trees larger than a window (max_samples 1000 grows up to 1999 nodes): general walk.
-        let data = blobs(1000, 12);
-        let p = ForestParams {
-            max_samples: MaxSamples::Count(1000),
-            ..params(10)
-        };
-        let f = IsolationForest::fit(&data, 2, &p).unwrap();
-        assert!(f.windows.is_empty());
-        check_all_paths(&f, &blobs(101, 13));
-        // A model file whose tree reaches outside its window loads with the general walk.
-        let f = IsolationForest::fit(&blobs(1000, 14), 2, &params(20)).unwrap();
-        assert!(!f.windows.is_empty());
+        // Exactly COLS features, tree counts that are not a multiple of TREE_LANES, heights
+        // from tiny (padded to 8) to 10; 11 is too deep.
+        let data: Vec<f64> = (0..300 * COLS)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let f = IsolationForest::fit(&data, COLS, &params(13)).unwrap();
+        assert!(f.complete.is_some());
+        check_all_paths(&f, &data[..101 * COLS]);
+        let data = blobs(2100, 12);
+        for (samples, fast) in [
+            (3, true),
+            (20, true),
+            (500, true),
+            (1000, true),
+            (2048, false),
+        ] {
+            let p = ForestParams {
+                max_samples: MaxSamples::Count(samples),
+                ..params(11)
+            };
+            let f = IsolationForest::fit(&data, 2, &p).unwrap();
+            assert_eq!(f.complete.is_some(), fast, "max_samples {samples}");
+            check_all_paths(&f, &blobs(101, 13));
+        }
+    }
+
+    #[test]
+    fn fast_layout_follows_what_a_model_file_says() {
+        let f = IsolationForest::fit(&blobs(1000, 14), 2, &params(9)).unwrap();
         let mut data = ForestData::from(f);
-        let last = data.nodes.len() as u32 - 1;
-        let root = data.trees[0].root as usize;
-        data.nodes[root].left = last - 1;
+        // Thresholds at -0.0 and 0.0 and records at +-0.0 and NaN: compared as floats are.
+        let root = data.trees[1].root as usize;
+        data.nodes[root].threshold = -0.0;
+        let root = data.trees[2].root as usize;
+        data.nodes[root].threshold = 0.0;
         let f = IsolationForest::try_from(data).unwrap();
-        assert!(f.windows.is_empty());
-        check_all_paths(&f, &blobs(101, 15));
+        assert!(f.complete.is_some());
+        let mut rows = blobs(50, 15);
+        rows.extend([
+            0.0,
+            -0.0,
+            -0.0,
+            0.0,
+            f64::NAN,
+            0.0,
+            0.0,
+            f64::NAN,
+            f64::INFINITY,
+            -1.0,
+        ]);
+        rows.extend([f64::NEG_INFINITY, 1.0, -5e-324, 5e-324]);
+        check_fast_equals_general(&f, &rows);
     }
 
     #[test]
@@ -1216,8 +1189,26 @@ mod tests {
         data.nodes[internal].left = data.nodes.len() as u32;
         assert!(IsolationForest::try_from(data).is_err());
 
-        let mut data = ForestData::from(f);
+        let mut data = ForestData::from(f.clone());
         data.nodes[0].feature = 2;
         assert!(IsolationForest::try_from(data).is_err());
+
+        let refused = |data: ForestData| match IsolationForest::try_from(data) {
+            Err(ForestError::Inconsistent(why)) => why,
+            other => panic!("not refused as inconsistent: {:?}", other.map(|_| ())),
+        };
+        // A tree deeper than it says: walks of its stated height would stop at an inner node.
+        let mut data = ForestData::from(f.clone());
+        data.trees[0].height -= 1;
+        assert!(refused(data).contains("deeper than its stated height"));
+        // A split pointing back at its own subtree: a walk until a leaf would never end.
+        let mut data = ForestData::from(f.clone());
+        let root = data.trees[1].root as usize;
+        data.nodes[root + 1].left = root as u32;
+        assert!(refused(data).contains("a second time"));
+        // Two trees sharing nodes.
+        let mut data = ForestData::from(f);
+        data.trees[1].root = data.trees[0].root;
+        assert!(refused(data).contains("tree 1 reaches node"));
     }
 }
