@@ -2,13 +2,24 @@
 //! five seeds on each data set, beside scikit-learn's ROC AUC on the same protocol.
 //!
 //! `cargo run --release --example quality [NAME...]` (default: all four data sets).
+//! `cargo run --release --example quality -- --seeds 200 cardio` prints instead the mean,
+//! standard deviation and standard error of one-seed ROC AUCs over seeds 0..200, to compare
+//! with `scripts/sklearn-quality 200 cardio`.
 
 use std::process::ExitCode;
 
 use anomalyd::offline::benchmark::{SEEDS, SKLEARN_ROC_AUC, data_set_path, quality};
 
 fn main() -> ExitCode {
-    let wanted: Vec<String> = std::env::args().skip(1).collect();
+    let mut wanted: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = wanted.iter().position(|a| a == "--seeds") {
+        let Some(Ok(n)) = wanted.get(i + 1).map(|n| n.parse::<u64>()) else {
+            eprintln!("quality: --seeds takes a count of at least 2");
+            return ExitCode::FAILURE;
+        };
+        wanted.drain(i..i + 2);
+        return spread(&wanted, n);
+    }
     println!(
         "| data set | rows | ROC AUC (ours) | ROC AUC (scikit-learn) | difference | average precision (ours) |"
     );
@@ -39,4 +50,35 @@ fn main() -> ExitCode {
         eprintln!("quality: a mean ROC AUC is more than 0.01 from scikit-learn's");
         ExitCode::FAILURE
     }
+}
+
+/// One ROC AUC per seed in `0..n`: mean, standard deviation and standard error.
+fn spread(names: &[String], n: u64) -> ExitCode {
+    if n < 2 {
+        eprintln!("quality: --seeds takes a count of at least 2");
+        return ExitCode::FAILURE;
+    }
+    for (name, _) in SKLEARN_ROC_AUC {
+        if !names.is_empty() && !names.iter().any(|w| w == name) {
+            continue;
+        }
+        let mut aucs = Vec::new();
+        for seed in 0..n {
+            match quality(&data_set_path(name), seed..seed + 1) {
+                Ok(q) => aucs.push(q.roc_auc),
+                Err(e) => {
+                    eprintln!("quality: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        let mean = aucs.iter().sum::<f64>() / n as f64;
+        let var = aucs.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+        println!(
+            "{name}: seeds 0..{n}, ROC AUC mean {mean:.4}, sd {:.4}, se {:.4}",
+            var.sqrt(),
+            (var / n as f64).sqrt()
+        );
+    }
+    ExitCode::SUCCESS
 }
