@@ -27,6 +27,9 @@ const RECORDS: u64 = 200_000;
 const ROUNDS: usize = 3;
 const RATE: f64 = 2000.0;
 const LATENCY_SECONDS: u64 = 20;
+/// Seconds left out at the start of each latency run: the records that waited for the
+/// consumer to join its group, and the broker's first requests.
+const WARM_UP_SECONDS: u64 = 3;
 
 fn kafka() -> KafkaConfig {
     let mut k = KafkaConfig {
@@ -36,6 +39,16 @@ fn kafka() -> KafkaConfig {
     };
     k.properties
         .insert("fetch.wait.max.ms".into(), PropertyValue::Int(10));
+    // BENCH_KAFKA="linger.ms=1,fetch.wait.max.ms=5" tunes every client, the daemon's too.
+    for pair in std::env::var("BENCH_KAFKA").unwrap_or_default().split(',') {
+        if let Some((key, value)) = pair.split_once('=') {
+            let value = value.trim().parse().map_or_else(
+                |_| PropertyValue::String(value.trim().into()),
+                PropertyValue::Int,
+            );
+            k.properties.insert(key.trim().into(), value);
+        }
+    }
     k
 }
 
@@ -89,7 +102,7 @@ async fn produce(topic: &str, n: u64) {
 }
 
 /// The reference: consume every record and produce it unchanged, acknowledged, with offsets
-/// stored after delivery, in batches of 500 as the detector does. Returns seconds from the
+/// stored after delivery, in batches as the detector makes them (500 records or 5 ms). Returns seconds from the
 /// first record to the last delivery.
 async fn relay(input: &str, output: &str, records: u64) -> f64 {
     let consumer: StreamConsumer = anomalyd::kafka::consumer_config(&kafka(), &unique("relay"))
@@ -100,11 +113,17 @@ async fn relay(input: &str, output: &str, records: u64) -> f64 {
     let mut started = None;
     let mut done = 0;
     while done < records {
+        // Up to 500 records, waiting at most 5 ms after the first: the detector's defaults.
         let mut batch = Vec::with_capacity(500);
+        let first = consumer.recv().await.unwrap();
+        started.get_or_insert_with(Instant::now);
+        batch.push(first.detach());
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(5);
         while batch.len() < 500 && done + (batch.len() as u64) < records {
-            let m = consumer.recv().await.unwrap();
-            started.get_or_insert_with(Instant::now);
-            batch.push(m.detach());
+            match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                Ok(m) => batch.push(m.unwrap().detach()),
+                Err(_) => break,
+            }
         }
         let mut pending = Vec::with_capacity(batch.len());
         for m in &batch {
@@ -147,6 +166,9 @@ fn config(dir: &Path, model: &Path, input: &str, output: &str, name: &str) -> Pa
     c.model.path = model.into();
     c.control.socket = dir.join(format!("{name}.sock"));
     c.log.level = "warn".into();
+    if let Ok(ms) = std::env::var("BENCH_BATCH_LINGER_MS") {
+        c.detector.batch_linger_ms = ms.parse().expect("BENCH_BATCH_LINGER_MS: milliseconds");
+    }
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, toml::to_string(&c).unwrap()).unwrap();
     path
@@ -183,6 +205,41 @@ fn memory(pid: u32) -> (f64, f64) {
     (kib("VmHWM:"), kib("VmRSS:"))
 }
 
+/// The daemon's cumulative `anomalyd_end_to_end_seconds` buckets (source record's timestamp
+/// to its anomaly's acknowledgement), as (upper bound, count) pairs.
+async fn end_to_end_buckets(socket: &Path) -> Vec<(f64, u64)> {
+    let (_, body) = client::request(socket, "GET", "/metrics", Duration::from_secs(2))
+        .await
+        .expect("/metrics answers");
+    body.lines()
+        .filter_map(|l| l.strip_prefix("anomalyd_end_to_end_seconds_bucket{le=\""))
+        .filter_map(|l| {
+            let (le, count) = l.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Quantile `q` of the observations between two snapshots of cumulative buckets: the upper
+/// bound of the bucket that holds it, in ms (never an understatement).
+fn bucket_quantile(before: &[(f64, u64)], after: &[(f64, u64)], q: f64) -> f64 {
+    let diff: Vec<(f64, u64)> = after
+        .iter()
+        .zip(before)
+        .map(|(&(le, a), &(_, b))| (le, a - b))
+        .collect();
+    let total = diff.last().map_or(0, |d| d.1);
+    let rank = ((q * total as f64).ceil() as u64).max(1);
+    diff.iter()
+        .find(|d| d.1 >= rank)
+        .map_or(f64::NAN, |d| d.0 * 1e3)
+}
+
 async fn records_scored(socket: &Path) -> Option<u64> {
     let (_, body) = client::request(socket, "GET", "/status", Duration::from_secs(2))
         .await
@@ -216,52 +273,74 @@ async fn anomalyd(dir: &Path, model: &Path, input: &str, round: usize) -> (f64, 
 }
 
 /// Writes `n` generator records at RATE records/s.
-async fn steady(topic: &str, n: u64) {
+/// Writes `n` records at RATE records/s; returns each one's time from send to
+/// acknowledgement (the broker's write latency, which every record pays once before any
+/// consumer can see it), in ms, sorted.
+async fn steady(topic: &str, n: u64) -> Vec<f64> {
     let producer: FutureProducer = anomalyd::kafka::producer_config(&kafka()).create().unwrap();
     let every = Duration::from_secs_f64(1.0 / RATE);
     let start = tokio::time::Instant::now();
-    let mut pending = Vec::new();
+    let mut acks = Vec::new();
     for id in 0..n {
         tokio::time::sleep_until(start + every.mul_f64(id as f64)).await;
         let payload =
             anomalyd::source::generator::record(42, id, 0.2, SystemTime::now()).to_string();
         let key = id.to_string();
-        pending.push(
-            producer
-                .send_result(FutureRecord::to(topic).key(&key).payload(&payload))
-                .map_err(|(e, _)| e)
-                .unwrap(),
-        );
+        let sent = Instant::now();
+        let delivery = producer
+            .send_result(FutureRecord::to(topic).key(&key).payload(&payload))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        acks.push(tokio::spawn(async move {
+            delivery.await.unwrap().unwrap();
+            sent.elapsed().as_secs_f64() * 1e3
+        }));
     }
-    for p in pending {
-        p.await.unwrap().unwrap();
-    }
-}
-
-/// From each record's `current_time` to its Kafka timestamp, for records after `from_ms`.
-async fn latencies(topic: &str, from_ms: f64) -> Vec<f64> {
-    let reader: StreamConsumer = anomalyd::kafka::consumer_config(&kafka(), &unique("lat-reader"))
-        .create()
-        .unwrap();
-    reader.subscribe(&[topic]).unwrap();
-    let mut out = Vec::new();
-    while let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(5), reader.recv()).await {
-        let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
-        let source = humantime::parse_rfc3339(v["current_time"].as_str().unwrap()).unwrap();
-        let source_ms = source.duration_since(UNIX_EPOCH).unwrap().as_millis() as f64;
-        if let Some(ms) = m.timestamp().to_millis()
-            && source_ms >= from_ms
-        {
-            out.push(ms as f64 - source_ms);
+    let mut out = Vec::with_capacity(acks.len());
+    for (id, a) in acks.into_iter().enumerate() {
+        let ms = a.await.unwrap();
+        // The first seconds are the warm-up, as for the other figures.
+        if id as f64 >= RATE * WARM_UP_SECONDS as f64 {
+            out.push(ms);
         }
     }
     out.sort_by(f64::total_cmp);
     out
 }
 
+/// From each record's `current_time` to its Kafka timestamp (set when the record was
+/// produced), for records after `from_ms`; and, for anomalies, the part of it up to
+/// `detected_at` (when its batch was scored). Both sorted.
+async fn latencies(topic: &str, from_ms: f64) -> (Vec<f64>, Vec<f64>) {
+    let reader: StreamConsumer = anomalyd::kafka::consumer_config(&kafka(), &unique("lat-reader"))
+        .create()
+        .unwrap();
+    reader.subscribe(&[topic]).unwrap();
+    let ms_of = |v: &serde_json::Value| {
+        let t = humantime::parse_rfc3339(v.as_str()?).ok()?;
+        Some(t.duration_since(UNIX_EPOCH).ok()?.as_millis() as f64)
+    };
+    let (mut total, mut scored) = (Vec::new(), Vec::new());
+    while let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(5), reader.recv()).await {
+        let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        let source_ms = ms_of(&v["current_time"]).expect("a current_time");
+        if let Some(ms) = m.timestamp().to_millis()
+            && source_ms >= from_ms
+        {
+            total.push(ms as f64 - source_ms);
+            if let Some(detected) = ms_of(&v["detected_at"]) {
+                scored.push(detected - source_ms);
+            }
+        }
+    }
+    total.sort_by(f64::total_cmp);
+    scored.sort_by(f64::total_cmp);
+    (total, scored)
+}
+
 fn report(what: &str, sorted: &[f64]) {
     println!(
-        "latency at {RATE:.0} records/s for {LATENCY_SECONDS} s, {what}: {} records after a 1 s warm-up, p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        "latency at {RATE:.0} records/s for {LATENCY_SECONDS} s, {what}: {} records after a {WARM_UP_SECONDS} s warm-up, p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
         sorted.len(),
         quantile(sorted, 0.5),
         quantile(sorted, 0.99),
@@ -342,7 +421,7 @@ async fn latency(dir: &Path, model: &Path, peaks: &[f64]) {
     let child = start(&cfg, &dir.join("latency.log"));
     let socket = dir.join("latency.sock");
     // The generator starts at once, the consumer only once it has joined its group: records
-    // from before that wait for the join. Steady state starts a second after ready.
+    // from before that wait for the join. Steady state starts WARM_UP_SECONDS after ready.
     while !matches!(
         client::request(&socket, "GET", "/ready", Duration::from_secs(2)).await,
         Ok((200, _))
@@ -353,15 +432,25 @@ async fn latency(dir: &Path, model: &Path, peaks: &[f64]) {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as f64
-        + 1000.0;
+        + WARM_UP_SECONDS as f64 * 1e3;
+    tokio::time::sleep(Duration::from_secs(WARM_UP_SECONDS)).await;
+    let before = end_to_end_buckets(&socket).await;
     while records_scored(&socket).await.unwrap_or(0) < c.generator.count {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let after = end_to_end_buckets(&socket).await;
     let (peak, rss) = memory(child.id());
     stop(child);
 
-    let ours = latencies(&lat_out, steady_from_ms).await;
-    report("anomalyd", &ours);
+    let (ours, scored) = latencies(&lat_out, steady_from_ms).await;
+    report("anomalyd, source record to anomaly produced", &ours);
+    report("anomalyd, source record to its batch scored", &scored);
+    println!(
+        "latency at {RATE:.0} records/s for {LATENCY_SECONDS} s, anomalyd, source record to anomaly acknowledged (the daemon's anomalyd_end_to_end_seconds, bucket bounds): {} anomalies, p50 <= {:.1} ms, p99 <= {:.1} ms",
+        after.last().map_or(0, |a| a.1) - before.last().map_or(0, |b| b.1),
+        bucket_quantile(&before, &after, 0.5),
+        bucket_quantile(&before, &after, 0.99)
+    );
 
     // The same path without a model, as the baseline: the bench writes RATE records/s while
     // the relay copies each one (not only the anomalies) to its output.
@@ -377,12 +466,13 @@ async fn latency(dir: &Path, model: &Path, peaks: &[f64]) {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as f64
-        + 1000.0;
-    steady(&base_in, n).await;
+        + WARM_UP_SECONDS as f64 * 1e3;
+    let acks = steady(&base_in, n).await;
     relay_done.await.unwrap();
+    report("broker, one write from send to acknowledgement", &acks);
     report(
-        "relay (baseline)",
-        &latencies(&base_out, steady_from_ms).await,
+        "relay (baseline), source record to copy produced",
+        &latencies(&base_out, steady_from_ms).await.0,
     );
 
     if !peaks.is_empty() {

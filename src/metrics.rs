@@ -13,10 +13,11 @@ use serde::Serialize;
 
 use crate::detect::features::Rejection;
 
-/// Upper bounds, in seconds, of the latency buckets: 100 us to 10 s.
+/// Upper bounds, in seconds, of the latency buckets: 100 us to 10 s, finest between 5 and
+/// 100 ms, where the end-to-end target (p99 <= 50 ms) has to be told apart from its misses.
 pub const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04,
+    0.05, 0.06, 0.075, 0.1, 0.15, 0.2, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
 /// Upper bounds of the batch-size buckets.
