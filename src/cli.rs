@@ -53,6 +53,10 @@ pub struct CheckConfigArgs {
     /// (for provisioning them).
     #[arg(long)]
     pub topics: bool,
+    /// Instead of `ok`, print the resolved value of one key, e.g. `model.path` (environment
+    /// overrides applied), for scripts.
+    #[arg(long, value_name = "KEY", conflicts_with = "topics")]
+    pub get: Option<String>,
 }
 
 /// Where the control socket is: `--socket`, else the config's `[control] socket`.

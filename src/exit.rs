@@ -3,6 +3,9 @@
 
 /// A runtime failure.
 pub const FAILURE: u8 = 1;
+/// The command was used wrongly, e.g. asked for a configuration key that does not exist
+/// (`EX_USAGE`).
+pub const USAGE: u8 = 64;
 /// The input data is malformed: a bad CSV value, a NaN, a damaged model file (`EX_DATAERR`).
 pub const DATA_ERR: u8 = 65;
 /// An input file does not exist (`EX_NOINPUT`).

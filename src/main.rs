@@ -26,7 +26,13 @@ fn main() -> ExitCode {
         Command::Run(args) => run(&args.config),
         Command::CheckConfig(args) => match load_config(&args.config.config) {
             Ok(c) if args.topics => done(c.topics().join("\n")),
-            Ok(_) => done("ok"),
+            Ok(c) => match args.get.as_deref() {
+                None => done("ok"),
+                Some(key) => match c.value_of(key) {
+                    Some(value) => done(value),
+                    None => fail(&format!("check-config: no key {key}"), exit::USAGE),
+                },
+            },
             Err(code) => code,
         },
         Command::Train(args) => {

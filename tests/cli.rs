@@ -120,6 +120,35 @@ fn topics_are_listed_with_overrides_applied() {
 }
 
 #[test]
+fn one_value_is_printed_with_overrides_applied() {
+    let get = |key: &str| {
+        anomalyd()
+            .args(["check-config", "--get", key, "--config"])
+            .arg(repo_config())
+            .env("ANOMALYD_DETECTOR__BATCH_MAX", "64")
+            .output()
+            .unwrap()
+    };
+    let out = get("model.path");
+    assert_eq!(
+        text(&out.stdout),
+        "models/seed.iforest\n",
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(text(&get("detector.batch_max").stdout), "64\n");
+    // A librdkafka property whose name has dots of its own.
+    assert_eq!(
+        text(&get("kafka.properties.fetch.wait.max.ms").stdout),
+        "10\n"
+    );
+    let out = get("detector.batch_mx");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(text(&out.stderr).contains("no key detector.batch_mx"));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
 fn version_is_printed() {
     let out = anomalyd().arg("--version").output().unwrap();
     assert_eq!(

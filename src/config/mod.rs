@@ -508,6 +508,25 @@ impl Config {
         out
     }
 
+    /// The resolved value of a dotted key such as `model.path` (`check-config --get`): strings
+    /// as they are, anything else as JSON; `None` for a key the configuration does not have.
+    /// Keys under `kafka.properties` hold dots themselves (`kafka.properties.linger.ms`).
+    pub fn value_of(&self, key: &str) -> Option<String> {
+        fn lookup<'a>(v: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+            let map = v.as_object()?;
+            if let Some(found) = map.get(path) {
+                return Some(found);
+            }
+            path.match_indices('.')
+                .find_map(|(i, _)| lookup(map.get(&path[..i])?, &path[i + 1..]))
+        }
+        let tree = serde_json::to_value(self).ok()?;
+        match lookup(&tree, key)? {
+            serde_json::Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        }
+    }
+
     /// Every topic the daemon reads or writes, without duplicates (`check-config --topics`).
     pub fn topics(&self) -> Vec<&str> {
         let mut topics = vec![
