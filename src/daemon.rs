@@ -87,6 +87,14 @@ impl Daemon {
         let producer: FutureProducer = crate::kafka::producer_config(&config.kafka)
             .create()
             .map_err(DaemonError::Producer)?;
+        // The generator stands in for an upstream system, so it gets a producer of its own:
+        // its traffic never takes the detector's in-flight requests or waits behind them.
+        let generator_producer: Option<FutureProducer> = config
+            .generator
+            .enabled
+            .then(|| crate::kafka::producer_config(&config.kafka).create())
+            .transpose()
+            .map_err(DaemonError::Producer)?;
         let listener = Arc::new(server::bind(&config.control.socket).await?);
         tracing::info!(socket = %config.control.socket.display(), "control socket bound");
 
@@ -108,11 +116,18 @@ impl Daemon {
             lag_cache: Mutex::new(Vec::new()),
             reloading: tokio::sync::Mutex::new(()),
         });
-        daemon.spawn_tasks(producer, listener).await;
+        daemon
+            .spawn_tasks(producer, generator_producer, listener)
+            .await;
         Ok(daemon)
     }
 
-    async fn spawn_tasks(self: &Arc<Self>, producer: FutureProducer, listener: Arc<UnixListener>) {
+    async fn spawn_tasks(
+        self: &Arc<Self>,
+        producer: FutureProducer,
+        generator_producer: Option<FutureProducer>,
+        listener: Arc<UnixListener>,
+    ) {
         let config = &self.config;
         {
             let daemon = Arc::clone(self);
@@ -128,10 +143,10 @@ impl Daemon {
                 .await;
         }
 
-        if config.generator.enabled {
+        if let Some(generator_producer) = generator_producer {
             let generator = Arc::new(Generator::new(
                 config.generator.clone(),
-                producer.clone(),
+                generator_producer,
                 Arc::clone(&self.metrics),
             ));
             self.supervisor
