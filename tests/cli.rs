@@ -142,6 +142,22 @@ fn one_value_is_printed_with_overrides_applied() {
         text(&get("kafka.properties.fetch.wait.max.ms").stdout),
         "10\n"
     );
+    // Credentials are never printed.
+    let out = anomalyd()
+        .args(["check-config", "--get", "kafka.properties", "--config"])
+        .arg(repo_config())
+        .env(
+            "ANOMALYD_KAFKA__PROPERTIES__SASL_PASSWORD",
+            "hunter2-secret",
+        )
+        .output()
+        .unwrap();
+    let printed = text(&out.stdout);
+    assert!(
+        printed.contains("\"sasl.password\":\"<redacted>\""),
+        "{printed}"
+    );
+    assert!(!printed.contains("hunter2"));
     let out = get("detector.batch_mx");
     assert_eq!(out.status.code(), Some(64));
     assert!(text(&out.stderr).contains("no key detector.batch_mx"));

@@ -25,6 +25,9 @@ pub const ENV_PREFIX: &str = "ANOMALYD_";
 /// Variables with the prefix that are not config keys.
 const ENV_NOT_KEYS: &[&str] = &["ANOMALYD_CONFIG"];
 
+/// `ANOMALYD_KAFKA__PROPERTIES__...`, lower-cased, minus `ANOMALYD_`.
+const PROPERTIES_PREFIX: &str = "kafka__properties__";
+
 /// One thing wrong with the configuration.
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -254,6 +257,8 @@ struct EnvVar {
     /// Dotted, lower-case key.
     key: String,
     value: String,
+    /// For `ANOMALYD_KAFKA__PROPERTIES__<NAME>`: the librdkafka property it sets.
+    property: Option<String>,
 }
 
 impl EnvVar {
@@ -264,12 +269,27 @@ impl EnvVar {
         if rest.is_empty() || ENV_NOT_KEYS.contains(&name.as_str()) {
             return None;
         }
-        let key = rest
-            .to_ascii_lowercase()
-            .split("__")
-            .collect::<Vec<_>>()
-            .join(".");
-        Some(Self { name, key, value })
+        let lower = rest.to_ascii_lowercase();
+        // librdkafka's names are dotted and have no underscores, so one underscore stands for
+        // a dot: ANOMALYD_KAFKA__PROPERTIES__FETCH_WAIT_MAX_MS sets `fetch.wait.max.ms`.
+        if let Some(property) = lower.strip_prefix(PROPERTIES_PREFIX)
+            && !property.is_empty()
+        {
+            let property = property.replace('_', ".");
+            return Some(Self {
+                name,
+                key: format!("kafka.properties.{property}"),
+                value,
+                property: Some(property),
+            });
+        }
+        let key = lower.split("__").collect::<Vec<_>>().join(".");
+        Some(Self {
+            name,
+            key,
+            value,
+            property: None,
+        })
     }
 }
 
@@ -279,6 +299,14 @@ impl Provider for &EnvVar {
     }
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        if let Some(property) = &self.property {
+            // Kept as the string it is (librdkafka takes strings): a password such as `1e5`
+            // must not become a number on the way. Built by hand, as the name holds dots.
+            let leaf = Dict::from([(property.clone(), Value::from(self.value.clone()))]);
+            let properties = Dict::from([("properties".to_owned(), Value::from(leaf))]);
+            let kafka = Dict::from([("kafka".to_owned(), Value::from(properties))]);
+            return Ok(Profile::Default.collect(kafka));
+        }
         // figment's own parse: numbers, booleans and arrays become typed, the rest strings.
         let value: Value = self
             .value
@@ -407,6 +435,41 @@ mod tests {
         .unwrap();
         assert_eq!(c.kafka.brokers, "127.0.0.1:19092");
         assert_eq!(c.detector.batch_max, 20);
+    }
+
+    #[test]
+    fn env_sets_librdkafka_properties_by_their_dotted_names() {
+        let (_dir, path) = write("[kafka.properties]\n\"fetch.wait.max.ms\" = 10\n");
+        let c = load_with_env(
+            &path,
+            env(&[
+                ("ANOMALYD_KAFKA__PROPERTIES__FETCH_WAIT_MAX_MS", "25"),
+                ("ANOMALYD_KAFKA__PROPERTIES__SASL_PASSWORD", "1e5"),
+                ("ANOMALYD_KAFKA__PROPERTIES__SECURITY_PROTOCOL", "SASL_SSL"),
+            ]),
+        )
+        .unwrap();
+        let p = &c.kafka.properties;
+        assert_eq!(p["fetch.wait.max.ms"], PropertyValue::String("25".into()));
+        // Never parsed: a secret that looks like a number stays as written.
+        assert_eq!(p["sasl.password"], PropertyValue::String("1e5".into()));
+        assert_eq!(
+            p["security.protocol"],
+            PropertyValue::String("SASL_SSL".into())
+        );
+        assert_eq!(p.len(), 3);
+
+        // The properties anomalyd manages stay refused, naming the variable.
+        let errors = load_with_env(
+            &path,
+            env(&[("ANOMALYD_KAFKA__PROPERTIES__ENABLE_AUTO_COMMIT", "true")]),
+        )
+        .unwrap_err();
+        let msg = errors.to_string();
+        assert!(
+            msg.contains("kafka.properties.enable.auto.commit") && msg.contains("set by anomalyd"),
+            "{msg}"
+        );
     }
 
     #[test]

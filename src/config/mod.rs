@@ -510,7 +510,8 @@ impl Config {
 
     /// The resolved value of a dotted key such as `model.path` (`check-config --get`): strings
     /// as they are, anything else as JSON; `None` for a key the configuration does not have.
-    /// Keys under `kafka.properties` hold dots themselves (`kafka.properties.linger.ms`).
+    /// Keys under `kafka.properties` hold dots themselves (`kafka.properties.linger.ms`);
+    /// credentials among them print as `<redacted>`.
     pub fn value_of(&self, key: &str) -> Option<String> {
         fn lookup<'a>(v: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
             let map = v.as_object()?;
@@ -520,7 +521,14 @@ impl Config {
             path.match_indices('.')
                 .find_map(|(i, _)| lookup(map.get(&path[..i])?, &path[i + 1..]))
         }
-        let tree = serde_json::to_value(self).ok()?;
+        let mut tree = serde_json::to_value(self).ok()?;
+        if let Some(properties) = tree["kafka"]["properties"].as_object_mut() {
+            for (name, value) in properties.iter_mut() {
+                if is_secret_property(name) {
+                    *value = serde_json::Value::String("<redacted>".into());
+                }
+            }
+        }
         match lookup(&tree, key)? {
             serde_json::Value::String(s) => Some(s.clone()),
             other => Some(other.to_string()),
@@ -545,6 +553,15 @@ impl Config {
         });
         topics
     }
+}
+
+/// librdkafka properties that hold credentials (`sasl.password`, `ssl.key.password`,
+/// `sasl.oauthbearer.client.secret`, `ssl.key.pem`, ...): never printed.
+pub fn is_secret_property(name: &str) -> bool {
+    name.contains("password")
+        || name.contains("secret")
+        || name.ends_with(".pem")
+        || name == "sasl.oauthbearer.config"
 }
 
 /// Kafka's own topic-name rule: 1..=249 characters of `[a-zA-Z0-9._-]`.
