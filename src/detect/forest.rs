@@ -1007,6 +1007,34 @@ mod tests {
     }
 
     #[test]
+    fn fast_layout_agrees_on_random_forests_and_records() {
+        let mut rng = StdRng::seed_from_u64(21);
+        for round in 0..40 {
+            let d = rng.random_range(1..=COLS);
+            let rows = rng.random_range(1..400);
+            // Coarse values: ties, duplicate rows and constant columns are common.
+            let levels = rng.random_range(1..6) as f64;
+            let data: Vec<f64> = (0..rows * d)
+                .map(|_| (rng.random_range(-1.0..1.0) * levels).round())
+                .collect();
+            let p = ForestParams {
+                n_estimators: rng.random_range(1..20),
+                max_samples: MaxSamples::Count(rng.random_range(1..=1024)),
+                random_state: round,
+                ..ForestParams::default()
+            };
+            let f = IsolationForest::fit(&data, d, &p).unwrap();
+            assert!(f.complete.is_some(), "round {round}");
+            let mut probe: Vec<f64> = (0..37 * d)
+                .map(|_| (rng.random_range(-1.5..1.5) * levels).round())
+                .collect();
+            let specials = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.0, 0.0, 1e300];
+            probe.extend((0..d).map(|i| specials[i % specials.len()]));
+            check_fast_equals_general(&f, &probe);
+        }
+    }
+
+    #[test]
     fn fast_layout_follows_what_a_model_file_says() {
         let f = IsolationForest::fit(&blobs(1000, 14), 2, &params(9)).unwrap();
         let mut data = ForestData::from(f);
