@@ -6,8 +6,9 @@
 //! delivery guarantees rest on, so they always win (config validation refuses them anyway).
 
 use rdkafka::ClientConfig;
+use rdkafka::error::KafkaError;
 
-use crate::config::KafkaConfig;
+use crate::config::{KafkaConfig, is_secret_property};
 
 /// Properties librdkafka reads only in consumers ("C" in its CONFIGURATION.md).
 const CONSUMER_ONLY: &[&str] = &[
@@ -64,6 +65,18 @@ enum Role {
     Producer,
     /// Admin and other clients: every property.
     Any,
+}
+
+/// Why librdkafka refuses the property `name = value`, if it does: an unknown name or a bad
+/// value. Checked alone, without creating a client. A credential's value is never echoed.
+pub fn property_problem(name: &str, value: &str) -> Option<String> {
+    match ClientConfig::new().set(name, value).create_native_config() {
+        Ok(_) => None,
+        Err(KafkaError::ClientConfig(_, description, _, _)) if !is_secret_property(name) => {
+            Some(format!("librdkafka refuses it: {description}"))
+        }
+        Err(_) => Some("librdkafka refuses this value".into()),
+    }
 }
 
 /// Settings common to every client: brokers and the user's extra properties.
@@ -126,6 +139,20 @@ pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
 mod tests {
     use super::*;
     use crate::config::PropertyValue;
+
+    #[test]
+    fn librdkafka_judges_each_property() {
+        assert_eq!(property_problem("fetch.wait.max.ms", "10"), None);
+        assert_eq!(property_problem("sasl.password", "1e5"), None);
+        let unknown = property_problem("fetch.wait.maxms", "10").unwrap();
+        assert!(unknown.contains("fetch.wait.maxms"), "{unknown}");
+        // linger.ms is librdkafka's alias of queue.buffering.max.ms.
+        let bad = property_problem("linger.ms", "soon").unwrap();
+        assert!(bad.contains("Invalid value"), "{bad}");
+        // A credential's value is not repeated, even when refused.
+        let refused = property_problem("sasl.mechanisms.password", "hunter2").unwrap();
+        assert_eq!(refused, "librdkafka refuses this value");
+    }
 
     #[test]
     fn managed_settings_win_over_properties() {

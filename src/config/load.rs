@@ -445,7 +445,7 @@ mod tests {
             env(&[
                 ("ANOMALYD_KAFKA__PROPERTIES__FETCH_WAIT_MAX_MS", "25"),
                 ("ANOMALYD_KAFKA__PROPERTIES__SASL_PASSWORD", "1e5"),
-                ("ANOMALYD_KAFKA__PROPERTIES__SECURITY_PROTOCOL", "SASL_SSL"),
+                ("ANOMALYD_KAFKA__PROPERTIES__CLIENT_ID", "anomalyd-eu-1"),
             ]),
         )
         .unwrap();
@@ -454,10 +454,23 @@ mod tests {
         // Never parsed: a secret that looks like a number stays as written.
         assert_eq!(p["sasl.password"], PropertyValue::String("1e5".into()));
         assert_eq!(
-            p["security.protocol"],
-            PropertyValue::String("SASL_SSL".into())
+            p["client.id"],
+            PropertyValue::String("anomalyd-eu-1".into())
         );
         assert_eq!(p.len(), 3);
+
+        // A name librdkafka does not know is refused, naming the variable.
+        let errors = load_with_env(
+            &path,
+            env(&[("ANOMALYD_KAFKA__PROPERTIES__FETCH_WAIT_MAXMS", "25")]),
+        )
+        .unwrap_err();
+        let msg = errors.to_string();
+        assert!(
+            msg.contains("ANOMALYD_KAFKA__PROPERTIES__FETCH_WAIT_MAXMS")
+                && msg.contains("No such configuration property"),
+            "{msg}"
+        );
 
         // The properties anomalyd manages stay refused, naming the variable.
         let errors = load_with_env(
@@ -537,6 +550,13 @@ mod tests {
         let msg = one_error(load_with_env(&path, no_env()));
         assert!(
             msg.contains(":3:24: kafka.properties.enable.auto.commit: is set by anomalyd"),
+            "{msg}"
+        );
+        // A misspelt librdkafka property is found at load, not when a client is created.
+        let (_d, path) = write("[kafka.properties]\n\"fetch.wait.maxms\" = 10\n");
+        let msg = one_error(load_with_env(&path, no_env()));
+        assert!(
+            msg.contains(":2:22: kafka.properties.fetch.wait.maxms: librdkafka refuses it: No such configuration property"),
             "{msg}"
         );
     }

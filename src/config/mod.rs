@@ -339,13 +339,15 @@ impl Config {
         if self.kafka.group_id.trim().is_empty() {
             bad("kafka.group_id", "must not be empty".into());
         }
-        for name in self.kafka.properties.keys() {
+        for (name, value) in &self.kafka.properties {
             if MANAGED_PROPERTIES.contains(&name.as_str()) {
                 bad(
                     &format!("kafka.properties.{name}"),
                     "is set by anomalyd itself and cannot be overridden (it guards delivery guarantees)"
                         .into(),
                 );
+            } else if let Some(why) = crate::kafka::property_problem(name, &value.to_string()) {
+                bad(&format!("kafka.properties.{name}"), why);
             }
         }
 
