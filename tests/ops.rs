@@ -57,10 +57,7 @@ async fn reload_mid_stream_loses_nothing_and_scores_nothing_twice() {
     assert_ne!(a, b);
     std::fs::copy(&a_path, &path).unwrap();
     let mut config = support::pipeline_config(dir.path(), &path).await;
-    config.generator.enabled = true;
-    config.generator.count = N;
-    config.generator.rate = 4000.0;
-    config.generator.seed = SEED;
+    support::generate(&mut config, N, 4000.0, SEED);
     let (input, output) = (
         config.detector.input_topic.clone(),
         config.detector.output_topic.clone(),

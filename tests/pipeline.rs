@@ -21,10 +21,7 @@ async fn clean_run_scores_every_record_once_and_matches_offline_scoring() {
     let dir = tempfile::tempdir().unwrap();
     let model = support::seed_model(dir.path());
     let mut config = support::pipeline_config(dir.path(), &model).await;
-    config.generator.enabled = true;
-    config.generator.count = N;
-    config.generator.rate = 0.0;
-    config.generator.seed = SEED;
+    support::generate(&mut config, N, 0.0, SEED);
     let (output, input) = (
         config.detector.output_topic.clone(),
         config.detector.input_topic.clone(),

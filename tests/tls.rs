@@ -16,8 +16,7 @@ use std::time::Duration;
 
 use anomalyd::config::{Config, KafkaConfig, PropertyValue};
 use anomalyd::daemon::Daemon;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
+use rdkafka::consumer::Consumer;
 use support::Reaper;
 
 const SEED: u64 = 7;
@@ -151,11 +150,7 @@ async fn the_pipeline_runs_over_tls() {
     config.detector.input_topic = "tls-in".into();
     config.detector.output_topic = "tls-out".into();
     config.detector.dead_letter_topic = "tls-dead".into();
-    config.generator.enabled = true;
-    config.generator.topic = "tls-in".into();
-    config.generator.count = N;
-    config.generator.rate = 0.0;
-    config.generator.seed = SEED;
+    support::generate(&mut config, N, 0.0, SEED);
     config.model.path = model.clone();
     config.control.socket = dir.path().join("anomalyd.sock");
 
@@ -172,19 +167,14 @@ async fn the_pipeline_runs_over_tls() {
 
     // Read the anomalies back over TLS too.
     let expected = support::expected_anomalies(&model, SEED, 0.2, 0..N);
-    let reader: StreamConsumer = anomalyd::kafka::consumer_config(&broker.kafka(), "tls-reader")
-        .create()
-        .unwrap();
-    reader.subscribe(&["tls-out"]).unwrap();
-    let mut got = BTreeSet::new();
-    while got.len() < expected.len() {
-        let m = tokio::time::timeout(Duration::from_secs(60), reader.recv())
-            .await
-            .expect("anomalies arrive over TLS")
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
-        got.insert(v["id"].as_u64().unwrap());
-    }
+    let got = support::read_topic_from(
+        &broker.kafka(),
+        "tls-out",
+        Duration::from_secs(60),
+        support::covers(&expected),
+    )
+    .await;
+    let got: BTreeSet<u64> = support::ids(&got).into_iter().collect();
     assert_eq!(got, expected);
     daemon
         .stop(Duration::from_secs(30))

@@ -489,14 +489,14 @@ impl IsolationForest {
             out.len() * d,
             "rows and out disagree on the row count"
         );
-        let mut scratch = self.complete.as_ref().map(|_| Scratch::new());
+        let mut scratch = Scratch::new();
         let mut sums = [0.0; BLOCK];
         for (block, out) in rows.chunks(BLOCK * d).zip(out.chunks_mut(BLOCK)) {
             let sums = &mut sums[..out.len()];
             sums.fill(0.0);
-            match (&self.complete, &mut scratch) {
-                (Some(complete), Some(scratch)) => complete.add_block(block, d, scratch, sums),
-                _ => {
+            match &self.complete {
+                Some(complete) => complete.add_block(block, d, &mut scratch, sums),
+                None => {
                     for tree in &self.trees {
                         self.add_tree(tree, block, sums);
                     }

@@ -135,6 +135,17 @@ pub async fn pipeline_config(dir: &Path, model: &Path) -> Config {
     config
 }
 
+/// Turns the daemon's generator on: `count` records (seeded by `seed`) at `rate` records/s
+/// (0: as fast as the broker takes them) to the detector's input topic.
+pub fn generate(config: &mut Config, count: u64, rate: f64, seed: u64) {
+    let g = &mut config.generator;
+    g.enabled = true;
+    g.topic = config.detector.input_topic.clone();
+    g.count = count;
+    g.rate = rate;
+    g.seed = seed;
+}
+
 /// The generator's records `ids`, written straight to `topic`.
 pub async fn produce_generated(topic: &str, seed: u64, ids: std::ops::Range<u64>) {
     let producer: FutureProducer = anomalyd::kafka::producer_config(&kafka_config())
@@ -184,12 +195,21 @@ pub fn expected_anomalies(
 pub async fn read_topic(
     topic: &str,
     timeout: Duration,
+    done: impl FnMut(&[OwnedMessage]) -> bool,
+) -> Vec<OwnedMessage> {
+    read_topic_from(&kafka_config(), topic, timeout, done).await
+}
+
+/// [`read_topic`] on another broker (the TLS test's).
+pub async fn read_topic_from(
+    kafka: &KafkaConfig,
+    topic: &str,
+    timeout: Duration,
     mut done: impl FnMut(&[OwnedMessage]) -> bool,
 ) -> Vec<OwnedMessage> {
-    let consumer: StreamConsumer =
-        anomalyd::kafka::consumer_config(&kafka_config(), &unique("reader"))
-            .create()
-            .expect("reader");
+    let consumer: StreamConsumer = anomalyd::kafka::consumer_config(kafka, &unique("reader"))
+        .create()
+        .expect("reader");
     consumer.subscribe(&[topic]).expect("subscribe");
     let deadline = tokio::time::Instant::now() + timeout;
     let mut got = Vec::new();
