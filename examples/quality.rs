@@ -8,7 +8,7 @@
 
 use std::process::ExitCode;
 
-use anomalyd::offline::benchmark::{SEEDS, SKLEARN_ROC_AUC, data_set_path, quality};
+use anomalyd::offline::benchmark::{SEEDS, SKLEARN_ROC_AUC, find_data_set, quality};
 
 fn main() -> ExitCode {
     let mut wanted: Vec<String> = std::env::args().skip(1).collect();
@@ -29,7 +29,7 @@ fn main() -> ExitCode {
         if !wanted.is_empty() && !wanted.iter().any(|w| w == name) {
             continue;
         }
-        match quality(&data_set_path(name), SEEDS) {
+        match find_data_set(name).and_then(|path| quality(&path, SEEDS)) {
             Ok(q) => {
                 let diff = q.roc_auc - reference;
                 ok &= diff.abs() <= 0.01;
@@ -67,7 +67,7 @@ fn spread(names: &[String], n: u64) -> ExitCode {
         }
         let mut aucs = Vec::new();
         for seed in 0..n {
-            match quality(&data_set_path(name), seed..seed + 1) {
+            match find_data_set(name).and_then(|path| quality(&path, seed..seed + 1)) {
                 Ok(q) => aucs.push(q.roc_auc),
                 Err(e) => {
                     eprintln!("quality: {e}");

@@ -28,13 +28,62 @@ pub enum BenchmarkError {
     Forest { path: PathBuf, error: ForestError },
     #[error("{}: needs both normal and anomalous labels", path.display())]
     Unlabelled { path: PathBuf },
+    #[error(
+        "data set {name} not found: looked for {} and {}. {name}.csv (header x0..xN,label) is the \
+         ODDS {name} set as ADBench distributes it (https://github.com/Minqi824/ADBench, \
+         datasets/Classical/*_{name}.npz) converted to CSV as tests/data/README.md describes; \
+         put it in the second place",
+        in_repo.display(),
+        beside.display()
+    )]
+    Missing {
+        name: String,
+        in_repo: PathBuf,
+        beside: PathBuf,
+    },
 }
 
-/// The data sets, found beside the repository as CI lays it out: `../shared/data/outliers/`.
+/// The data sets the test suite needs, in the repository: `tests/data/` (cardio, mammography,
+/// shuttle; sources and licences in `tests/data/README.md`).
+pub fn repo_data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+}
+
+/// The larger data sets, beside the repository as the project's machines and CI lay it out:
+/// `../shared/data/outliers/` (http, 17 MB; it also holds copies of the three in the
+/// repository).
+pub fn shared_data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/outliers")
+}
+
+/// Where data set `name` is: `tests/data/NAME.csv` when the repository has it, else
+/// `../shared/data/outliers/NAME.csv`, which may not exist (see [`find_data_set`]).
 pub fn data_set_path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data/outliers")
-        .join(format!("{name}.csv"))
+    let file = format!("{name}.csv");
+    let in_repo = repo_data_dir().join(&file);
+    if in_repo.is_file() {
+        in_repo
+    } else {
+        shared_data_dir().join(file)
+    }
+}
+
+/// As [`data_set_path`], for a file that must exist.
+///
+/// # Errors
+/// [`BenchmarkError::Missing`], naming both places and where the file comes from, when neither
+/// holds `NAME.csv`.
+pub fn find_data_set(name: &str) -> Result<PathBuf, BenchmarkError> {
+    let path = data_set_path(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(BenchmarkError::Missing {
+            name: name.into(),
+            in_repo: repo_data_dir().join(format!("{name}.csv")),
+            beside: path,
+        })
+    }
 }
 
 /// Mean figures over [`SEEDS`] for one data set.
@@ -96,6 +145,27 @@ mod tests {
         assert_eq!(q.rows, 302);
         assert_eq!(q.roc_auc, 1.0);
         assert_eq!(q.average_precision, 1.0);
+    }
+
+    #[test]
+    fn finds_the_data_sets_in_the_repository() {
+        for name in ["cardio", "mammography", "shuttle"] {
+            assert_eq!(
+                find_data_set(name).unwrap(),
+                repo_data_dir().join(format!("{name}.csv"))
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_data_set_says_where_to_put_it() {
+        let err = find_data_set("no-such-set").unwrap_err().to_string();
+        assert!(err.contains("tests/data/no-such-set.csv"), "{err}");
+        assert!(
+            err.contains("shared/data/outliers/no-such-set.csv"),
+            "{err}"
+        );
+        assert!(err.contains("ADBench"), "{err}");
     }
 
     #[test]
