@@ -13,8 +13,10 @@
 //! | 32 | SHA-256 of every byte before it |
 //!
 //! Loading checks these in that order, so each kind of damage gets its own error naming the
-//! file. The model's identity is a short digest of the whole file: two files with the same id
-//! score identically.
+//! file. The checksum covers the whole file; the model's id (see [`Model::id`]) covers what
+//! the model is, not when or by which build it was written: training the same data with the
+//! same parameters and seed gives the same id, and two files with the same id score
+//! identically.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -33,8 +35,11 @@ pub const MAGIC: [u8; 8] = *b"ANOMALYD";
 pub const FORMAT_VERSION: u32 = 1;
 /// The only model kind so far; stored so that other kinds can be refused clearly later.
 pub const KIND_ISOLATION_FOREST: &str = "isolation_forest";
-/// Hex digits of the file's SHA-256 used as its id.
+/// Hex digits of the identity digest used as a model's id.
 const ID_LEN: usize = 12;
+/// Prefixed to what the id digests, so that it can never equal the file's checksum or any
+/// other SHA-256 of the same bytes.
+const ID_DOMAIN: &[u8] = b"anomalyd model id 1\0";
 /// Magic, version and the two lengths.
 const PRELUDE_LEN: usize = 24;
 const CHECKSUM_LEN: usize = 32;
@@ -234,11 +239,15 @@ impl Model {
             )));
         }
         check_agreement(&forest, &header).map_err(payload_error)?;
+        let id = model_id(&header, &body[header_end..]).map_err(|reason| ModelError::Header {
+            path: path_buf(),
+            reason,
+        })?;
         Ok(Model {
             forest,
             header,
             path: path.into(),
-            id: short_id(bytes),
+            id,
         })
     }
 
@@ -255,7 +264,12 @@ impl Model {
         }
     }
 
-    /// The first 12 hex digits of the file's SHA-256.
+    /// The model's identity: 12 hex digits of a SHA-256 over the payload (the forest) and the
+    /// header without its provenance (`trained_at`, `source`, `written_by`). The same data,
+    /// parameters and seed give the same id, whenever, from whichever path and by whichever
+    /// anomalyd version they were trained; any difference in what the model computes or
+    /// reports (a tree, the offset, a parameter, a feature name, a training range, the row
+    /// count) gives another.
     pub fn id(&self) -> &str {
         &self.id
     }
@@ -336,15 +350,44 @@ fn check_agreement(forest: &IsolationForest, header: &ModelHeader) -> Result<(),
     Ok(())
 }
 
-fn short_id(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+/// The id of a model with this header and payload (see [`Model::id`]). The header is
+/// re-serialised with what says when, where from and by which build it was trained blanked;
+/// serde_json writes a struct's fields in declaration order, so the same header always gives
+/// the same bytes.
+fn model_id(header: &ModelHeader, payload: &[u8]) -> Result<String, String> {
+    let identity = ModelHeader {
+        trained_at: String::new(),
+        source: String::new(),
+        written_by: String::new(),
+        ..header.clone()
+    };
+    let identity = serde_json::to_vec(&identity).map_err(|e| e.to_string())?;
+    let mut hasher = Sha256::new();
+    hasher.update(ID_DOMAIN);
+    // Lengths first, so that no header/payload split of the same bytes collides.
+    hasher.update((identity.len() as u64).to_le_bytes());
+    hasher.update(&identity);
+    hasher.update((payload.len() as u64).to_le_bytes());
+    hasher.update(payload);
+    let mut hex: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     hex.truncate(ID_LEN);
-    hex
+    Ok(hex)
 }
 
 /// The bytes of a model file for `forest`; see the module docs for the layout.
 pub fn encode(forest: &IsolationForest, meta: &TrainingMeta) -> Result<Vec<u8>, String> {
+    encode_with_id(forest, meta).map(|(bytes, _)| bytes)
+}
+
+/// [`encode`], and the id [`Model::load`] will give the file.
+fn encode_with_id(
+    forest: &IsolationForest,
+    meta: &TrainingMeta,
+) -> Result<(Vec<u8>, String), String> {
     let d = forest.n_features();
     if meta.feature_names.len() != d || meta.training_ranges.len() != d {
         return Err(format!(
@@ -368,6 +411,10 @@ pub fn encode(forest: &IsolationForest, meta: &TrainingMeta) -> Result<Vec<u8>, 
     let header = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
     let payload = bincode::serde::encode_to_vec(forest, bincode::config::standard())
         .map_err(|e| e.to_string())?;
+    // From the header as loading will read it back: a float's JSON round trip need not give
+    // the same bits, and the id must be the one `Model::load` computes.
+    let read_back: ModelHeader = serde_json::from_slice(&header).map_err(|e| e.to_string())?;
+    let id = model_id(&read_back, &payload)?;
     let header_len = u32::try_from(header.len()).map_err(|_| "header too large".to_string())?;
     let mut bytes = Vec::with_capacity(PRELUDE_LEN + header.len() + payload.len() + CHECKSUM_LEN);
     bytes.extend_from_slice(&MAGIC);
@@ -378,7 +425,7 @@ pub fn encode(forest: &IsolationForest, meta: &TrainingMeta) -> Result<Vec<u8>, 
     bytes.extend_from_slice(&payload);
     let checksum = Sha256::digest(&bytes);
     bytes.extend_from_slice(checksum.as_slice());
-    Ok(bytes)
+    Ok((bytes, id))
 }
 
 /// Writes a model file atomically (temporary file in the same directory, fsync, rename), so a
@@ -392,7 +439,7 @@ pub fn save(
         path: path.into(),
         reason,
     };
-    let bytes = encode(forest, meta).map_err(write_error)?;
+    let (bytes, id) = encode_with_id(forest, meta).map_err(write_error)?;
     let file_name = path
         .file_name()
         .ok_or_else(|| write_error("not a file path".into()))?;
@@ -418,7 +465,7 @@ pub fn save(
         let _ = fs::remove_file(&temp);
         return Err(write_error(e.to_string()));
     }
-    Ok(short_id(&bytes))
+    Ok(id)
 }
 
 #[cfg(test)]
@@ -483,6 +530,87 @@ mod tests {
         // No temporary file is left behind.
         assert_eq!(fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
         assert_eq!(bytes[..8], MAGIC);
+    }
+
+    #[test]
+    fn the_id_covers_the_model_not_its_provenance() {
+        let dir = tempfile::tempdir().unwrap();
+        let save_as = |name: &str, forest: &IsolationForest, meta: &TrainingMeta| {
+            let path = dir.path().join(name);
+            let id = save(&path, forest, meta).unwrap();
+            let model = Model::load(&path).unwrap();
+            assert_eq!(model.id(), id, "save and load agree");
+            (id, fs::read(&path).unwrap())
+        };
+        let (forest, meta) = trained();
+        let (id, bytes) = save_as("a", &forest, &meta);
+
+        // Another time, another source path, another build: the same model.
+        let later = TrainingMeta {
+            trained_at: meta.trained_at + std::time::Duration::from_secs(86_400),
+            source: "elsewhere/test.csv".into(),
+            ..meta.clone()
+        };
+        let (same, later_bytes) = save_as("b", &forest, &later);
+        assert_eq!(same, id);
+        assert_ne!(
+            later_bytes, bytes,
+            "the file still records when and from where"
+        );
+        let mut other_build = bytes.clone();
+        let version = concat!("anomalyd ", env!("CARGO_PKG_VERSION")).as_bytes();
+        let at = other_build
+            .windows(version.len())
+            .position(|w| w == version)
+            .unwrap();
+        other_build[at + version.len() - 1] ^= 1; // e.g. 0.1.0 -> 0.1.1
+        let body = other_build.len() - CHECKSUM_LEN;
+        let sum = Sha256::digest(&other_build[..body]);
+        other_build[body..].copy_from_slice(sum.as_slice());
+        assert_eq!(
+            Model::from_bytes(Path::new("c"), &other_build)
+                .unwrap()
+                .id(),
+            id
+        );
+
+        // Anything that changes what the model computes or reports changes the id.
+        let reseeded = IsolationForest::fit(
+            &(0..600)
+                .map(|i| ((i * 37) % 101) as f64 / 10.0)
+                .collect::<Vec<_>>(),
+            3,
+            &ForestParams {
+                random_state: 4,
+                ..*forest.params()
+            },
+        )
+        .unwrap();
+        let mut renamed = meta.clone();
+        renamed.feature_names[0] = "z".into();
+        let mut ranged = meta.clone();
+        ranged.training_ranges[2].1 += 1.0;
+        let ids = [
+            id.clone(),
+            save_as("d", &reseeded, &meta).0,
+            save_as("e", &forest, &renamed).0,
+            save_as("f", &forest, &ranged).0,
+        ];
+        let distinct: std::collections::BTreeSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len(), "{ids:?}");
+    }
+
+    #[test]
+    fn the_checksum_still_covers_the_training_time() {
+        let (_dir, path, bytes, _) = saved();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let at = text.find("\"trained_at\":\"").unwrap() + 14;
+        let mut edited = bytes.clone();
+        edited[at] = if edited[at] == b'1' { b'2' } else { b'1' };
+        assert!(matches!(
+            Model::from_bytes(&path, &edited),
+            Err(ModelError::Checksum { .. })
+        ));
     }
 
     #[test]

@@ -291,10 +291,52 @@ mod tests {
             text.contains(&summary.model_id) && text.contains("offset"),
             "{text}"
         );
+    }
 
-        // Same seed, same forest: only trained_at can differ between the two files.
-        let again = train(&options(dir.path(), TrainInput::Synthetic { seed: 42 })).unwrap();
-        assert_eq!(again.offset, summary.offset);
+    #[test]
+    fn same_training_twice_gives_the_same_id() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let first = train(&options(a.path(), TrainInput::Synthetic { seed: 42 })).unwrap();
+        // At least a second later, so that the recorded training times differ.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let again = train(&options(b.path(), TrainInput::Synthetic { seed: 42 })).unwrap();
+        assert_eq!(again.model_id, first.model_id);
+        let (first_model, again_model) = (
+            Model::load(&first.path).unwrap(),
+            Model::load(&again.path).unwrap(),
+        );
+        assert_ne!(
+            first_model.header().trained_at,
+            again_model.header().trained_at
+        );
+        assert_eq!(again_model.id(), first.model_id);
+
+        // The same CSV from another path: the same model.
+        let mut text = String::from("a,b,label\n");
+        for i in 0..300 {
+            text.push_str(&format!("{},{},{}\n", i % 17, (i * 7) % 23, i % 2));
+        }
+        let csv = |dir: &Path| {
+            let path = dir.join("data.csv");
+            std::fs::write(&path, &text).unwrap();
+            TrainInput::Csv {
+                path,
+                features: None,
+                label: "label".into(),
+            }
+        };
+        let from_a = train(&options(a.path(), csv(a.path()))).unwrap();
+        let from_b = train(&options(b.path(), csv(b.path()))).unwrap();
+        assert_eq!(from_a.model_id, from_b.model_id);
+
+        // Another seed, or another synthetic set: another model.
+        let mut reseeded = options(b.path(), TrainInput::Synthetic { seed: 42 });
+        reseeded.seed = Some(43);
+        let reseeded = train(&reseeded).unwrap();
+        let other_data = train(&options(b.path(), TrainInput::Synthetic { seed: 7 })).unwrap();
+        assert_ne!(reseeded.model_id, first.model_id);
+        assert_ne!(other_data.model_id, first.model_id);
+        assert_ne!(other_data.model_id, reseeded.model_id);
     }
 
     #[test]
