@@ -17,12 +17,12 @@
 //! height) with no branch on "is this a leaf": once there, a record stays. The leaf's
 //! contribution (depth + c(n_leaf)) lives in a parallel array read once per tree.
 //!
-//! This array is what model files store. For scoring, [`complete`] derives a faster layout
-//! (complete trees, integer compares, no child indices) for forests of up to [`COLS`]
+//! This array is what model files store. For scoring, `complete` derives a faster layout
+//! (complete trees, integer compares, no child indices) for forests of up to `COLS`
 //! features and height 10, which covers `max_samples` up to 1,024; other forests walk this
 //! array. Scoring overlaps independent walks so the CPU is not waiting on one chain of
-//! dependent loads: one record walks [`TREE_LANES`] trees in lock step; a batch goes tree by
-//! tree over blocks of records (the tree stays in L1), [`LANES`] records in lock step. Every
+//! dependent loads: one record walks `TREE_LANES` trees in lock step; a batch goes tree by
+//! tree over blocks of records (the tree stays in L1), `LANES` records in lock step. Every
 //! path adds the trees' path lengths in tree order, so all give bit-identical scores.
 
 use std::fmt;
@@ -420,7 +420,7 @@ impl IsolationForest {
 
     /// scikit-learn's `score_samples` for one record: in [-1, 0], lower is more anomalous.
     ///
-    /// Walks [`TREE_LANES`] trees in lock step: their node loads are independent, so the CPU
+    /// Walks `TREE_LANES` trees in lock step: their node loads are independent, so the CPU
     /// overlaps them instead of waiting on one chain of dependent loads at a time. Leaf values
     /// are then added in tree order, so the sum is the same as walking one tree at a time.
     ///
@@ -475,8 +475,8 @@ impl IsolationForest {
     /// [`score_samples`](Self::score_samples) for many records: `rows` is row-major with
     /// `n_features` values per row, one score per row goes to `out`.
     ///
-    /// Records go in blocks of [`BLOCK`]; each tree walks the whole block before the next tree
-    /// starts, so its nodes stay in L1 while they are reused, and within the block [`LANES`]
+    /// Records go in blocks of `BLOCK`; each tree walks the whole block before the next tree
+    /// starts, so its nodes stay in L1 while they are reused, and within the block `LANES`
     /// records walk in lock step to overlap their loads. Each record's sum still adds the trees
     /// in order, so scores equal [`score_samples`](Self::score_samples)'s.
     ///
