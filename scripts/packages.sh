@@ -1,11 +1,16 @@
-# Sourced by scripts/demo, scripts/test and .ci/run: the Debian packages that provide the tools
-# building and testing anomalyd needs, so the list lives in one place.
+# Sourced by scripts/demo, scripts/test and .ci/run: the tools building and testing anomalyd
+# needs and the Debian packages that provide them, so the list lives in one place.
 #
 #   missing_packages build   # gcc, make, perl (librdkafka and OpenSSL build from source), python3
 #   missing_packages test    # the above, plus what the tests run: systemd-analyze, setsid,
 #                            # socat and openssl (tests/systemd_unit.rs, the broker, tests/tls.rs)
 #
 # prints the packages whose tool is missing, space-separated (nothing when all are there).
+#
+#   require_tools build|test # the packages above, and cargo; exits naming every missing one
+#
+# The tansu broker the demo and the tests start is installed by scripts/broker with cargo the
+# first time; building it needs only cargo and gcc, both checked here.
 
 missing_packages() {
     local pairs=(gcc:gcc make:make perl:perl python3:python3)
@@ -19,12 +24,33 @@ missing_packages() {
     echo "${out[*]}"
 }
 
-# Exits with a message naming the packages to install when any is missing.
-require_packages() {
-    local missing
+# Exits with one message naming everything missing: the Debian packages to install and, when
+# cargo is not on PATH, how to get Rust. Says so when tansu will be installed on first use.
+require_tools() {
+    local missing problems=()
     missing=$(missing_packages "$1")
     if [[ -n $missing ]]; then
-        echo "missing tools; install them first: sudo apt-get install $missing" >&2
+        problems+=("Debian packages: sudo apt-get install $missing")
+    fi
+    if ! command -v cargo >/dev/null; then
+        if [[ -x $HOME/.cargo/bin/cargo ]]; then
+            problems+=("cargo is installed but not on PATH: run  source \"\$HOME/.cargo/env\"")
+        else
+            problems+=("Rust, a recent stable (edition 2024, let chains: 1.88 or later): https://rustup.rs")
+        fi
+    fi
+    if ((${#problems[@]} > 0)); then
+        echo "missing tools; install them first:" >&2
+        printf '  %s\n' "${problems[@]}" >&2
         exit 1
     fi
+    if ! command -v tansu >/dev/null && [[ ! -x $HOME/.cargo/bin/tansu ]]; then
+        echo "note: the tansu broker is not installed; scripts/broker installs it with cargo" \
+            "before first use (about 20 minutes on 2 cores, once)" >&2
+    fi
+}
+
+# The name scripts/demo uses.
+require_packages() {
+    require_tools "$@"
 }

@@ -29,11 +29,12 @@ pub enum BenchmarkError {
     #[error("{}: needs both normal and anomalous labels", path.display())]
     Unlabelled { path: PathBuf },
     #[error(
-        "data set {name} not found: looked for {} and {}. {name}.csv (header x0..xN,label) is the \
-         ODDS {name} set as ADBench distributes it (https://github.com/Minqi824/ADBench, \
-         datasets/Classical/*_{name}.npz) converted to CSV as tests/data/README.md describes; \
-         put it in the second place",
+        "data set {name} not found: neither {} nor {} exists. It is the ODDS {name} set as \
+         ADBench distributes it (https://github.com/Minqi824/ADBench, \
+         datasets/Classical/*_{name}.npz), converted to CSV with a header x0..xN,label as \
+         tests/data/README.md describes; put it at {}",
         in_repo.display(),
+        beside.display(),
         beside.display()
     )]
     Missing {
