@@ -14,9 +14,10 @@
 //!
 //! Loading checks these in that order, so each kind of damage gets its own error naming the
 //! file. The checksum covers the whole file; the model's id (see [`Model::id`]) covers what
-//! the model is, not when or by which build it was written: training the same data with the
-//! same parameters and seed gives the same id, and two files with the same id score
-//! identically.
+//! the model is, not when, from which path or by which build it was trained: the same data,
+//! parameters and seed give the same id, and two files with the same id score identically.
+//! The id is computed on loading, not stored, so files written before it changed load as
+//! before (under their new id).
 
 use std::fs::{self, File};
 use std::io::{self, Write};
