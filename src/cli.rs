@@ -41,15 +41,22 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the daemon: generator (if enabled), detector workers, until SIGTERM or SIGINT (a
-    /// second one during the shutdown stops at once: exit 130 for SIGINT, 143 for SIGTERM).
+    /// Run the daemon until SIGTERM or SIGINT.
+    ///
+    /// Starts the generator (if enabled) and the detector workers. SIGTERM or SIGINT stops it
+    /// gracefully within `[supervisor] shutdown_grace_s`; a second one during the shutdown
+    /// stops it at once, naming what was still running (exit 130 for SIGINT, 143 for SIGTERM).
     Run(ConfigArg),
-    /// Check the configuration and the model it names: print `ok`, or every error (exit 78
-    /// for the configuration or a model that does not fit `detector.features`, 66 for a
-    /// missing model file, 65 for a damaged one).
+    /// Check the configuration and its model as `run` would: print `ok`, or every error.
+    ///
+    /// Exit 78 for the configuration or a model that does not fit `detector.features`, 66 for
+    /// a missing model file, 65 for a damaged one.
     CheckConfig(CheckConfigArgs),
-    /// Print a topic's records as JSON lines: the last 10 (or `-n N`), then new ones with
-    /// `-f`. A missing topic exits 66, brokers that do not answer 69.
+    /// Print a topic's last records as JSON lines, as Unix `tail` (`-f` follows).
+    ///
+    /// Without options, the last 10 records over all partitions, oldest first, then exit. An
+    /// empty topic prints nothing (exit 0); a missing topic exits 66, brokers that do not
+    /// answer 69.
     Tail(TailArgs),
     /// One-line health of the running daemon, with Nagios exit codes (0 OK, 1 WARNING,
     /// 2 CRITICAL, 3 UNKNOWN).
@@ -60,14 +67,17 @@ pub enum Command {
     Train(TrainArgs),
     /// Score a CSV file with a model: ROC AUC, average precision, share flagged, rows/s.
     Eval(EvalArgs),
-    /// Print a shell completion script to stdout, e.g.
-    /// `anomalyd completions bash > ~/.local/share/bash-completion/completions/anomalyd`.
+    /// Print a shell completion script to stdout.
+    ///
+    /// E.g. `anomalyd completions bash > ~/.local/share/bash-completion/completions/anomalyd`.
     Completions {
         /// The shell to complete for.
         #[arg(value_enum)]
         shell: Shell,
     },
-    /// Print the man page (roff) to stdout, e.g. `anomalyd man > anomalyd.1; man ./anomalyd.1`.
+    /// Print the man page, anomalyd(1), to stdout.
+    ///
+    /// E.g. `anomalyd man > anomalyd.1; man ./anomalyd.1`.
     Man,
 }
 
