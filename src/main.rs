@@ -12,7 +12,7 @@ use std::time::Duration;
 use anomalyd::cli::{
     self, CheckConfigArgs, Cli, Command, CtlAction, CtlArgs, HealthArgs, SocketArg, TailArgs,
 };
-use anomalyd::config::{self, Config, ConfigError, Located, PropertyValue};
+use anomalyd::config::{self, Config, ConfigError, ConfigErrors, Located, PropertyValue};
 use anomalyd::control::client;
 use anomalyd::control::health::{self, Verdict};
 use anomalyd::daemon::{self, DaemonError};
@@ -222,11 +222,7 @@ fn socket_path(arg: &SocketArg) -> Result<(PathBuf, String), String> {
         return Ok((socket.clone(), "socket given with --socket".into()));
     }
     let located = config::locate(arg.config.config.as_deref());
-    let loaded = match located.path() {
-        Some(path) => config::load(path),
-        None => config::defaults_with_env(std::env::vars()),
-    };
-    let config = loaded.map_err(|errors| {
+    let config = load_or_defaults(&located).map_err(|errors| {
         let errors: Vec<String> = errors.0.iter().map(|e| config_error(e, &located)).collect();
         errors.join("; ")
     })?;
@@ -269,9 +265,12 @@ fn fail(error: &dyn Display, code: u8) -> ExitCode {
 /// No file at all, or a file that cannot be loaded, is printed and gives `EX_CONFIG`.
 fn required_config(flag: Option<&Path>) -> Result<(Config, Located), ExitCode> {
     let located = config::locate(flag);
-    match located.path() {
-        Some(path) => load_config(path, &located).map(|c| (c, located)),
-        None => Err(fail(&located, exit::CONFIG)),
+    if located == Located::Nothing {
+        return Err(fail(&located, exit::CONFIG));
+    }
+    match load_or_defaults(&located) {
+        Ok(c) => Ok((c, located)),
+        Err(errors) => Err(config_failure(&errors, &located)),
     }
 }
 
@@ -279,26 +278,27 @@ fn required_config(flag: Option<&Path>) -> Result<(Config, Located), ExitCode> {
 /// built-in defaults with `ANOMALYD_*` overrides when there is none.
 fn optional_config(flag: Option<&Path>) -> Result<(Config, Located), ExitCode> {
     let located = config::locate(flag);
-    let loaded = match located.path() {
-        Some(path) => return load_config(path, &located).map(|c| (c, located)),
-        None => config::defaults_with_env(std::env::vars()),
-    };
-    loaded.map(|c| (c, located.clone())).map_err(|errors| {
-        for e in &errors.0 {
-            eprintln!("anomalyd: {}", config_error(e, &located));
-        }
-        ExitCode::from(exit::CONFIG)
-    })
+    match load_or_defaults(&located) {
+        Ok(c) => Ok((c, located)),
+        Err(errors) => Err(config_failure(&errors, &located)),
+    }
 }
 
-/// Loads `path`, printing every error and mapping failure to `EX_CONFIG`.
-fn load_config(path: &Path, located: &Located) -> Result<Config, ExitCode> {
-    config::load(path).map_err(|errors| {
-        for e in &errors.0 {
-            eprintln!("anomalyd: {}", config_error(e, located));
-        }
-        ExitCode::from(exit::CONFIG)
-    })
+/// The file `located` names, loaded, or the built-in defaults with the environment's
+/// overrides when it names none.
+fn load_or_defaults(located: &Located) -> Result<Config, ConfigErrors> {
+    match located.path() {
+        Some(path) => config::load(path),
+        None => config::defaults_with_env(std::env::vars()),
+    }
+}
+
+/// Prints every configuration error and gives `EX_CONFIG`.
+fn config_failure(errors: &ConfigErrors, located: &Located) -> ExitCode {
+    for e in &errors.0 {
+        eprintln!("anomalyd: {}", config_error(e, located));
+    }
+    ExitCode::from(exit::CONFIG)
 }
 
 /// A configuration error as printed; a file that cannot be read says why it was the one.
