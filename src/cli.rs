@@ -11,6 +11,7 @@ use clap_complete::Shell;
 use crate::detect::forest::{Contamination, MaxSamples};
 use crate::offline::eval::EvalOptions;
 use crate::offline::train::{TrainInput, TrainOptions};
+use crate::tail::{Start, TailOptions};
 
 /// What `--help` and the man page say about the configuration file and exit codes.
 const AFTER_HELP: &str = "\
@@ -171,6 +172,27 @@ pub struct TailArgs {
     /// Pretty-print each record over several lines.
     #[arg(long)]
     pub pretty: bool,
+}
+
+/// `tail`'s `-n` when neither `-n`, `-f` nor `--from-beginning` is given, as Unix `tail`.
+pub const TAIL_LINES: u64 = 10;
+
+impl TailArgs {
+    /// The library's options: `--from-beginning`, else the last `-n` records (10 by default,
+    /// none with `-f` alone, which then prints only what comes next).
+    pub fn options(&self) -> TailOptions {
+        let start = match (self.from_beginning, self.lines) {
+            (true, _) => Start::Beginning,
+            (false, Some(n)) => Start::Last(n),
+            (false, None) => Start::Last(if self.follow { 0 } else { TAIL_LINES }),
+        };
+        TailOptions {
+            topic: self.topic.clone(),
+            start,
+            follow: self.follow,
+            pretty: self.pretty,
+        }
+    }
 }
 
 /// `anomalyd train`.
@@ -389,6 +411,18 @@ mod tests {
             };
             Ok::<_, clap::Error>((t.lines, t.follow, t.from_beginning, t.brokers))
         };
+        let options = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["anomalyd", "tail", "t"], args].concat()).unwrap();
+            let Command::Tail(t) = cli.command else {
+                panic!("not tail")
+            };
+            let o = t.options();
+            (o.start, o.follow)
+        };
+        assert_eq!(options(&[]), (Start::Last(10), false));
+        assert_eq!(options(&["-f"]), (Start::Last(0), true));
+        assert_eq!(options(&["-n", "3", "-f"]), (Start::Last(3), true));
+        assert_eq!(options(&["--from-beginning"]), (Start::Beginning, false));
         assert_eq!(parse(&["-n", "3"]).unwrap(), (Some(3), false, false, None));
         assert_eq!(
             parse(&["-fn", "2", "--brokers", "h:1"]).unwrap(),

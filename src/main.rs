@@ -18,15 +18,12 @@ use anomalyd::control::health::{self, Verdict};
 use anomalyd::daemon::{self, DaemonError};
 use anomalyd::offline::{eval, train};
 use anomalyd::signals::Signals;
-use anomalyd::tail::{Start, TailOptions, tail};
+use anomalyd::tail::tail;
 use anomalyd::{exit, logging};
 use clap::Parser;
 
 /// `health` and `ctl` give up after this: monitoring must not hang.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// `tail`'s `-n` when neither `-n`, `-f` nor `--from-beginning` is given, as Unix `tail`.
-const TAIL_LINES: u64 = 10;
 
 fn main() -> ExitCode {
     match Cli::parse().command {
@@ -46,7 +43,7 @@ fn main() -> ExitCode {
             Ok(report) => done(report),
             Err(e) => fail(&e, e.exit_code()),
         },
-        Command::Tail(args) => tail_topic(args),
+        Command::Tail(args) => tail_topic(&args),
         Command::Health(args) => check_health(&args),
         Command::Ctl(args) => ctl(&args),
         Command::Completions { shell } => {
@@ -122,7 +119,7 @@ fn origin(located: &Located, key: &str) -> String {
     }
 }
 
-fn tail_topic(args: TailArgs) -> ExitCode {
+fn tail_topic(args: &TailArgs) -> ExitCode {
     let (mut config, located) = match optional_config(args.config.config.as_deref()) {
         Ok(c) => c,
         Err(code) => return code,
@@ -136,24 +133,14 @@ fn tail_topic(args: TailArgs) -> ExitCode {
             .entry("fetch.wait.max.ms".into())
             .or_insert(PropertyValue::Int(10));
     }
-    let brokers_from = match args.brokers {
+    let brokers_from = match &args.brokers {
         Some(brokers) => {
-            config.kafka.brokers = brokers;
+            config.kafka.brokers.clone_from(brokers);
             "--brokers".to_owned()
         }
         None => describe(&located),
     };
-    let start = match (args.from_beginning, args.lines, args.follow) {
-        (true, _, _) => Start::Beginning,
-        (false, Some(n), _) => Start::Last(n),
-        (false, None, follow) => Start::Last(if follow { 0 } else { TAIL_LINES }),
-    };
-    let opts = TailOptions {
-        topic: args.topic,
-        start,
-        follow: args.follow,
-        pretty: args.pretty,
-    };
+    let opts = args.options();
     let mut out = std::io::stdout().lock();
     let stop = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -222,7 +209,7 @@ fn socket_path(arg: &SocketArg) -> Result<(PathBuf, String), String> {
         return Ok((socket.clone(), "socket given with --socket".into()));
     }
     let located = config::locate(arg.config.config.as_deref());
-    let config = load_or_defaults(&located).map_err(|errors| {
+    let config = config::load_located(&located, std::env::vars()).map_err(|errors| {
         let errors: Vec<String> = errors.0.iter().map(|e| config_error(e, &located)).collect();
         errors.join("; ")
     })?;
@@ -268,7 +255,7 @@ fn required_config(flag: Option<&Path>) -> Result<(Config, Located), ExitCode> {
     if located == Located::Nothing {
         return Err(fail(&located, exit::CONFIG));
     }
-    match load_or_defaults(&located) {
+    match config::load_located(&located, std::env::vars()) {
         Ok(c) => Ok((c, located)),
         Err(errors) => Err(config_failure(&errors, &located)),
     }
@@ -278,18 +265,9 @@ fn required_config(flag: Option<&Path>) -> Result<(Config, Located), ExitCode> {
 /// built-in defaults with `ANOMALYD_*` overrides when there is none.
 fn optional_config(flag: Option<&Path>) -> Result<(Config, Located), ExitCode> {
     let located = config::locate(flag);
-    match load_or_defaults(&located) {
+    match config::load_located(&located, std::env::vars()) {
         Ok(c) => Ok((c, located)),
         Err(errors) => Err(config_failure(&errors, &located)),
-    }
-}
-
-/// The file `located` names, loaded, or the built-in defaults with the environment's
-/// overrides when it names none.
-fn load_or_defaults(located: &Located) -> Result<Config, ConfigErrors> {
-    match located.path() {
-        Some(path) => config::load(path),
-        None => config::defaults_with_env(std::env::vars()),
     }
 }
 

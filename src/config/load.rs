@@ -278,6 +278,18 @@ pub fn load_with_env(
     ))
 }
 
+/// The file `located` names, loaded with the overrides in `env`; or, when it names none, the
+/// built-in defaults with those overrides ([`defaults_with_env`]).
+pub fn load_located(
+    located: &Located,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigErrors> {
+    match located.path() {
+        Some(path) => load_with_env(path, env),
+        None => defaults_with_env(env),
+    }
+}
+
 /// What stands for the file in errors about [`defaults_with_env`].
 pub const NO_FILE: &str = "(built-in defaults)";
 
