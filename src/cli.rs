@@ -1,17 +1,40 @@
-//! The command line: one subcommand per job, parsed with clap.
+//! The command line: one subcommand per job, parsed with clap. The same definition gives the
+//! shell completions ([`completions`], clap_complete) and the man page ([`man_page`],
+//! clap_mangen), so they cannot drift from `--help`.
 
+use std::io::Write;
 use std::path::PathBuf;
 
-use clap::{ArgGroup, Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand};
+use clap_complete::Shell;
 
-use crate::config::DEFAULT_PATH;
 use crate::detect::forest::{Contamination, MaxSamples};
 use crate::offline::eval::EvalOptions;
 use crate::offline::train::{TrainInput, TrainOptions};
+use crate::tail::{Start, TailOptions};
+
+/// What `--help` and the man page say about the configuration file and exit codes.
+const AFTER_HELP: &str = "\
+Configuration file, for every command: --config FILE, else $ANOMALYD_CONFIG, else \
+./anomalyd.toml if it exists, else /etc/anomalyd/anomalyd.toml. A file named by --config or \
+ANOMALYD_CONFIG must exist. health, ctl and tail run on built-in defaults when no file is found.
+
+Exit codes: 0 success; 1 runtime failure; 2 usage (clap); 64 usage (check-config --get: no \
+such key); 65 bad data or damaged model file; 66 missing input (model file, CSV, tail's topic); \
+69 unavailable (the daemon's socket or the Kafka brokers do not answer); 73 cannot write the \
+output; 78 invalid configuration (or a model that does not fit detector.features); 130 and 143: \
+a second SIGINT or SIGTERM stopped `run` during its shutdown. health: 0 OK, 1 WARNING, \
+2 CRITICAL, 3 UNKNOWN.";
 
 /// Real-time anomaly detection on Kafka streams.
 #[derive(Debug, Parser)]
-#[command(name = "anomalyd", version, about, propagate_version = true)]
+#[command(
+    name = "anomalyd",
+    version,
+    about,
+    propagate_version = true,
+    after_help = AFTER_HELP
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -19,11 +42,22 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the daemon: generator (if enabled), detector workers, until SIGTERM or SIGINT.
+    /// Run the daemon until SIGTERM or SIGINT.
+    ///
+    /// Starts the generator (if enabled) and the detector workers. SIGTERM or SIGINT stops it
+    /// gracefully within `[supervisor] shutdown_grace_s`; a second one during the shutdown
+    /// stops it at once, naming what was still running (exit 130 for SIGINT, 143 for SIGTERM).
     Run(ConfigArg),
-    /// Validate the configuration: print `ok`, or every error (exit 78).
+    /// Check the configuration and its model as `run` would: print `ok`, or every error.
+    ///
+    /// Exit 78 for the configuration or a model that does not fit `detector.features`, 66 for
+    /// a missing model file, 65 for a damaged one.
     CheckConfig(CheckConfigArgs),
-    /// Print a topic's records as JSON lines.
+    /// Print a topic's last records as JSON lines, as Unix `tail` (`-f` follows).
+    ///
+    /// Without options, the last 10 records over all partitions, oldest first, then exit. An
+    /// empty topic prints nothing (exit 0); a missing topic exits 66, brokers that do not
+    /// answer 69.
     Tail(TailArgs),
     /// One-line health of the running daemon, with Nagios exit codes (0 OK, 1 WARNING,
     /// 2 CRITICAL, 3 UNKNOWN).
@@ -34,14 +68,27 @@ pub enum Command {
     Train(TrainArgs),
     /// Score a CSV file with a model: ROC AUC, average precision, share flagged, rows/s.
     Eval(EvalArgs),
+    /// Print a shell completion script to stdout.
+    ///
+    /// E.g. `anomalyd completions bash > ~/.local/share/bash-completion/completions/anomalyd`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print the man page, anomalyd(1), to stdout.
+    ///
+    /// E.g. `anomalyd man > anomalyd.1; man ./anomalyd.1`.
+    Man,
 }
 
 /// `--config`, shared by every command that reads the configuration.
 #[derive(Debug, Args)]
 pub struct ConfigArg {
-    /// Configuration file.
-    #[arg(long, short = 'c', env = "ANOMALYD_CONFIG", default_value = DEFAULT_PATH)]
-    pub config: PathBuf,
+    /// Configuration file [default: $ANOMALYD_CONFIG, else ./anomalyd.toml if it exists, else
+    /// /etc/anomalyd/anomalyd.toml].
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// `anomalyd check-config`.
@@ -50,19 +97,21 @@ pub struct CheckConfigArgs {
     #[command(flatten)]
     pub config: ConfigArg,
     /// Instead of `ok`, print the topics the configuration reads and writes, one per line
-    /// (for provisioning them).
+    /// (for provisioning them). Does not look at the model.
     #[arg(long)]
     pub topics: bool,
     /// Instead of `ok`, print the resolved value of one key, e.g. `model.path` (environment
-    /// overrides applied), for scripts.
+    /// overrides applied), for scripts. Does not look at the model.
     #[arg(long, value_name = "KEY", conflicts_with = "topics")]
     pub get: Option<String>,
 }
 
-/// Where the control socket is: `--socket`, else the config's `[control] socket`.
+/// Where the control socket is: `--socket`, else the config's `[control] socket`, else the
+/// built-in default.
 #[derive(Debug, Args)]
 pub struct SocketArg {
-    /// Control socket [default: the config's `[control] socket`].
+    /// Control socket [default: the configuration file's `[control] socket`; without a
+    /// configuration file, $RUNTIME_DIRECTORY/anomalyd.sock or /run/anomalyd/anomalyd.sock].
     #[arg(long, short = 's')]
     pub socket: Option<PathBuf>,
     #[command(flatten)]
@@ -101,15 +150,49 @@ pub struct TailArgs {
     pub topic: String,
     #[command(flatten)]
     pub config: ConfigArg,
-    /// Start at the oldest record instead of the newest.
+    /// Bootstrap brokers, `HOST:PORT[,HOST:PORT...]`, instead of the configuration's
+    /// `[kafka] brokers`; works without a configuration file.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub brokers: Option<String>,
+    /// Print the last N records of the topic (over all partitions, oldest first) [default: 10,
+    /// or 0 with --follow].
+    #[arg(
+        short = 'n',
+        long = "lines",
+        value_name = "N",
+        conflicts_with = "from_beginning"
+    )]
+    pub lines: Option<u64>,
+    /// Keep printing new records as they arrive, until Ctrl-C.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Print every record from the oldest one kept (then follow with --follow).
     #[arg(long)]
     pub from_beginning: bool,
-    /// Stop after N records.
-    #[arg(short = 'n', long = "limit", value_name = "N")]
-    pub limit: Option<u64>,
     /// Pretty-print each record over several lines.
     #[arg(long)]
     pub pretty: bool,
+}
+
+/// `tail`'s `-n` when neither `-n`, `-f` nor `--from-beginning` is given, as Unix `tail`.
+pub const TAIL_LINES: u64 = 10;
+
+impl TailArgs {
+    /// The library's options: `--from-beginning`, else the last `-n` records (10 by default,
+    /// none with `-f` alone, which then prints only what comes next).
+    pub fn options(&self) -> TailOptions {
+        let start = match (self.from_beginning, self.lines) {
+            (true, _) => Start::Beginning,
+            (false, Some(n)) => Start::Last(n),
+            (false, None) => Start::Last(if self.follow { 0 } else { TAIL_LINES }),
+        };
+        TailOptions {
+            topic: self.topic.clone(),
+            start,
+            follow: self.follow,
+            pretty: self.pretty,
+        }
+    }
 }
 
 /// `anomalyd train`.
@@ -206,14 +289,151 @@ impl EvalArgs {
     }
 }
 
+/// Writes `shell`'s completion script for the whole command line to `out`.
+pub fn completions(shell: Shell, out: &mut dyn Write) {
+    clap_complete::generate(shell, &mut Cli::command(), "anomalyd", out);
+}
+
+/// Writes the man page, anomalyd(1) in roff, to `out`: NAME, SYNOPSIS, DESCRIPTION, OPTIONS,
+/// SUBCOMMANDS (each with its own options), EXTRA (the search order and exit codes) and VERSION.
+pub fn man_page(out: &mut dyn Write) -> std::io::Result<()> {
+    let cmd = Cli::command();
+    let man = clap_mangen::Man::new(cmd.clone());
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
+    man.render_description_section(out)?;
+    man.render_options_section(out)?;
+    // The stock SUBCOMMANDS section gives one line each; the page is more useful with every
+    // subcommand's own synopsis and options.
+    writeln!(out, ".SH SUBCOMMANDS")?;
+    for sub in cmd.get_subcommands() {
+        subcommand_section(out, sub, "anomalyd")?;
+    }
+    man.render_extra_section(out)?;
+    man.render_version_section(out)
+}
+
+/// One `.SS` per subcommand (nested ones too): synopsis, description, options.
+fn subcommand_section(
+    out: &mut dyn Write,
+    sub: &clap::Command,
+    parent: &str,
+) -> std::io::Result<()> {
+    let name = format!("{parent} {}", sub.get_name());
+    let page = clap_mangen::Man::new(sub.clone().display_name(&name).bin_name(&name));
+    writeln!(out, ".SS {}", roff_escape(&name))?;
+    let mut section = Vec::new();
+    page.render_synopsis_section(&mut section)?;
+    section.extend_from_slice(b".PP\n");
+    page.render_description_section(&mut section)?;
+    if sub.get_arguments().any(|a| !a.is_hide_set()) {
+        section.extend_from_slice(b".PP\n");
+        page.render_options_section(&mut section)?;
+    }
+    // Their own headings would end the SUBCOMMANDS section.
+    for line in String::from_utf8_lossy(&section).lines() {
+        if !line.starts_with(".SH ") {
+            writeln!(out, "{line}")?;
+        }
+    }
+    for nested in sub.get_subcommands() {
+        subcommand_section(out, nested, &name)?;
+    }
+    Ok(())
+}
+
+/// Escapes what roff would read as a control character at the start of a line.
+fn roff_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('-', "\\-")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    fn subcommands() -> Vec<String> {
+        Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn completions_know_every_subcommand() {
+        assert!(subcommands().len() >= 9, "{:?}", subcommands());
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+            let mut out = Vec::new();
+            completions(shell, &mut out);
+            let script = String::from_utf8(out).unwrap();
+            for name in subcommands() {
+                assert!(script.contains(&name), "{shell}: no {name}");
+            }
+        }
+        let mut bash = Vec::new();
+        completions(Shell::Bash, &mut bash);
+        let bash = String::from_utf8(bash).unwrap();
+        assert!(bash.contains("complete -F _anomalyd"), "{bash}");
+        // Subcommands' own options are completed too.
+        assert!(bash.contains("--from-beginning") && bash.contains("--brokers"));
+    }
+
+    #[test]
+    fn man_page_has_the_sections_and_every_subcommand() {
+        let mut out = Vec::new();
+        man_page(&mut out).unwrap();
+        let page = String::from_utf8(out).unwrap();
+        assert!(page.starts_with(".ie") || page.starts_with(".TH"), "{page}");
+        assert!(page.contains(".TH anomalyd 1"), "{page}");
+        for section in [".SH NAME", ".SH SYNOPSIS", ".SH SUBCOMMANDS", ".SH EXTRA"] {
+            assert!(page.contains(section), "no {section}");
+        }
+        for name in subcommands() {
+            let heading = format!(".SS anomalyd {}", name.replace('-', "\\-"));
+            assert!(page.contains(&heading), "no {heading}");
+        }
+        // Options of subcommands, and the search order and exit codes from --help.
+        assert!(page.contains("from\\-beginning"), "{page}");
+        assert!(page.contains("ANOMALYD_CONFIG") && page.contains("130"));
+    }
+
+    #[test]
+    fn tail_options_parse_like_unix_tail() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["anomalyd", "tail", "t"], args].concat())?;
+            let Command::Tail(t) = cli.command else {
+                panic!("not tail")
+            };
+            Ok::<_, clap::Error>((t.lines, t.follow, t.from_beginning, t.brokers))
+        };
+        let options = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["anomalyd", "tail", "t"], args].concat()).unwrap();
+            let Command::Tail(t) = cli.command else {
+                panic!("not tail")
+            };
+            let o = t.options();
+            (o.start, o.follow)
+        };
+        assert_eq!(options(&[]), (Start::Last(10), false));
+        assert_eq!(options(&["-f"]), (Start::Last(0), true));
+        assert_eq!(options(&["-n", "3", "-f"]), (Start::Last(3), true));
+        assert_eq!(options(&["--from-beginning"]), (Start::Beginning, false));
+        assert_eq!(parse(&["-n", "3"]).unwrap(), (Some(3), false, false, None));
+        assert_eq!(
+            parse(&["-fn", "2", "--brokers", "h:1"]).unwrap(),
+            (Some(2), true, false, Some("h:1".into()))
+        );
+        assert_eq!(
+            parse(&["--from-beginning", "-f"]).unwrap(),
+            (None, true, true, None)
+        );
+        assert!(parse(&["-n", "3", "--from-beginning"]).is_err());
+        assert!(parse(&["-n", "-3"]).is_err());
     }
 
     #[test]

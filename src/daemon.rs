@@ -5,6 +5,7 @@
 //! feeds the watchdog while every task is alive, reloads on SIGHUP, and on SIGTERM drains
 //! within the grace period. Tests call it too, with hand-made [`Signals`].
 
+use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,21 +15,20 @@ use rdkafka::producer::FutureProducer;
 use thiserror::Error;
 use tokio::net::UnixListener;
 
-use crate::config::{Config, SlackMode};
+use crate::config::{Config, FeatureSpec, SlackMode};
 use crate::control::lag::{LagProbe, PartitionLag};
 use crate::control::server::{self, ControlError};
 use crate::control::status::{ModelStatus, PartitionStatus, Status};
-use crate::detect::features::FeatureExtractor;
 use crate::detect::model::{Model, ModelError};
 use crate::detect::slot::ModelSlot;
 use crate::detect::worker::WorkerEnv;
 use crate::metrics::Metrics;
-use crate::notify;
 use crate::signals::{Signal, Signals};
 use crate::sinks::slack::{self, SlackMetrics};
 use crate::source::consumer::{self, Assignment};
 use crate::source::generator::Generator;
 use crate::supervisor::{RestartPolicy, Supervisor, TaskError, TaskState};
+use crate::{exit, notify};
 
 /// Tasks whose failure makes the daemon not ready (Slack alerts failing does not: Kafka work
 /// never waits on Slack).
@@ -38,20 +38,111 @@ const CRITICAL_TASKS: &[&str] = &["detector", "control"];
 pub enum DaemonError {
     #[error(transparent)]
     Model(#[from] ModelError),
-    #[error(
-        "detector.features lists {configured} JSON pointers but the model {model_id} expects {expected} features"
-    )]
-    FeatureCount {
-        configured: usize,
-        expected: usize,
-        model_id: String,
-    },
+    #[error(transparent)]
+    Features(#[from] FeatureMismatch),
     #[error("could not create the Kafka producer: {0}")]
     Producer(KafkaError),
     #[error(transparent)]
     Control(#[from] ControlError),
     #[error("shutdown grace period ended with tasks still running: {}", .0.join(", "))]
     Grace(Vec<&'static str>),
+    #[error(
+        "second {signal} during shutdown: stopped at once; still running: {}",
+        if still_running.is_empty() { "nothing".to_owned() } else { still_running.join(", ") }
+    )]
+    Interrupted {
+        signal: Signal,
+        still_running: Vec<&'static str>,
+    },
+}
+
+impl DaemonError {
+    /// The process exit code `anomalyd run` (and `check-config`, for the model) ends with:
+    /// 66 a model file that cannot be read, 65 a damaged one, 78 one that does not fit the
+    /// configured features, 128 + the signal's number for a second SIGINT/SIGTERM during
+    /// shutdown (130, 143), 1 anything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Model(ModelError::Read { .. }) => exit::NO_INPUT,
+            Self::Model(_) => exit::DATA_ERR,
+            Self::Features(_) => exit::CONFIG,
+            Self::Interrupted { signal, .. } => signal.exit_code(),
+            Self::Producer(_) | Self::Control(_) | Self::Grace(_) => exit::FAILURE,
+        }
+    }
+}
+
+/// The model does not fit `detector.features`: a configuration error, since either the
+/// configuration or `model.path` must change.
+#[derive(Debug, Error)]
+#[error(
+    "detector.features: {configured} but the model {} (id {model_id}) has {} features ({}){why}",
+    path.display(), model_features.len(), model_features.join(", ")
+)]
+pub struct FeatureMismatch {
+    pub path: PathBuf,
+    pub model_id: String,
+    pub model_features: Vec<String>,
+    /// What the configuration lists, e.g. `3 JSON pointers (/a, /b, /c)`.
+    pub configured: String,
+    /// Empty for a count mismatch; else which position names which feature.
+    pub why: String,
+}
+
+/// Loads `[model] path` and checks it against `[detector] features`: the one check both
+/// `anomalyd run` and `anomalyd check-config` make, so they cannot disagree. Blocking (reads
+/// and verifies the whole file).
+///
+/// Errors: [`DaemonError::Model`] when the file is missing or damaged (wrong magic, version,
+/// checksum, ...), [`DaemonError::Features`] when it does not fit (see [`check_features`]).
+pub fn load_model(config: &Config) -> Result<Model, DaemonError> {
+    let model = Model::load(&config.model.path)?;
+    check_features(&config.detector.features, &model)?;
+    Ok(model)
+}
+
+/// With JSON pointers, the model must have one feature per pointer, and each pointer's last
+/// reference token (RFC 6901, unescaped: `/sensor/temperature` gives `temperature`) must be
+/// the name of the model's feature at the same place, so that features swapped or renamed
+/// between training and scoring are caught before a record is scored. A field holding an array
+/// (`features = "data"`) names no features: each record's array length is checked as it
+/// arrives (wrong lengths go to the dead-letter topic). The empty pointer (the whole record is
+/// the value) matches any name.
+pub fn check_features(spec: &FeatureSpec, model: &Model) -> Result<(), FeatureMismatch> {
+    let FeatureSpec::Pointers(pointers) = spec else {
+        return Ok(());
+    };
+    let names = model.feature_names();
+    let mismatch = |why: String| FeatureMismatch {
+        path: model.path().to_owned(),
+        model_id: model.id().to_owned(),
+        model_features: names.to_vec(),
+        configured: format!("{} JSON pointers ({})", pointers.len(), pointers.join(", ")),
+        why,
+    };
+    if pointers.len() != names.len() {
+        return Err(mismatch(String::new()));
+    }
+    let wrong: Vec<String> = pointers
+        .iter()
+        .zip(names)
+        .enumerate()
+        .filter_map(|(i, (pointer, name))| {
+            let token = pointer.rsplit('/').next().filter(|_| !pointer.is_empty())?;
+            let token = token.replace("~1", "/").replace("~0", "~");
+            (token != *name).then(|| {
+                format!(
+                    "pointer {} ({pointer}) reads `{token}` where the model expects `{name}`",
+                    i + 1
+                )
+            })
+        })
+        .collect();
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(mismatch(format!(": {}", wrong.join("; "))))
+    }
 }
 
 /// A running daemon: its shared state, for the control socket and for tests.
@@ -73,16 +164,7 @@ impl Daemon {
     /// Loads the model, binds the control socket and starts every configured task. Fails only
     /// on what a restart could not fix (a missing or mismatched model, a socket in use).
     pub async fn start(config: Config) -> Result<Arc<Self>, DaemonError> {
-        let model = Model::load(&config.model.path)?;
-        if let Some(configured) = FeatureExtractor::configured_count(&config.detector.features)
-            && configured != model.n_features()
-        {
-            return Err(DaemonError::FeatureCount {
-                configured,
-                expected: model.n_features(),
-                model_id: model.id().to_owned(),
-            });
-        }
+        let model = load_model(&config)?;
         tracing::info!(model_id = model.id(), path = %model.path().display(), features = model.n_features(), "model loaded");
         let producer: FutureProducer = crate::kafka::producer_config(&config.kafka)
             .create()
@@ -453,10 +535,109 @@ pub async fn run(config: Config, mut signals: Signals) -> Result<(), DaemonError
     };
 
     // SIGTERM/SIGINT, or the end of the signal stream, ends the loop.
-    while let Some(Signal::Reload) = signals.recv().await {
-        let _ = daemon.reload().await;
-    }
+    let first = loop {
+        match signals.recv().await {
+            Some(Signal::Reload) => {
+                let _ = daemon.reload().await;
+            }
+            other => break other,
+        }
+    };
     lifecycle.abort();
     notify::stopping();
-    daemon.stop(grace).await
+    if let Some(signal) = first {
+        tracing::info!(%signal, "stopping; a second SIGINT or SIGTERM stops at once");
+    }
+    // A second SIGINT/SIGTERM during the grace period ends the wait: the operator has seen
+    // enough. What was still running is named, as the tasks are abandoned mid-work.
+    let stop = daemon.stop(grace);
+    tokio::pin!(stop);
+    tokio::select! {
+        result = &mut stop => result,
+        Some(signal) = signals.next_stop() => {
+            let still_running = daemon.supervisor.running();
+            tracing::warn!(%signal, still_running = ?still_running, "second signal during shutdown: stopping at once");
+            let _ = std::fs::remove_file(&daemon.config.control.socket);
+            daemon.log_summary();
+            Err(DaemonError::Interrupted { signal, still_running })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::offline::train::{TrainOptions, train};
+
+    fn pointers(p: &[&str]) -> FeatureSpec {
+        FeatureSpec::Pointers(p.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn features_must_match_the_model_in_count_and_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.iforest");
+        train(&TrainOptions {
+            trees: Some(5),
+            ..TrainOptions::synthetic(42, path.clone())
+        })
+        .unwrap();
+        let model = Model::load(&path).unwrap();
+        assert_eq!(model.feature_names(), ["x0", "x1"]);
+
+        // A field's arrays name nothing: checked per record.
+        assert!(check_features(&FeatureSpec::Field("data".into()), &model).is_ok());
+        assert!(check_features(&pointers(&["/x0", "/x1"]), &model).is_ok());
+        // The last reference token counts, unescaped; the empty pointer matches anything.
+        assert!(check_features(&pointers(&["/point/x0", "/x1"]), &model).is_ok());
+        assert!(check_features(&pointers(&["", "/x1"]), &model).is_ok());
+
+        let count = check_features(&pointers(&["/a", "/b", "/c"]), &model).unwrap_err();
+        let msg = count.to_string();
+        assert!(
+            msg.starts_with("detector.features: 3 JSON pointers (/a, /b, /c) but the model")
+                && msg.contains("m.iforest")
+                && msg.ends_with("has 2 features (x0, x1)"),
+            "{msg}"
+        );
+        let swapped = check_features(&pointers(&["/x1", "/x0"]), &model)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            swapped.contains("pointer 1 (/x1) reads `x1` where the model expects `x0`")
+                && swapped.contains("pointer 2 (/x0) reads `x0` where the model expects `x1`"),
+            "{swapped}"
+        );
+        let escaped = check_features(&pointers(&["/a~1x0", "/x1"]), &model)
+            .unwrap_err()
+            .to_string();
+        assert!(escaped.contains("reads `a/x0`"), "{escaped}");
+
+        assert_eq!(
+            DaemonError::from(count).exit_code(),
+            exit::CONFIG,
+            "a model that does not fit is a configuration error"
+        );
+    }
+
+    #[test]
+    fn model_problems_have_their_exit_codes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.model.path = dir.path().join("absent.iforest");
+        let missing = load_model(&config).unwrap_err();
+        assert_eq!(missing.exit_code(), exit::NO_INPUT, "{missing}");
+        std::fs::write(&config.model.path, b"not a model").unwrap();
+        let damaged = load_model(&config).unwrap_err();
+        assert_eq!(damaged.exit_code(), exit::DATA_ERR, "{damaged}");
+        let interrupted = DaemonError::Interrupted {
+            signal: Signal::Interrupt,
+            still_running: vec!["generator", "detector"],
+        };
+        assert_eq!(interrupted.exit_code(), 130);
+        assert_eq!(
+            interrupted.to_string(),
+            "second SIGINT during shutdown: stopped at once; still running: generator, detector"
+        );
+    }
 }

@@ -1,5 +1,5 @@
-//! The `anomalyd` binary: parses arguments, loads the configuration, sets up logging and hands
-//! over to the library. Errors are printed once, here, and turned into exit codes.
+//! The `anomalyd` binary: parses arguments, finds and loads the configuration, sets up logging
+//! and hands over to the library. Errors are printed once, here, and turned into exit codes.
 
 #![forbid(unsafe_code)]
 
@@ -9,13 +9,17 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anomalyd::cli::{Cli, Command, CtlAction, CtlArgs, HealthArgs, SocketArg, TailArgs};
-use anomalyd::config::{self, Config};
-use anomalyd::control::{client, health};
+use anomalyd::cli::{
+    self, CheckConfigArgs, Cli, Command, CtlAction, CtlArgs, HealthArgs, SocketArg, TailArgs,
+};
+use anomalyd::config::{self, Config, ConfigError, ConfigErrors, Located, PropertyValue};
+use anomalyd::control::client;
+use anomalyd::control::health::{self, Verdict};
+use anomalyd::daemon::{self, DaemonError};
 use anomalyd::offline::{eval, train};
 use anomalyd::signals::Signals;
-use anomalyd::tail::{TailOptions, tail};
-use anomalyd::{daemon, exit, logging};
+use anomalyd::tail::tail;
+use anomalyd::{exit, logging};
 use clap::Parser;
 
 /// `health` and `ctl` give up after this: monitoring must not hang.
@@ -23,18 +27,8 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Run(args) => run(&args.config),
-        Command::CheckConfig(args) => match load_config(&args.config.config) {
-            Ok(c) if args.topics => done(c.topics().join("\n")),
-            Ok(c) => match args.get.as_deref() {
-                None => done("ok"),
-                Some(key) => match c.value_of(key) {
-                    Some(value) => done(value),
-                    None => fail(&format!("check-config: no key {key}"), exit::USAGE),
-                },
-            },
-            Err(code) => code,
-        },
+        Command::Run(args) => run(args.config.as_deref()),
+        Command::CheckConfig(args) => check_config(&args),
         Command::Train(args) => {
             match train::train(&args.options(std::io::stderr().is_terminal())) {
                 Ok(summary) => done(summary),
@@ -49,14 +43,22 @@ fn main() -> ExitCode {
             Ok(report) => done(report),
             Err(e) => fail(&e, e.exit_code()),
         },
-        Command::Tail(args) => tail_topic(args),
-        Command::Health(args) => check_health(args),
-        Command::Ctl(args) => ctl(args),
+        Command::Tail(args) => tail_topic(&args),
+        Command::Health(args) => check_health(&args),
+        Command::Ctl(args) => ctl(&args),
+        Command::Completions { shell } => {
+            cli::completions(shell, &mut std::io::stdout().lock());
+            ExitCode::SUCCESS
+        }
+        Command::Man => match cli::man_page(&mut std::io::stdout().lock()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e, exit::FAILURE),
+        },
     }
 }
 
-fn run(config_path: &Path) -> ExitCode {
-    let config = match load_config(config_path) {
+fn run(flag: Option<&Path>) -> ExitCode {
+    let (config, located) = match required_config(flag) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -67,36 +69,107 @@ fn run(config_path: &Path) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(&e, exit::FAILURE),
     };
-    match runtime().block_on(daemon::run(config, signals)) {
+    let rt = runtime();
+    let result = rt.block_on(daemon::run(config, signals));
+    // After a second signal, tasks were abandoned mid-work: do not wait for them.
+    rt.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&e, exit::FAILURE),
+        Err(e) => fail(&daemon_error(&e, &located), e.exit_code()),
     }
 }
 
-fn tail_topic(args: TailArgs) -> ExitCode {
-    let config = match load_config(&args.config.config) {
+/// `check-config`: the configuration, then (unless `--topics` or `--get`, which scripts use
+/// before a model exists) the model, with the same check `run` makes.
+fn check_config(args: &CheckConfigArgs) -> ExitCode {
+    let (c, located) = match required_config(args.config.config.as_deref()) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let opts = TailOptions {
-        topic: args.topic,
-        from_beginning: args.from_beginning,
-        limit: args.limit,
-        pretty: args.pretty,
+    if args.topics {
+        return done(c.topics().join("\n"));
+    }
+    if let Some(key) = args.get.as_deref() {
+        return match c.value_of(key) {
+            Some(value) => done(value),
+            None => fail(&format!("check-config: no key {key}"), exit::USAGE),
+        };
+    }
+    match daemon::load_model(&c) {
+        Ok(_) => done("ok"),
+        Err(e) => fail(&daemon_error(&e, &located), e.exit_code()),
+    }
+}
+
+/// A daemon error as printed: model problems are placed at the key that names the model or
+/// the features (`./anomalyd.toml:42:8: model.path: ...`).
+fn daemon_error(e: &DaemonError, located: &Located) -> String {
+    match e {
+        DaemonError::Model(_) => format!("{}: model.path: {e}", origin(located, "model.path")),
+        // Its text starts with `detector.features: `.
+        DaemonError::Features(_) => format!("{}: {e}", origin(located, "detector.features")),
+        _ => e.to_string(),
+    }
+}
+
+fn origin(located: &Located, key: &str) -> String {
+    match located.path() {
+        Some(path) => config::origin_of(path, key, std::env::vars()).to_string(),
+        None => config::NO_FILE.to_owned(),
+    }
+}
+
+fn tail_topic(args: &TailArgs) -> ExitCode {
+    let (mut config, located) = match optional_config(args.config.config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
     };
+    if located == Located::Nothing {
+        // What the shipped file sets for tansu, which holds every fetch for the full
+        // fetch.wait.max.ms (librdkafka's default is 500 ms).
+        config
+            .kafka
+            .properties
+            .entry("fetch.wait.max.ms".into())
+            .or_insert(PropertyValue::Int(10));
+    }
+    let brokers_from = match &args.brokers {
+        Some(brokers) => {
+            config.kafka.brokers.clone_from(brokers);
+            "--brokers".to_owned()
+        }
+        None => describe(&located),
+    };
+    let opts = args.options();
     let mut out = std::io::stdout().lock();
     let stop = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    match runtime().block_on(tail(&config.kafka, &opts, &mut out, stop)) {
+    let rt = runtime();
+    let result = rt.block_on(tail(&config.kafka, &opts, &mut out, stop));
+    rt.shutdown_background();
+    match result {
         Ok(_) => ExitCode::SUCCESS,
-        Err(e) => fail(&e, exit::FAILURE),
+        // A reader that went away (`| head`) is the end of the job, not a failure.
+        Err(anomalyd::tail::TailError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&format!("{e} (brokers from {brokers_from})"), e.exit_code()),
     }
 }
 
-fn check_health(args: HealthArgs) -> ExitCode {
-    let socket = socket_path(&args.socket);
-    let h = runtime().block_on(health::check(&socket, CONTROL_TIMEOUT));
+fn check_health(args: &HealthArgs) -> ExitCode {
+    let (socket, from) = match socket_path(&args.socket) {
+        Ok(s) => s,
+        Err(why) => {
+            println!("UNKNOWN anomalyd: {why}");
+            return ExitCode::from(Verdict::Unknown as u8);
+        }
+    };
+    let mut h = runtime().block_on(health::check(&socket, CONTROL_TIMEOUT));
+    if h.verdict == Verdict::Unknown {
+        h.line = format!("{} ({from})", h.line);
+    }
     println!("{}", h.line);
     if args.verbose {
         h.detail.iter().for_each(|l| println!("  {l}"));
@@ -104,10 +177,14 @@ fn check_health(args: HealthArgs) -> ExitCode {
     ExitCode::from(h.verdict as u8)
 }
 
-fn ctl(args: CtlArgs) -> ExitCode {
+fn ctl(args: &CtlArgs) -> ExitCode {
     let (method, path, socket) = match &args.action {
-        CtlAction::Status(s) => ("GET", "/status", socket_path(s)),
-        CtlAction::Reload(s) => ("POST", "/reload", socket_path(s)),
+        CtlAction::Status(s) => ("GET", "/status", s),
+        CtlAction::Reload(s) => ("POST", "/reload", s),
+    };
+    let (socket, from) = match socket_path(socket) {
+        Ok(s) => s,
+        Err(why) => return fail(&why, exit::CONFIG),
     };
     // A reload reads and verifies the whole file: allow it more time than a status read.
     let timeout = CONTROL_TIMEOUT * if method == "POST" { 30 } else { 1 };
@@ -120,17 +197,37 @@ fn ctl(args: CtlArgs) -> ExitCode {
             eprint!("anomalyd: the daemon answered {code}: {body}");
             ExitCode::from(exit::FAILURE)
         }
-        Err(e) => fail(&e, exit::UNAVAILABLE),
+        Err(e) => fail(&format!("{e} ({from})"), exit::UNAVAILABLE),
     }
 }
 
-/// `--socket`, else the configuration's socket, else the built-in default.
-fn socket_path(arg: &SocketArg) -> PathBuf {
-    arg.socket.clone().unwrap_or_else(|| {
-        config::load(&arg.config.config)
-            .map(|c| c.control.socket)
-            .unwrap_or_else(|_| config::default_socket_path())
-    })
+/// `--socket`, else the configuration's socket (file or built-in default, with the
+/// environment's overrides), and where it came from, for messages. A configuration that is
+/// named or found but invalid is an error, not a reason to guess.
+fn socket_path(arg: &SocketArg) -> Result<(PathBuf, String), String> {
+    if let Some(socket) = &arg.socket {
+        return Ok((socket.clone(), "socket given with --socket".into()));
+    }
+    let located = config::locate(arg.config.config.as_deref());
+    let config = config::load_located(&located, std::env::vars()).map_err(|errors| {
+        let errors: Vec<String> = errors.0.iter().map(|e| config_error(e, &located)).collect();
+        errors.join("; ")
+    })?;
+    let var = "ANOMALYD_CONTROL__SOCKET";
+    let from = match &located {
+        _ if std::env::var_os(var).is_some() => format!("socket from {var}"),
+        Located::File { .. } => format!("socket from {located}"),
+        Located::Nothing => format!("the built-in default socket; {located}"),
+    };
+    Ok((config.control.socket, from))
+}
+
+/// Where settings came from, for messages: the file and why it was picked, or the defaults.
+fn describe(located: &Located) -> String {
+    match located {
+        Located::File { .. } => located.to_string(),
+        Located::Nothing => format!("the built-in defaults; {located}"),
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -151,12 +248,46 @@ fn fail(error: &dyn Display, code: u8) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// Loads the configuration, printing every error and mapping failure to `EX_CONFIG`.
-fn load_config(path: &Path) -> Result<Config, ExitCode> {
-    config::load(path).map_err(|errors| {
-        for e in &errors.0 {
-            eprintln!("anomalyd: {e}");
+/// The configuration `run` and `check-config` need: the file the search order picks, loaded.
+/// No file at all, or a file that cannot be loaded, is printed and gives `EX_CONFIG`.
+fn required_config(flag: Option<&Path>) -> Result<(Config, Located), ExitCode> {
+    let located = config::locate(flag);
+    if located == Located::Nothing {
+        return Err(fail(&located, exit::CONFIG));
+    }
+    match config::load_located(&located, std::env::vars()) {
+        Ok(c) => Ok((c, located)),
+        Err(errors) => Err(config_failure(&errors, &located)),
+    }
+}
+
+/// The configuration `health`, `ctl` and `tail` use: the file the search order picks, or the
+/// built-in defaults with `ANOMALYD_*` overrides when there is none.
+fn optional_config(flag: Option<&Path>) -> Result<(Config, Located), ExitCode> {
+    let located = config::locate(flag);
+    match config::load_located(&located, std::env::vars()) {
+        Ok(c) => Ok((c, located)),
+        Err(errors) => Err(config_failure(&errors, &located)),
+    }
+}
+
+/// Prints every configuration error and gives `EX_CONFIG`.
+fn config_failure(errors: &ConfigErrors, located: &Located) -> ExitCode {
+    for e in &errors.0 {
+        eprintln!("anomalyd: {}", config_error(e, located));
+    }
+    ExitCode::from(exit::CONFIG)
+}
+
+/// A configuration error as printed; a file that cannot be read says why it was the one.
+fn config_error(e: &ConfigError, located: &Located) -> String {
+    match (e, located) {
+        (ConfigError::Read { path, source }, Located::File { rule, .. }) => {
+            format!(
+                "{} ({rule}): cannot read the config file: {source}",
+                path.display()
+            )
         }
-        ExitCode::from(exit::CONFIG)
-    })
+        _ => e.to_string(),
+    }
 }

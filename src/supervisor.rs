@@ -270,14 +270,19 @@ impl Supervisor {
                 Err(_) => break,
             }
         }
-        let still: Vec<&'static str> = self
-            .reports()
+        let still = self.running();
+        joins.abort_all();
+        still
+    }
+
+    /// The tasks neither finished nor stopped: running, or waiting to restart. During a
+    /// shutdown, those still to stop.
+    pub fn running(&self) -> Vec<&'static str> {
+        self.reports()
             .into_iter()
             .filter(|r| matches!(r.state, TaskState::Running | TaskState::Backoff))
             .map(|r| r.name)
-            .collect();
-        joins.abort_all();
-        still
+            .collect()
     }
 }
 

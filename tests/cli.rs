@@ -1,8 +1,12 @@
 //! The `anomalyd` binary's contract with scripts and systemd: `check-config` prints `ok` or
-//! every error, and a bad configuration exits with 78 (EX_CONFIG).
+//! every error, and a bad configuration exits with 78 (EX_CONFIG); a missing model 66, a
+//! damaged one 65, one that does not fit the features 78, for `check-config` and `run` alike;
+//! every command finds its configuration the same way; a second SIGINT during a slow shutdown
+//! exits 130 at once.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 fn anomalyd() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_anomalyd"));
@@ -30,11 +34,105 @@ fn check(config: &Path, env: &[(&str, &str)]) -> Output {
     cmd.output().expect("run anomalyd")
 }
 
+/// Trains the demo model (`anomalyd train --synthetic`, few trees) into `dir`.
+fn train(dir: &Path) -> PathBuf {
+    let model = dir.join("seed.iforest");
+    let out = anomalyd()
+        .args(["train", "--synthetic", "--trees", "5", "--out"])
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    model
+}
+
 #[test]
 fn shipped_config_is_valid() {
-    let out = check(&repo_config(), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let model = train(dir.path());
+    let model = model.to_str().unwrap();
+    let out = check(&repo_config(), &[("ANOMALYD_MODEL__PATH", model)]);
     assert_eq!(text(&out.stdout), "ok\n", "stderr: {}", text(&out.stderr));
     assert_eq!(out.status.code(), Some(0));
+}
+
+/// check-config checks what `run` needs, and `run` fails the same way, before touching Kafka.
+#[test]
+fn a_missing_damaged_or_mismatched_model_fails_check_config_and_run_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = train(dir.path());
+    let config = dir.path().join("anomalyd.toml");
+    let write = |model: &Path, features: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[kafka]\nbrokers = \"127.0.0.1:1\"\n\n[detector]\nfeatures = {features}\n\n\
+                 [model]\npath = \"{}\"\n\n[control]\nsocket = \"{}\"\n",
+                model.display(),
+                dir.path().join("s.sock").display()
+            ),
+        )
+        .unwrap()
+    };
+    let both = |expected: i32, says: &[&str]| {
+        let run = anomalyd()
+            .args(["run", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        for (what, out) in [("check-config", check(&config, &[])), ("run", run)] {
+            let stderr = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(expected), "{what}: {stderr}");
+            for s in says {
+                assert!(stderr.contains(s), "{what}: no {s:?} in {stderr}");
+            }
+        }
+    };
+
+    write(&model, "\"data\"");
+    assert_eq!(text(&check(&config, &[]).stdout), "ok\n");
+    // Scripts read settings before any model exists.
+    let absent = dir.path().join("absent.iforest");
+    write(&absent, "\"data\"");
+    let get = anomalyd()
+        .args(["check-config", "--get", "model.path", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(text(&get.stdout), format!("{}\n", absent.display()));
+
+    let at = format!(
+        "{}:8:8: model.path: model file {}",
+        config.display(),
+        absent.display()
+    );
+    both(66, &[&at, "No such file"]);
+
+    let damaged = dir.path().join("damaged.iforest");
+    let mut bytes = std::fs::read(&model).unwrap();
+    let middle = bytes.len() / 2;
+    for b in &mut bytes[middle..middle + 8] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&damaged, bytes).unwrap();
+    write(&damaged, "\"data\"");
+    both(
+        65,
+        &[
+            "model.path: model file",
+            "damaged.iforest",
+            "checksum mismatch",
+        ],
+    );
+
+    write(&model, "[\"/x0\", \"/x1\", \"/x2\"]");
+    let at = format!(
+        "{}:5:12: detector.features: 3 JSON pointers",
+        config.display()
+    );
+    both(78, &[&at, "seed.iforest", "has 2 features (x0, x1)"]);
+    write(&model, "[\"/x1\", \"/x0\"]");
+    both(78, &["detector.features", "where the model expects `x0`"]);
 }
 
 #[test]
@@ -65,7 +163,11 @@ fn missing_file_exits_78() {
     let dir = tempfile::tempdir().unwrap();
     let out = check(&dir.path().join("absent.toml"), &[]);
     assert_eq!(out.status.code(), Some(78));
-    assert!(text(&out.stderr).contains("absent.toml: cannot read"));
+    assert!(
+        text(&out.stderr).contains("absent.toml (named by --config): cannot read the config file"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -83,14 +185,124 @@ fn env_override_is_validated() {
     assert_eq!(out.status.code(), Some(78), "single underscore is a typo");
 }
 
+/// No --config, no ANOMALYD_CONFIG: `./anomalyd.toml` is read, for every command, and
+/// commands that fail to connect say which file (and socket) they used.
+#[test]
+fn the_working_directory_file_is_found_without_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = train(dir.path());
+    let socket = dir.path().join("control.sock");
+    std::fs::write(
+        dir.path().join("anomalyd.toml"),
+        format!(
+            "[model]\npath = \"{}\"\n[control]\nsocket = \"{}\"\n",
+            model.display(),
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let in_dir = |args: &[&str]| {
+        anomalyd()
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+
+    let out = in_dir(&["check-config"]);
+    assert_eq!(text(&out.stdout), "ok\n", "{}", text(&out.stderr));
+    let out = in_dir(&["check-config", "--get", "control.socket"]);
+    assert_eq!(text(&out.stdout), format!("{}\n", socket.display()));
+
+    // health and ctl use the file's socket, and name it and the file when nothing answers.
+    let out = in_dir(&["health"]);
+    assert_eq!(out.status.code(), Some(3));
+    let line = text(&out.stdout);
+    assert!(
+        line.starts_with("UNKNOWN anomalyd: ")
+            && line.contains(&socket.display().to_string())
+            && line.contains("socket from ./anomalyd.toml (found in the working directory)"),
+        "{line}"
+    );
+    let out = in_dir(&["ctl", "status"]);
+    assert_eq!(out.status.code(), Some(69));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&socket.display().to_string()) && stderr.contains("./anomalyd.toml"),
+        "{stderr}"
+    );
+
+    // ANOMALYD_CONFIG comes before ./anomalyd.toml; a named file must exist.
+    let out = anomalyd()
+        .arg("check-config")
+        .current_dir(dir.path())
+        .env("ANOMALYD_CONFIG", dir.path().join("other.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("other.toml (named by ANOMALYD_CONFIG): cannot read the config file"),
+        "{stderr}"
+    );
+
+    // An invalid file found in the working directory is an error, not a reason to guess.
+    std::fs::write(dir.path().join("anomalyd.toml"), "[control]\nsockt = 1\n").unwrap();
+    let out = in_dir(&["health"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out.stdout).contains("./anomalyd.toml:2:1: control.sockt"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = in_dir(&["ctl", "reload"]);
+    assert_eq!(out.status.code(), Some(78));
+}
+
+/// No file anywhere: `run` and `check-config` refuse, naming what they looked for; `health`
+/// falls back to the built-in socket and says so. Skipped only where a system-wide file exists.
+#[test]
+fn without_any_file_run_refuses_and_health_uses_the_default_socket() {
+    if Path::new("/etc/anomalyd/anomalyd.toml").exists() {
+        eprintln!("skipped: /etc/anomalyd/anomalyd.toml exists on this machine");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("rt").join("anomalyd.sock");
+    let out = anomalyd()
+        .arg("check-config")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        text(&out.stderr).contains("no configuration file (no --config, no ANOMALYD_CONFIG, no ./anomalyd.toml, no /etc/anomalyd/anomalyd.toml)"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = anomalyd()
+        .arg("health")
+        .current_dir(dir.path())
+        .env("RUNTIME_DIRECTORY", dir.path().join("rt"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let line = text(&out.stdout);
+    assert!(
+        line.contains(&socket.display().to_string())
+            && line.contains("the built-in default socket; no configuration file"),
+        "{line}"
+    );
+}
+
 #[test]
 fn config_path_comes_from_environment() {
     let out = anomalyd()
-        .arg("check-config")
+        .args(["check-config", "--get", "detector.input_topic"])
         .env("ANOMALYD_CONFIG", repo_config())
         .output()
         .unwrap();
-    assert_eq!(text(&out.stdout), "ok\n", "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "transactions\n", "{}", text(&out.stderr));
 
     let out = anomalyd()
         .arg("check-config")
@@ -102,8 +314,6 @@ fn config_path_comes_from_environment() {
 
 #[test]
 fn topics_are_listed_with_overrides_applied() {
-    let out = check(&repo_config(), &[]);
-    assert_eq!(out.status.code(), Some(0));
     let mut cmd = anomalyd();
     let out = cmd
         .args(["check-config", "--topics", "--config"])
@@ -170,5 +380,100 @@ fn version_is_printed() {
     assert_eq!(
         text(&out.stdout),
         format!("anomalyd {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+fn wait_for(log: &Path, what: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(what) || Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A slow drain for real: the broker is gone, so the generator's records in flight wait for
+/// acknowledgements that cannot come (librdkafka gives up only after message.timeout.ms,
+/// five minutes) and the shutdown would use its whole grace period (60 s here). A second
+/// SIGINT ends the wait at once, exits 130 and names what was still running.
+#[test]
+fn second_sigint_during_a_slow_drain_stops_at_once_with_130() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = train(dir.path());
+    let config = dir.path().join("anomalyd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\nbrokers = \"127.0.0.1:1\"\n[model]\npath = \"{}\"\n\
+             [generator]\nenabled = true\nrate = 1000\n[control]\nsocket = \"{}\"\n\
+             [supervisor]\nshutdown_grace_s = 60\n[log]\nlevel = \"info,rdkafka=off\"\n",
+            model.display(),
+            dir.path().join("s.sock").display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut daemon = anomalyd()
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = daemon.id();
+    let said = wait_for(&log, "generator started", Duration::from_secs(30));
+    assert!(said.contains("generator started"), "{said}");
+    // Let records pile up in the producer's queue.
+    std::thread::sleep(Duration::from_millis(500));
+
+    signal(pid, "-INT");
+    let said = wait_for(&log, "stopping", Duration::from_secs(10));
+    assert!(
+        said.contains("a second SIGINT or SIGTERM stops at once"),
+        "{said}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        daemon.try_wait().unwrap().is_none(),
+        "the drain is slow: still stopping after 0.5 s; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    let second = Instant::now();
+    signal(pid, "-INT");
+    let status = loop {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            break Some(status);
+        }
+        if second.elapsed() > Duration::from_secs(10) {
+            let _ = daemon.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    let status =
+        status.unwrap_or_else(|| panic!("still running 10 s after the second SIGINT:\n{said}"));
+    assert_eq!(status.code(), Some(130), "{said}");
+    let last = said.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(
+            "anomalyd: second SIGINT during shutdown: stopped at once; still running: "
+        ) && last.contains("generator"),
+        "{said}"
+    );
+    assert!(
+        !dir.path().join("s.sock").exists(),
+        "the control socket is removed"
     );
 }

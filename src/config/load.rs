@@ -3,7 +3,10 @@
 //!
 //! figment does the merging, but its errors carry no positions, so the file is first parsed on
 //! its own with the `toml` crate, whose spans give line and column.
+//!
+//! Which file to read is [`locate`]'s job: one search order for every command.
 
+use std::ffi::OsString;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -19,11 +22,126 @@ use super::Config;
 /// Where the service unit and packages expect the file.
 pub const DEFAULT_PATH: &str = "/etc/anomalyd/anomalyd.toml";
 
+/// The file looked for in the working directory when none is named.
+pub const LOCAL_NAME: &str = "anomalyd.toml";
+
+/// The environment variable that names the configuration file.
+pub const CONFIG_VAR: &str = "ANOMALYD_CONFIG";
+
+/// Which rule of the search order picked the configuration file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// `--config FILE`.
+    Flag,
+    /// `ANOMALYD_CONFIG=FILE`.
+    Env,
+    /// `./anomalyd.toml`, which exists.
+    WorkingDir,
+    /// `/etc/anomalyd/anomalyd.toml`, which exists.
+    System,
+}
+
+impl Rule {
+    /// Whether the file was named by the user, so that its absence is an error rather than a
+    /// reason to look further.
+    pub fn is_explicit(self) -> bool {
+        matches!(self, Self::Flag | Self::Env)
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Flag => "named by --config",
+            Self::Env => "named by ANOMALYD_CONFIG",
+            Self::WorkingDir => "found in the working directory",
+            Self::System => "the system-wide file",
+        })
+    }
+}
+
+/// The outcome of the search: a file and the rule that picked it, or nothing at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Located {
+    /// Read this file. For [`Rule::Flag`] and [`Rule::Env`] it may not exist; loading it then
+    /// fails, naming it.
+    File { path: PathBuf, rule: Rule },
+    /// No file named and none found: commands that can run on built-in defaults (`health`,
+    /// `ctl`, `tail`) do; `run` and `check-config` refuse.
+    Nothing,
+}
+
+impl Located {
+    /// The file, if one was named or found.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Self::File { path, .. } => Some(path),
+            Self::Nothing => None,
+        }
+    }
+}
+
+impl fmt::Display for Located {
+    /// `./anomalyd.toml (found in the working directory)`, or what was searched.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File { path, rule } => write!(f, "{} ({rule})", path.display()),
+            Self::Nothing => write!(
+                f,
+                "no configuration file (no --config, no {CONFIG_VAR}, no ./{LOCAL_NAME}, no {DEFAULT_PATH})"
+            ),
+        }
+    }
+}
+
+/// The one search order every command uses: `flag` (`--config`), then `env` (the value of
+/// `ANOMALYD_CONFIG`; empty counts as unset), then `cwd/anomalyd.toml` if it exists, then
+/// `system` (normally [`DEFAULT_PATH`]) if it exists. Pure apart from the two existence
+/// checks, so tests pass every input.
+pub fn resolve(flag: Option<&Path>, env: Option<OsString>, cwd: &Path, system: &Path) -> Located {
+    if let Some(path) = flag {
+        return Located::File {
+            path: path.to_owned(),
+            rule: Rule::Flag,
+        };
+    }
+    if let Some(path) = env.filter(|v| !v.is_empty()) {
+        return Located::File {
+            path: path.into(),
+            rule: Rule::Env,
+        };
+    }
+    let local = cwd.join(LOCAL_NAME);
+    if local.is_file() {
+        return Located::File {
+            path: local,
+            rule: Rule::WorkingDir,
+        };
+    }
+    if system.is_file() {
+        return Located::File {
+            path: system.to_owned(),
+            rule: Rule::System,
+        };
+    }
+    Located::Nothing
+}
+
+/// [`resolve`] with this process's environment, working directory (as `./`) and [`DEFAULT_PATH`].
+pub fn locate(flag: Option<&Path>) -> Located {
+    resolve(
+        flag,
+        std::env::var_os(CONFIG_VAR),
+        Path::new("."),
+        Path::new(DEFAULT_PATH),
+    )
+}
+
 /// `ANOMALYD_<SECTION>__<KEY>` overrides `<section>.<key>`.
 pub const ENV_PREFIX: &str = "ANOMALYD_";
 
 /// Variables with the prefix that are not config keys.
-const ENV_NOT_KEYS: &[&str] = &["ANOMALYD_CONFIG"];
+const ENV_NOT_KEYS: &[&str] = &[CONFIG_VAR];
 
 /// `ANOMALYD_KAFKA__PROPERTIES__...`, lower-cased, minus `ANOMALYD_`.
 const PROPERTIES_PREFIX: &str = "kafka__properties__";
@@ -158,6 +276,83 @@ pub fn load_with_env(
             })
             .collect(),
     ))
+}
+
+/// The file `located` names, loaded with the overrides in `env`; or, when it names none, the
+/// built-in defaults with those overrides ([`defaults_with_env`]).
+pub fn load_located(
+    located: &Located,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigErrors> {
+    match located.path() {
+        Some(path) => load_with_env(path, env),
+        None => defaults_with_env(env),
+    }
+}
+
+/// What stands for the file in errors about [`defaults_with_env`].
+pub const NO_FILE: &str = "(built-in defaults)";
+
+/// The built-in defaults with the `ANOMALYD_*` overrides in `env`, validated: what `health`,
+/// `ctl` and `tail` run on when no configuration file is named or found.
+pub fn defaults_with_env(
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigErrors> {
+    let origin = Path::new(NO_FILE);
+    let vars: Vec<EnvVar> = env.into_iter().filter_map(EnvVar::parse).collect();
+    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    for var in &vars {
+        figment = figment.merge(var);
+    }
+    let config: Config = figment.extract().map_err(|e| {
+        ConfigErrors(
+            e.into_iter()
+                .map(|e| figment_error(origin, &vars, e))
+                .collect(),
+        )
+    })?;
+    let invalid = config.validate();
+    if invalid.is_empty() {
+        return Ok(config);
+    }
+    Err(ConfigErrors(
+        invalid
+            .into_iter()
+            .map(|inv| ConfigError::Invalid {
+                origin: match vars.iter().find(|v| v.key == inv.key) {
+                    Some(var) => Origin::Env(var.name.clone()),
+                    None => Origin::FileAsWhole(origin.to_owned()),
+                },
+                key: Some(inv.key),
+                message: inv.message,
+            })
+            .collect(),
+    ))
+}
+
+/// Where `key`'s value comes from: the `ANOMALYD_*` variable in `env` that sets it, else its
+/// position in the file at `path`, else the file as a whole. For errors found after loading,
+/// such as a model that does not fit `detector.features`.
+pub fn origin_of(
+    path: &Path,
+    key: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Origin {
+    if let Some(var) = env
+        .into_iter()
+        .filter_map(EnvVar::parse)
+        .find(|v| v.key == key)
+    {
+        return Origin::Env(var.name);
+    }
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| {
+            let table = DeTable::parse(&text).ok()?;
+            let span = span_of_key(table.get_ref(), key)?;
+            Some(position(path, &text, span.start))
+        })
+        .unwrap_or_else(|| Origin::FileAsWhole(path.to_owned()))
 }
 
 /// A `toml` parse or type error, placed at its line and column and named by its key.
@@ -346,6 +541,105 @@ mod tests {
         let errs = r.expect_err("config should be refused").0;
         assert_eq!(errs.len(), 1, "{errs:?}");
         errs[0].to_string()
+    }
+
+    /// The search order, with every input given: the environment value is a parameter, so
+    /// these tests never touch the process-wide environment.
+    #[test]
+    fn search_order_flag_env_working_dir_system() {
+        let cwd = tempfile::tempdir().unwrap();
+        let etc = tempfile::tempdir().unwrap();
+        let system = etc.path().join("anomalyd.toml");
+        let flag = Path::new("/given/by/flag.toml");
+        let env_value = || Some(OsString::from("/given/by/env.toml"));
+        let file = |path: &Path, rule| Located::File {
+            path: path.to_owned(),
+            rule,
+        };
+
+        // Nothing anywhere.
+        assert_eq!(resolve(None, None, cwd.path(), &system), Located::Nothing);
+        assert_eq!(
+            resolve(None, Some(OsString::new()), cwd.path(), &system),
+            Located::Nothing,
+            "an empty ANOMALYD_CONFIG counts as unset"
+        );
+        // The system file, once it exists.
+        std::fs::write(&system, "").unwrap();
+        assert_eq!(
+            resolve(None, None, cwd.path(), &system),
+            file(&system, Rule::System)
+        );
+        // ./anomalyd.toml beats it; a directory of that name does not count.
+        let local = cwd.path().join(LOCAL_NAME);
+        std::fs::create_dir(&local).unwrap();
+        assert_eq!(
+            resolve(None, None, cwd.path(), &system),
+            file(&system, Rule::System)
+        );
+        std::fs::remove_dir(&local).unwrap();
+        std::fs::write(&local, "").unwrap();
+        assert_eq!(
+            resolve(None, None, cwd.path(), &system),
+            file(&local, Rule::WorkingDir)
+        );
+        // The environment beats the files, even when what it names does not exist.
+        assert_eq!(
+            resolve(None, env_value(), cwd.path(), &system),
+            file(Path::new("/given/by/env.toml"), Rule::Env)
+        );
+        // --config beats everything.
+        assert_eq!(
+            resolve(Some(flag), env_value(), cwd.path(), &system),
+            file(flag, Rule::Flag)
+        );
+        assert!(Rule::Flag.is_explicit() && Rule::Env.is_explicit());
+        assert!(!Rule::WorkingDir.is_explicit() && !Rule::System.is_explicit());
+        assert_eq!(
+            file(&local, Rule::WorkingDir).to_string(),
+            format!("{} (found in the working directory)", local.display())
+        );
+        assert!(Located::Nothing.to_string().contains("no ANOMALYD_CONFIG"));
+    }
+
+    #[test]
+    fn without_a_file_defaults_and_environment_apply() {
+        let c = defaults_with_env(env(&[("ANOMALYD_KAFKA__BROKERS", "h:1")])).unwrap();
+        assert_eq!(c.kafka.brokers, "h:1");
+        assert_eq!(c.detector.batch_max, Config::default().detector.batch_max);
+        let msg = one_error(defaults_with_env(env(&[(
+            "ANOMALYD_DETECTOR__BATCH_MAX",
+            "0",
+        )])));
+        assert_eq!(
+            msg,
+            "environment variable ANOMALYD_DETECTOR__BATCH_MAX: detector.batch_max: must be >= 1"
+        );
+    }
+
+    #[test]
+    fn origin_of_a_key_is_its_variable_or_its_line() {
+        let (_d, path) = write("[kafka]\nbrokers = \"a:1\"\n\n[detector]\nfeatures = [\"/a\"]\n");
+        assert_eq!(
+            origin_of(&path, "detector.features", no_env()),
+            Origin::File {
+                path: path.clone(),
+                line: 5,
+                column: 12
+            }
+        );
+        assert_eq!(
+            origin_of(
+                &path,
+                "detector.features",
+                env(&[("ANOMALYD_DETECTOR__FEATURES", "[\"/b\"]")])
+            ),
+            Origin::Env("ANOMALYD_DETECTOR__FEATURES".into())
+        );
+        assert_eq!(
+            origin_of(&path, "model.path", no_env()),
+            Origin::FileAsWhole(path.clone())
+        );
     }
 
     #[test]

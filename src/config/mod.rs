@@ -13,7 +13,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use load::{ConfigError, ConfigErrors, DEFAULT_PATH, ENV_PREFIX, load};
+pub use load::{
+    CONFIG_VAR, ConfigError, ConfigErrors, DEFAULT_PATH, ENV_PREFIX, LOCAL_NAME, Located, NO_FILE,
+    Origin, Rule, defaults_with_env, load, load_located, load_with_env, locate, origin_of, resolve,
+};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
