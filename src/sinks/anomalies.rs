@@ -53,6 +53,8 @@ pub fn anomaly_record(
 const MAX_ATTRIBUTED: usize = 3;
 /// Attribution entries are listed, most first, until they cover this share.
 const ATTRIBUTION_COVER: f64 = 0.8;
+/// Below this share, an entry after the first is not listed.
+const MIN_SHARE: f64 = 0.01;
 
 /// Why the record is an anomaly, as a JSON array of one of two kinds of entry:
 ///
@@ -60,8 +62,9 @@ const ATTRIBUTION_COVER: f64 = 0.8;
 ///   percentiles), each `{"feature", "value", "low", "high"}`;
 /// - when no feature is, the features that isolated the record in the trees
 ///   ([`IsolationForest::attribution`](crate::detect::forest::IsolationForest::attribution)),
-///   each `{"feature", "value", "share"}` with `share` in (0, 1] (3 decimals) of the whole
-///   attribution, most first, as many as cover 80 % of it, at most 3.
+///   each `{"feature", "value", "share"}` with `share` the feature's part of the whole
+///   attribution (3 decimals), most first, as many as cover 80 % of it, at most 3, and none
+///   after the first below 1 %.
 ///
 /// The attribution walks every tree once more, so it is computed only here, for anomalies,
 /// and only when the ranges say nothing.
@@ -100,7 +103,8 @@ pub fn explanation(features: &[f64], model: &Model) -> Vec<Value> {
     let mut covered = 0.0;
     let mut out = Vec::new();
     for (i, share) in ranked.into_iter().take(MAX_ATTRIBUTED) {
-        if covered >= ATTRIBUTION_COVER {
+        // Sorted, so once covered (or down to crumbs) the rest adds nothing a reader needs.
+        if covered >= ATTRIBUTION_COVER || (!out.is_empty() && share < MIN_SHARE) {
             break;
         }
         covered += share;
