@@ -207,6 +207,9 @@ fn demo_screen_is_readable_and_its_summary_consistent() {
     assert_eq!(count(summary, "without a reason"), 0, "{summary}");
     let read_back = count(summary, "read back");
     assert!(read_back > 0 && read_back <= flagged, "{summary}");
+    // The generator labels its records and the anomalies keep the label.
+    let labelled = count(summary, "labelled outlier");
+    assert!(labelled > 0 && labelled <= read_back, "{summary}");
     assert!(summary.contains("precision") && summary.contains("recall"));
     assert!(summary.contains("What to expect"), "{summary}");
     for line in summary.lines() {

@@ -220,6 +220,16 @@ mod tests {
     }
 
     #[test]
+    fn labels_are_off_unless_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("anomalyd.toml");
+        std::fs::write(&path, "[generator]\nenabled = true\n").unwrap();
+        assert!(!crate::config::load(&path).unwrap().generator.label_outliers);
+        std::fs::write(&path, "[generator]\nlabel_outliers = true\n").unwrap();
+        assert!(crate::config::load(&path).unwrap().generator.label_outliers);
+    }
+
+    #[test]
     fn outlier_share_follows_the_probability() {
         let t = SystemTime::now();
         let far = |p: f64| {
