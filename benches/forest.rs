@@ -3,6 +3,9 @@
 //! node, the layout before optimisation) and the `extended-isolation-forest` crate at
 //! extension level 0 (the reference the issue names).
 //!
+//! Also the cost of explaining an anomaly by attribution (which features isolated it) beside
+//! the cost of scoring it, on the records each model flags.
+//!
 //! `cargo bench --bench forest`; figures and how to read them are in docs/benchmarks.md.
 
 use std::hint::black_box;
@@ -13,6 +16,8 @@ use anomalyd::offline::benchmark::find_data_set;
 use anomalyd::offline::csv::{self, Columns, Table};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use extended_isolation_forest::{Forest, ForestOptions};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 
 /// shuttle has 9 features; the reference crate fixes the dimension at compile time.
 const SHUTTLE_FEATURES: usize = 9;
@@ -167,5 +172,54 @@ fn training(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, scoring, training);
+/// Attribution ([`IsolationForest::attribution`]) against scoring one record, on records the
+/// model flags (the daemon explains only those): shuttle's anomalies, and for the demo's model
+/// (the synthetic two-blob set, `train --synthetic`'s parameters) uniform points it flags.
+fn attribution(c: &mut Criterion) {
+    let table = load("shuttle");
+    let d = table.n_features();
+    let shuttle = IsolationForest::fit(&table.values, d, &params()).expect("training succeeds");
+    let flagged = |forest: &IsolationForest, rows: &[f64], d: usize| -> Vec<Vec<f64>> {
+        rows.chunks_exact(d)
+            .filter(|x| forest.predict(x) == -1)
+            .map(<[f64]>::to_vec)
+            .collect()
+    };
+    let shuttle_rows = flagged(&shuttle, &table.values, d);
+
+    let training: Vec<f64> = anomalyd::synthetic::training_set(42)
+        .into_iter()
+        .flatten()
+        .collect();
+    let demo = IsolationForest::fit(&training, 2, &anomalyd::offline::train::SYNTHETIC_PARAMS)
+        .expect("training succeeds");
+    let mut rng = StdRng::seed_from_u64(1);
+    let uniform: Vec<f64> = (0..20_000).map(|_| rng.random_range(-4.0..4.0)).collect();
+    let demo_rows = flagged(&demo, &uniform, 2);
+
+    for (name, forest, rows) in [
+        ("explain_shuttle", &shuttle, &shuttle_rows),
+        ("explain_demo", &demo, &demo_rows),
+    ] {
+        assert!(!rows.is_empty(), "{name}: the model flags some records");
+        let mut group = c.benchmark_group(name);
+        group.measurement_time(Duration::from_secs(3));
+        let mut i = 0;
+        group.bench_function("score_one", |b| {
+            b.iter(|| {
+                i = (i + 1) % rows.len();
+                forest.score_samples(black_box(&rows[i]))
+            })
+        });
+        group.bench_function("attribution", |b| {
+            b.iter(|| {
+                i = (i + 1) % rows.len();
+                forest.attribution(black_box(&rows[i]))
+            })
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, scoring, attribution, training);
 criterion_main!(benches);

@@ -2,8 +2,9 @@
 # needs and the Debian packages that provide them, so the list lives in one place.
 #
 #   missing_packages build   # gcc, make, perl (librdkafka and OpenSSL build from source), python3
-#   missing_packages test    # the above, plus what the tests run: systemd-analyze, setsid,
-#                            # socat and openssl (tests/systemd_unit.rs, the broker, tests/tls.rs)
+#   missing_packages test    # the above, plus what the tests run: systemd-analyze, setsid, tmux,
+#                            # socat and openssl (tests/systemd_unit.rs, tests/demo.rs, the
+#                            # broker, tests/tls.rs)
 #
 # prints the packages whose tool is missing, space-separated (nothing when all are there).
 #
@@ -16,6 +17,7 @@ missing_packages() {
     local pairs=(gcc:gcc make:make perl:perl python3:python3)
     if [[ ${1:-build} == test ]]; then
         pairs+=(systemd-analyze:systemd setsid:util-linux socat:socat openssl:openssl)
+        pairs+=(tmux:tmux) # tests/demo.rs runs scripts/demo in a tmux pane
     fi
     local pair out=()
     for pair in "${pairs[@]}"; do

@@ -486,21 +486,32 @@ impl Daemon {
         }
     }
 
-    /// One line an operator (or the demo) reads at exit.
+    /// One line an operator (or the demo) reads at exit: counts, the shares of anomalies and
+    /// dead letters among the records scored, and rates, all as plain numbers.
     fn log_summary(&self) {
         let m = self.metrics.snapshot();
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
         let dead: u64 = m.dead_letters.values().sum();
+        let share = |n: u64| round_to(n as f64 / m.records_in.max(1) as f64, 4);
         tracing::info!(
             records_scored = m.records_in,
             anomalies = m.anomalies_out,
+            anomaly_share = share(m.anomalies_out),
             dead_letters = dead,
+            dead_letter_share = share(dead),
             generated = m.generated,
-            uptime_s = format!("{secs:.1}"),
-            records_per_s = format!("{:.0}", m.records_in as f64 / secs),
+            generated_outliers = m.generated_outliers,
+            uptime_s = round_to(secs, 1),
+            records_per_s = round_to(m.records_in as f64 / secs, 1),
             "summary"
         );
     }
+}
+
+/// `x` rounded to `decimals` places, for log fields people read.
+fn round_to(x: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (x * scale).round() / scale
 }
 
 /// Runs the daemon until SIGTERM/SIGINT (or the end of `signals`), reloading on SIGHUP.

@@ -119,6 +119,8 @@ pub struct Metrics {
     pub end_to_end_latency: Histogram,
     /// Records written by the generator and acknowledged.
     pub generated: AtomicU64,
+    /// Of those, the ones drawn as outliers (what `[generator] label_outliers` labels true).
+    pub generated_outliers: AtomicU64,
     partitions: Mutex<BTreeMap<(String, i32), PartitionStats>>,
 }
 
@@ -134,6 +136,7 @@ impl Default for Metrics {
             delivery_latency: Histogram::new(LATENCY_BUCKETS),
             end_to_end_latency: Histogram::new(LATENCY_BUCKETS),
             generated: AtomicU64::new(0),
+            generated_outliers: AtomicU64::new(0),
             partitions: Mutex::new(BTreeMap::new()),
         }
     }
@@ -181,6 +184,7 @@ impl Metrics {
             dead_letters: self.dead_letters(),
             batches: self.batches.load(Relaxed),
             generated: self.generated.load(Relaxed),
+            generated_outliers: self.generated_outliers.load(Relaxed),
             batch_size: self.batch_size.snapshot(),
             score_latency: self.score_latency.snapshot(),
             delivery_latency: self.delivery_latency.snapshot(),
@@ -197,6 +201,7 @@ pub struct MetricsSnapshot {
     pub dead_letters: BTreeMap<&'static str, u64>,
     pub batches: u64,
     pub generated: u64,
+    pub generated_outliers: u64,
     pub batch_size: HistogramSnapshot,
     pub score_latency: HistogramSnapshot,
     pub delivery_latency: HistogramSnapshot,

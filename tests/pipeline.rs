@@ -85,11 +85,26 @@ async fn clean_run_scores_every_record_once_and_matches_offline_scoring() {
             "keyed like its source"
         );
     }
-    let explained = got.iter().filter(|m| {
+    // Every anomaly says why: by the training ranges, or else by attribution (shares).
+    let (mut ranged, mut attributed) = (0, 0);
+    for m in &got {
         let v: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
-        !v["explanation"].as_array().unwrap().is_empty()
-    });
-    assert!(explained.count() > 0, "far outliers carry an explanation");
+        let entries = v["explanation"].as_array().unwrap();
+        assert!(!entries.is_empty(), "an anomaly without a reason: {v}");
+        if entries
+            .iter()
+            .all(|e| e["low"].is_f64() && e["high"].is_f64())
+        {
+            ranged += 1;
+        } else {
+            assert!(entries.iter().all(|e| e["share"].is_f64()), "{v}");
+            attributed += 1;
+        }
+    }
+    assert!(
+        ranged > 0 && attributed > 0,
+        "{ranged} by range, {attributed} by share"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -160,6 +160,9 @@ pub struct GeneratorConfig {
     pub outlier_probability: f64,
     /// Seed of the random stream, so a run can be reproduced.
     pub seed: u64,
+    /// Add `"outlier": true|false` to each record (whether it was drawn as an outlier), so
+    /// precision and recall can be computed from the stream.
+    pub label_outliers: bool,
 }
 
 impl Default for GeneratorConfig {
@@ -171,6 +174,7 @@ impl Default for GeneratorConfig {
             count: 0,
             outlier_probability: 0.2,
             seed: 42,
+            label_outliers: false,
         }
     }
 }

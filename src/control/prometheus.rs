@@ -27,6 +27,11 @@ pub fn render(s: &Status) -> String {
         c.generated,
     );
     counter(
+        "anomalyd_generated_outliers_total",
+        "Generated records drawn as outliers (uniform over the square), acknowledged.",
+        c.generated_outliers,
+    );
+    counter(
         "anomalyd_model_reloads_total",
         "Model reloads that put a new model in service.",
         s.model.history.reloads,

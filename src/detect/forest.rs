@@ -293,6 +293,9 @@ pub struct IsolationForest {
     /// The fast layout derived from the nodes, or `None` (the general walk) when the forest
     /// has too many features or too deep trees for it.
     complete: Option<Complete>,
+    /// Per node, `log2` of the training rows that reached it, derived from the leaves (never
+    /// stored): what [`attribution`](Self::attribution) credits a split with.
+    log2_rows: Vec<f32>,
 }
 
 impl IsolationForest {
@@ -370,9 +373,11 @@ impl IsolationForest {
             trees,
             scale: 0.0,
             complete: None,
+            log2_rows: Vec::new(),
         };
         forest.scale = forest.compute_scale();
         forest.complete = Complete::build(&forest.nodes, &forest.values, &forest.trees, n_features);
+        forest.log2_rows = log2_rows(&forest.nodes, &forest.values, &forest.trees, psi);
         if let Contamination::Fraction(q) = params.contamination {
             let mut scores = vec![0.0; n_rows];
             forest.score_samples_par(data, &mut scores);
@@ -576,6 +581,73 @@ impl IsolationForest {
         }
     }
 
+    /// Which features isolated `x`: one share per feature, in `[0, 1]`, summing to 1 (all 0
+    /// when no tree splits at all, as for a constant training set).
+    ///
+    /// A path-based attribution in the spirit of Local-DIFFI (Carletti, Terzi & Susto,
+    /// "Interpretable Anomaly Detection with DIFFI: Depth-based Feature Importance of Isolation
+    /// Forest", arXiv:2007.11117, 2020; Engineering Applications of Artificial Intelligence 119,
+    /// 2023, 105730; reference code `local_diffi` in github.com/mattiacarletti/DIFFI).
+    /// Local-DIFFI walks the record's path in each tree, credits the feature of every split on
+    /// it with `1/h_t - 1/h_max` (`h_t` the record's leaf depth in tree `t`), so trees that
+    /// isolate the record early count more, and averages each feature's credits over its
+    /// splits. The feature of a split is drawn uniformly whatever the record, so which features
+    /// a path holds says little by itself; here, as DIFFI's global version does with its
+    /// induced imbalance coefficients, a split also counts by how unevenly it divides its node
+    /// from the record's point of view. Each split on the path is credited with
+    /// `log2(n_node / n_child)` (`n` = training rows reaching a node, recovered from the leaves):
+    /// the halvings of the tree's sample it makes on the way to the record's leaf, so a split
+    /// that sends the record off with 3 of 256 rows earns 6.4 and one that halves its node earns
+    /// 1, and per tree the credits add up to `log2(max_samples / n_leaf)`. Credits are weighed
+    /// by `1/h_t` as in Local-DIFFI (without its `-1/h_max`, which would zero trees where the
+    /// record reaches the depth limit), summed over trees (not averaged per split: the bits
+    /// already say how much each split did) and divided by their total.
+    ///
+    /// Costs one walk of every tree (the general node array, no lock step): a few times a
+    /// score, which is why the daemon computes it only for anomalies (`docs/benchmarks.md`).
+    ///
+    /// # Panics
+    /// If `x.len()` differs from [`n_features`](Self::n_features).
+    pub fn attribution(&self, x: &[f64]) -> Vec<f64> {
+        assert_eq!(
+            x.len(),
+            self.n_features,
+            "record has the wrong feature count"
+        );
+        let mut credit = vec![0.0; self.n_features];
+        // (feature, bits) of the splits on the path in the current tree.
+        let mut path: Vec<(usize, f64)> = Vec::with_capacity(MAX_HEIGHT as usize);
+        for tree in &self.trees {
+            path.clear();
+            let mut at = tree.root as usize;
+            for _ in 0..tree.height {
+                let node = self.nodes[at];
+                if node.left as usize == at {
+                    break;
+                }
+                let feature = node.feature as usize;
+                let next = node.left as usize + usize::from(x[feature] > node.threshold);
+                let bits = f64::from(self.log2_rows[at] - self.log2_rows[next]).max(0.0);
+                path.push((feature, bits));
+                at = next;
+            }
+            if path.is_empty() {
+                continue;
+            }
+            let weight = 1.0 / path.len() as f64;
+            for &(feature, bits) in &path {
+                credit[feature] += weight * bits;
+            }
+        }
+        let total: f64 = credit.iter().sum();
+        if total > 0.0 {
+            for c in &mut credit {
+                *c /= total;
+            }
+        }
+        credit
+    }
+
     /// Mean path length of `x` over the trees, by following each tree until its leaf: the
     /// textbook traversal, kept as the oracle for tests and the baseline in benchmarks.
     pub fn mean_path_length_by_walking(&self, x: &[f64]) -> f64 {
@@ -689,6 +761,7 @@ impl TryFrom<ForestData> for IsolationForest {
             trees: d.trees,
             scale: 0.0,
             complete: None,
+            log2_rows: Vec::new(),
         };
         forest.scale = forest.compute_scale();
         forest.complete = Complete::build(
@@ -696,6 +769,12 @@ impl TryFrom<ForestData> for IsolationForest {
             &forest.values,
             &forest.trees,
             forest.n_features,
+        );
+        forest.log2_rows = log2_rows(
+            &forest.nodes,
+            &forest.values,
+            &forest.trees,
+            forest.max_samples,
         );
         Ok(forest)
     }
@@ -727,6 +806,57 @@ fn check_training_data(data: &[f64], n_features: usize) -> Result<usize, ForestE
 
 fn ceil_log2(n: usize) -> u32 {
     usize::BITS - (n - 1).leading_zeros()
+}
+
+/// Per node, `log2` of the training rows that reached it. A leaf's rows come from its value,
+/// `depth + c(n_leaf)` ([`leaf_rows`]); a split's are its children's sum. Nodes no tree reaches
+/// get 0. Expects a validated forest (every walk ends, no node is reached twice).
+fn log2_rows(nodes: &[Node], values: &[f64], trees: &[Tree], max_samples: usize) -> Vec<f32> {
+    let mut rows = vec![0u64; nodes.len()];
+    // (node, depth, children summed): post-order, so a split is summed after its children.
+    let mut pending: Vec<(usize, u32, bool)> = Vec::new();
+    for tree in trees {
+        pending.push((tree.root as usize, 0, false));
+        while let Some((at, depth, children_done)) = pending.pop() {
+            let left = nodes[at].left as usize;
+            if left == at {
+                rows[at] = leaf_rows(values[at] - f64::from(depth), max_samples);
+            } else if children_done {
+                rows[at] = rows[left].saturating_add(rows[left + 1]);
+            } else {
+                pending.push((at, depth, true));
+                pending.push((left, depth + 1, false));
+                pending.push((left + 1, depth + 1, false));
+            }
+        }
+    }
+    rows.iter()
+        .map(|&n| (n.max(1) as f64).log2() as f32)
+        .collect()
+}
+
+/// The training rows `n` in a leaf whose unbuilt depth is `c(n)` ([`average_path_length`]):
+/// the `n` in `1..=max_samples` whose `c(n)` is nearest. `c` grows with `n`, so a binary
+/// search finds it; a damaged value still gives a count in range.
+fn leaf_rows(c_value: f64, max_samples: usize) -> u64 {
+    // c(1) = 0 and c(2) = 1: below the midpoint, one row (also for NaN).
+    if c_value.is_nan() || c_value < 0.5 {
+        return 1;
+    }
+    let (mut lo, mut hi) = (2usize, max_samples.max(2));
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if average_path_length(mid) < c_value {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    // `lo` is the first n with c(n) >= c_value; its predecessor may be nearer.
+    if lo > 2 && c_value - average_path_length(lo - 1) < average_path_length(lo) - c_value {
+        lo -= 1;
+    }
+    lo as u64
 }
 
 /// One tree before it joins the shared array; `left` indices are local to it.
@@ -1060,6 +1190,57 @@ mod tests {
         ]);
         rows.extend([f64::NEG_INFINITY, 1.0, -5e-324, 5e-324]);
         check_fast_equals_general(&f, &rows);
+    }
+
+    /// The demo's model: the synthetic two-blob set with `train --synthetic`'s parameters.
+    fn two_blob_forest() -> IsolationForest {
+        let data: Vec<f64> = crate::synthetic::training_set(42)
+            .into_iter()
+            .flatten()
+            .collect();
+        IsolationForest::fit(&data, 2, &crate::offline::train::SYNTHETIC_PARAMS).unwrap()
+    }
+
+    #[test]
+    fn attribution_names_the_feature_that_isolates() {
+        let f = two_blob_forest();
+        // Far out on x0 only: x1 = 2 is the middle of the (2, 2) blob.
+        let far_x0 = f.attribution(&[9.0, 2.0]);
+        assert!(far_x0[0] > 0.75, "{far_x0:?}");
+        let far_x1 = f.attribution(&[-2.0, -9.0]);
+        assert!(far_x1[1] > 0.75, "{far_x1:?}");
+        // Between the clusters: both features matter, neither is out of range.
+        let between = f.attribution(&[0.0, 0.0]);
+        assert!(f.predict(&[0.0, 0.0]) == -1);
+        assert!(between.iter().all(|s| *s > 0.1), "{between:?}");
+        for shares in [far_x0, far_x1, between] {
+            assert!(
+                (shares.iter().sum::<f64>() - 1.0).abs() < 1e-12,
+                "{shares:?}"
+            );
+            assert!(shares.iter().all(|s| (0.0..=1.0).contains(s)));
+        }
+        // NaN goes left, as in scoring; nothing panics.
+        let nan = f.attribution(&[f64::NAN, 2.0]);
+        assert!((nan.iter().sum::<f64>() - 1.0).abs() < 1e-12, "{nan:?}");
+    }
+
+    #[test]
+    fn node_rows_are_recovered_from_the_leaves() {
+        let f = IsolationForest::fit(&blobs(1000, 16), 2, &params(10)).unwrap();
+        for tree in &f.trees {
+            // Each tree grows on max_samples rows.
+            let root = f.log2_rows[tree.root as usize];
+            assert!((f64::from(root) - 256f64.log2()).abs() < 1e-5, "{root}");
+        }
+        for n in [1, 2, 3, 7, 100, 256] {
+            assert_eq!(leaf_rows(average_path_length(n), 256), n as u64);
+        }
+        assert_eq!(leaf_rows(f64::NAN, 256), 1);
+        assert_eq!(leaf_rows(1e9, 256), 256);
+        // Constant data: single-leaf trees, nothing to credit.
+        let f = IsolationForest::fit(&[3.0; 400], 2, &params(10)).unwrap();
+        assert_eq!(f.attribution(&[1.0, 9.0]), vec![0.0, 0.0]);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The generator: synthetic transactions for demos and load tests, in the original project's
-//! schema `{"id": 7, "data": [[x, y]], "current_time": "2026-11-22T19:57:31.123Z"}`, keyed by id.
+//! schema `{"id": 7, "data": [[x, y]], "current_time": "2026-11-22T19:57:31.123Z"}`, keyed by id;
+//! with `label_outliers`, also `"outlier": true|false`, whether the point was drawn as an
+//! outlier (uniform) rather than from a blob.
 //!
 //! Record `id` is drawn from its own RNG seeded by (`seed`, `id`), so a stream is reproducible
 //! and a generator restarted by the supervisor carries on with the next id and the same values.
@@ -25,6 +27,9 @@ use crate::synthetic::{blob_point, outlier_point};
 /// Records awaiting acknowledgement at most; bounds memory when the broker is slow.
 const IN_FLIGHT: usize = 10_000;
 
+/// A finished delivery and whether its record was an outlier.
+type Delivery = (Result<(), SinkError>, bool);
+
 #[derive(Debug, Error)]
 pub enum GeneratorError {
     #[error("generator: {0}")]
@@ -33,18 +38,31 @@ pub enum GeneratorError {
 
 /// The record with this id in the stream of this seed.
 pub fn record(seed: u64, id: u64, outlier_probability: f64, now: SystemTime) -> serde_json::Value {
+    labelled_record(seed, id, outlier_probability, now).0
+}
+
+/// [`record`], and whether its point was drawn as an outlier (uniform over the square) rather
+/// than from one of the blobs. An outlier may still land inside a blob.
+pub fn labelled_record(
+    seed: u64,
+    id: u64,
+    outlier_probability: f64,
+    now: SystemTime,
+) -> (serde_json::Value, bool) {
     // SplitMix-style mixing so neighbouring ids get unrelated streams.
     let mut rng = StdRng::seed_from_u64(seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let point = if rng.random_bool(outlier_probability) {
+    let outlier = rng.random_bool(outlier_probability);
+    let point = if outlier {
         outlier_point(&mut rng)
     } else {
         blob_point(&mut rng)
     };
-    json!({
+    let value = json!({
         "id": id,
         "data": [point],
         "current_time": humantime::format_rfc3339_millis(now).to_string(),
-    })
+    });
+    (value, outlier)
 }
 
 pub struct Generator {
@@ -108,7 +126,11 @@ impl Generator {
             } else if shutdown.is_cancelled() {
                 break;
             }
-            let value = record(c.seed, id, c.outlier_probability, SystemTime::now());
+            let (mut value, outlier) =
+                labelled_record(c.seed, id, c.outlier_probability, SystemTime::now());
+            if c.label_outliers {
+                value["outlier"] = outlier.into();
+            }
             let payload = value.to_string();
             let key = id.to_string();
             let pending = enqueue(
@@ -117,7 +139,7 @@ impl Generator {
             )
             .await?;
             self.next_id.store(id + 1, Relaxed);
-            deliveries.spawn(pending.delivered());
+            deliveries.spawn(async move { (pending.delivered().await, outlier) });
             while let Some(done) = deliveries.try_join_next() {
                 failed += self.settle(Some(done));
             }
@@ -137,14 +159,17 @@ impl Generator {
         Ok(())
     }
 
-    /// Counts one finished delivery; returns 1 if it failed.
-    fn settle(&self, r: Option<Result<Result<(), SinkError>, tokio::task::JoinError>>) -> u64 {
+    /// Counts one finished delivery (and whether it was an outlier); returns 1 if it failed.
+    fn settle(&self, r: Option<Result<Delivery, tokio::task::JoinError>>) -> u64 {
         match r {
-            Some(Ok(Ok(()))) => {
+            Some(Ok((Ok(()), outlier))) => {
                 self.metrics.generated.fetch_add(1, Relaxed);
+                if outlier {
+                    self.metrics.generated_outliers.fetch_add(1, Relaxed);
+                }
                 0
             }
-            Some(Ok(Err(e))) => {
+            Some(Ok((Err(e), _))) => {
                 tracing::warn!(error = %e, "generated record not delivered");
                 1
             }
@@ -167,6 +192,41 @@ mod tests {
         assert_eq!(a["current_time"], "2023-11-14T22:13:20.123Z");
         let point = a["data"][0].as_array().unwrap();
         assert_eq!(point.len(), 2);
+    }
+
+    #[test]
+    fn labels_say_how_each_point_was_drawn() {
+        let t = SystemTime::now();
+        let mut outliers = 0;
+        for id in 0..2000 {
+            let (r, outlier) = labelled_record(5, id, 0.3, t);
+            assert_eq!(r, record(5, id, 0.3, t), "the label changes nothing else");
+            let x = r["data"][0][0].as_f64().unwrap();
+            let y = r["data"][0][1].as_f64().unwrap();
+            let near_blob = (x - 2.0).hypot(y - 2.0).min((x + 2.0).hypot(y + 2.0)) < 2.0;
+            // Blob points sit within 2 (6.7 sd) of a centre; only outliers land further.
+            if !near_blob {
+                assert!(
+                    outlier,
+                    "id {id}: far point ({x}, {y}) labelled as a blob point"
+                );
+            }
+            outliers += usize::from(outlier);
+        }
+        let share = outliers as f64 / 2000.0;
+        assert!((0.26..0.34).contains(&share), "{share}");
+        assert!(!labelled_record(5, 1, 0.0, t).1);
+        assert!(labelled_record(5, 1, 1.0, t).1);
+    }
+
+    #[test]
+    fn labels_are_off_unless_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("anomalyd.toml");
+        std::fs::write(&path, "[generator]\nenabled = true\n").unwrap();
+        assert!(!crate::config::load(&path).unwrap().generator.label_outliers);
+        std::fs::write(&path, "[generator]\nlabel_outliers = true\n").unwrap();
+        assert!(crate::config::load(&path).unwrap().generator.label_outliers);
     }
 
     #[test]

@@ -41,13 +41,19 @@ pub struct Source {
     pub offset: i64,
 }
 
-/// A feature outside the middle of the training data, with that range.
+/// One entry of the anomaly's `explanation`: a feature outside the middle of the training
+/// data, with that range (`low`, `high`), or, when no feature is, one that isolated the record,
+/// with its `share` of the attribution (see [`crate::sinks::anomalies::explanation`]).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Explained {
     pub feature: String,
     pub value: f64,
-    pub low: f64,
-    pub high: f64,
+    #[serde(default)]
+    pub low: Option<f64>,
+    #[serde(default)]
+    pub high: Option<f64>,
+    #[serde(default)]
+    pub share: Option<f64>,
 }
 
 impl Anomaly {
@@ -115,7 +121,19 @@ mod tests {
         assert_eq!(a.id.as_deref(), Some("17"));
         assert_eq!(a.explanation.len(), 2, "both features far outside");
         assert_eq!(a.explanation[0].value, 9.0);
-        assert!(a.explanation[0].high < 9.0);
+        assert!(a.explanation[0].high.unwrap() < 9.0);
+    }
+
+    #[test]
+    fn attribution_entries_are_read_too() {
+        let a = Anomaly::parse(
+            br#"{"score": -0.6, "model": {"id": "m"}, "detected_at": "t",
+                 "source": {"topic": "t", "partition": 0, "offset": 1},
+                 "explanation": [{"feature": "x1", "value": 0.2, "share": 0.62}]}"#,
+        )
+        .unwrap();
+        assert_eq!(a.explanation[0].share, Some(0.62));
+        assert_eq!(a.explanation[0].low, None);
     }
 
     #[test]

@@ -176,31 +176,52 @@ fn source_mrkdwn(a: &Anomaly) -> String {
     )
 }
 
-/// "x = 3.91, outside training range [-2.6, 2.7]", one line per feature, unescaped.
+/// "x = 3.91, outside training range [-2.6, 2.7]", one line per feature, or, for an anomaly
+/// explained by attribution, one line "isolated mostly by x1 = 0.12 (62 %), x0 = -0.3 (38 %)";
+/// unescaped.
 fn explanation(a: &Anomaly) -> Vec<String> {
     if a.explanation.is_empty() {
         return vec![
             "No single feature is outside its training range: the combination is unusual.".into(),
         ];
     }
-    let mut lines: Vec<String> = a
+    let ranged: Vec<_> = a
         .explanation
         .iter()
+        .filter_map(|e| Some((e, e.low?, e.high?)))
+        .collect();
+    if ranged.is_empty() {
+        let parts: Vec<String> = a
+            .explanation
+            .iter()
+            .take(MAX_EXPLAINED)
+            .map(|e| match e.share {
+                Some(s) => format!("{} = {} ({:.0} %)", e.feature, num(e.value), 100.0 * s),
+                None => format!("{} = {}", e.feature, num(e.value)),
+            })
+            .collect();
+        return vec![format!(
+            "isolated mostly by {}; no feature is outside its training range",
+            parts.join(", ")
+        )];
+    }
+    let mut lines: Vec<String> = ranged
+        .iter()
         .take(MAX_EXPLAINED)
-        .map(|e| {
+        .map(|(e, low, high)| {
             format!(
                 "{} = {}, outside training range [{}, {}]",
                 e.feature,
                 num(e.value),
-                num(e.low),
-                num(e.high)
+                num(*low),
+                num(*high)
             )
         })
         .collect();
-    if a.explanation.len() > MAX_EXPLAINED {
+    if ranged.len() > MAX_EXPLAINED {
         lines.push(format!(
             "... and {} more features outside their training range",
-            a.explanation.len() - MAX_EXPLAINED
+            ranged.len() - MAX_EXPLAINED
         ));
     }
     lines
@@ -286,8 +307,9 @@ mod tests {
                 .map(|i| Explained {
                     feature: format!("{feature}{i}"),
                     value: 3.9123,
-                    low: -2.6,
-                    high: 2.7,
+                    low: Some(-2.6),
+                    high: Some(2.7),
+                    share: None,
                 })
                 .collect(),
             id: Some(format!("tx-{offset}")),
@@ -360,6 +382,26 @@ mod tests {
         let one = alert("t", vec![], 1);
         assert_eq!(header(&one), "1 anomaly on t");
         assert!(plain(&one).contains("\n1 anomaly from model 3f2a9c"));
+    }
+
+    #[test]
+    fn attributed_anomalies_say_what_isolated_them() {
+        let mut a = anomaly("transactions", -0.6, 7, 0, "x");
+        a.explanation = [("x1", 0.123, 0.62), ("x0", -0.3, 0.38)]
+            .into_iter()
+            .map(|(f, value, share)| Explained {
+                feature: f.into(),
+                value,
+                low: None,
+                high: None,
+                share: Some(share),
+            })
+            .collect();
+        let want = "isolated mostly by x1 = 0.123 (62 %), x0 = -0.3 (38 %); \
+                    no feature is outside its training range";
+        assert!(plain(&alert("transactions", vec![a.clone()], 1)).contains(want));
+        let all = texts(&build(&alert("transactions", vec![a], 1)).blocks);
+        assert!(all.iter().any(|t| t.ends_with(want)), "{all:#?}");
     }
 
     #[test]
