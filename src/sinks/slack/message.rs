@@ -777,19 +777,25 @@ mod tests {
             let topic = wild(&mut rng, 1..=300);
             let mut top = Vec::new();
             for i in 0..top_n {
-                let mut a = anomaly(&topic, -0.9 + i as f64 / 100.0, i as i64, 0, "");
-                a.explanation = (0..features)
-                    .map(|f| Explained {
-                        feature: format!("{name}{f}"),
-                        value: rng.random_range(-1e300..1e300),
-                        low: -f64::MAX,
-                        high: rng.random_range(-1e-300..1e-300),
+                // Read back from JSON, as the notifier reads anomalies: whatever an explanation
+                // entry holds, the budget is measured on the message built.
+                let explanation: Vec<Value> = (0..features)
+                    .map(|f| {
+                        json!({"feature": format!("{name}{f}"),
+                               "value": rng.random_range(-1e300..1e300),
+                               "low": -f64::MAX,
+                               "high": rng.random_range(-1e-300..1e-300)})
                     })
                     .collect();
-                a.id = (id_len > 0).then(|| wild(&mut rng, id_len..=id_len));
-                a.model.id = wild(&mut rng, 1..=200);
-                a.detected_at = wild(&mut rng, 1..=100);
-                top.push(a);
+                let record = json!({
+                    "id": (id_len > 0).then(|| wild(&mut rng, id_len..=id_len)),
+                    "score": -0.9 + i as f64 / 100.0,
+                    "model": {"id": wild(&mut rng, 1..=200), "kind": wild(&mut rng, 1..=50)},
+                    "source": {"topic": topic, "partition": 1, "offset": i},
+                    "detected_at": wild(&mut rng, 1..=100),
+                    "explanation": explanation,
+                });
+                top.push(Anomaly::parse(record.to_string().as_bytes()).unwrap());
             }
             let count = top_n as u64 + rng.random_range(0..1_000_000u64);
             let mut al = alert(&topic, top, count);
