@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use anomalyd::config::{SlackConfig, SlackMode};
 use anomalyd::sinks::slack::{NotifierError, SlackMetrics, run};
+use anomalyd::supervisor::{RestartPolicy, Supervisor, TaskError, TaskState, TaskStatus};
 use fake_slack::{FakeSlack, Reply, Request};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
@@ -172,17 +173,64 @@ fn start(slack: &SlackConfig, topic: &str, metrics: &Arc<SlackMetrics>) -> Runni
 }
 
 impl Running {
-    /// Still running: it has not failed (a failure is what the supervisor restarts).
-    fn is_running(&self) -> bool {
-        !self.task.is_finished()
-    }
-
     async fn stop(self) -> Result<(), NotifierError> {
         self.stop.cancel();
         tokio::time::timeout(Duration::from_secs(30), self.task)
             .await
             .expect("the notifier stops")
             .expect("no panic")
+    }
+}
+
+/// The notifier under the daemon's supervisor, which restarts it whenever it fails: the
+/// report's `restarts` is what `/status` and `anomalyd_task_restarts_total` show.
+struct Supervised {
+    supervisor: Supervisor,
+    status: Arc<TaskStatus>,
+}
+
+async fn start_supervised(
+    slack: &SlackConfig,
+    topic: &str,
+    metrics: &Arc<SlackMetrics>,
+) -> Supervised {
+    let supervisor = Supervisor::new(RestartPolicy::default());
+    let (slack, topic, metrics) = (
+        Arc::new(slack.clone()),
+        topic.to_owned(),
+        Arc::clone(metrics),
+    );
+    let status = supervisor
+        .spawn("notifier", move |status, shutdown| {
+            let (slack, topic, metrics) = (Arc::clone(&slack), topic.clone(), Arc::clone(&metrics));
+            async move {
+                run(
+                    &slack,
+                    &support::kafka_config(),
+                    &topic,
+                    &metrics,
+                    || status.heartbeat(),
+                    shutdown,
+                )
+                .await
+                .map_err(TaskError::from)
+            }
+        })
+        .await;
+    Supervised { supervisor, status }
+}
+
+impl Supervised {
+    /// Fails unless the notifier is running and was never restarted.
+    fn assert_never_restarted(&self) {
+        let report = self.status.report();
+        assert_eq!(report.restarts, 0, "{report:?}");
+        assert_eq!(report.state, TaskState::Running, "{report:?}");
+    }
+
+    async fn stop(self) {
+        let still = self.supervisor.shutdown(Duration::from_secs(30)).await;
+        assert!(still.is_empty(), "{still:?} did not stop");
     }
 }
 
@@ -663,10 +711,10 @@ async fn twenty_anomalies_of_twelve_features_go_out_in_one_message() {
     let mut slack = bot_config(&server, dir.path());
     slack.top_n = 20;
     slack.group_wait_s = 2;
-    let n = start(&slack, &topic, &metrics);
+    let n = start_supervised(&slack, &topic, &metrics).await;
     assert!(support::wait_until(Duration::from_secs(60), || !server.accepted().is_empty()).await);
-    assert!(n.is_running());
-    n.stop().await.expect("clean stop");
+    n.assert_never_restarted();
+    n.stop().await;
 
     let reqs = server.requests();
     assert_eq!(reqs.len(), 1, "one post, accepted at once");
@@ -713,11 +761,11 @@ async fn a_message_refused_for_its_size_is_sent_smaller_without_a_restart() {
     let mut slack = bot_config(&server, dir.path());
     slack.top_n = 20;
     slack.group_wait_s = 2;
-    let n = start(&slack, &topic, &metrics);
+    let n = start_supervised(&slack, &topic, &metrics).await;
     assert!(support::wait_until(Duration::from_secs(60), || !server.accepted().is_empty()).await);
     tokio::time::sleep(Duration::from_secs(2)).await; // a needless extra post would show here
-    assert!(n.is_running(), "no failure, so no restart");
-    n.stop().await.expect("clean stop");
+    n.assert_never_restarted();
+    n.stop().await;
 
     let reqs = server.requests();
     assert!(reqs.len() <= 3, "{} posts for one group", reqs.len());
@@ -742,11 +790,11 @@ async fn a_message_refused_for_its_size_is_sent_smaller_without_a_restart() {
     );
 
     // A new notifier of the same group: the 25 were committed, only the new one goes out.
-    let n = start(&slack, &topic, &metrics);
+    let n = start_supervised(&slack, &topic, &metrics).await;
     produce(&topic, [wide_anomaly("model-a", 100)]).await;
     assert!(support::wait_until(Duration::from_secs(60), || server.accepted().len() >= 2).await);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    n.stop().await.expect("clean stop");
+    n.stop().await;
     let sent = server.accepted();
     assert_eq!(sent.len(), 2);
     assert_eq!(count(&sent[1]), 1, "nothing sent again");
@@ -767,7 +815,7 @@ async fn a_message_refused_in_every_form_is_logged_counted_and_committed() {
     produce(&topic, (0..3).map(|n| anomaly(&model, n))).await;
     let metrics = Arc::new(SlackMetrics::default());
     let slack = bot_config(&server, dir.path());
-    let n = start(&slack, &topic, &metrics);
+    let n = start_supervised(&slack, &topic, &metrics).await;
     assert!(
         support::wait_until(Duration::from_secs(60), || metrics
             .alerts_refused
@@ -776,8 +824,8 @@ async fn a_message_refused_in_every_form_is_logged_counted_and_committed() {
         .await
     );
     tokio::time::sleep(Duration::from_secs(3)).await; // a loop would post again here
-    assert!(n.is_running(), "no failure, so no restart");
-    n.stop().await.expect("clean stop");
+    n.assert_never_restarted();
+    n.stop().await;
 
     let reqs = server.requests();
     assert_eq!(reqs.len(), 3, "full, smaller, text-only; then given up");
@@ -808,11 +856,11 @@ async fn a_message_refused_in_every_form_is_logged_counted_and_committed() {
 
     // Committed: a new notifier of the same group sends only what comes next.
     server.set_default(Reply::Ok);
-    let n = start(&slack, &topic, &metrics);
+    let n = start_supervised(&slack, &topic, &metrics).await;
     produce(&topic, [anomaly(&model, 50)]).await;
     assert!(support::wait_until(Duration::from_secs(60), || !server.accepted().is_empty()).await);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    n.stop().await.expect("clean stop");
+    n.stop().await;
     let sent = server.accepted();
     assert_eq!(sent.len(), 1);
     assert_eq!(
@@ -843,10 +891,10 @@ async fn a_webhook_refusing_the_blocks_gets_a_smaller_message() {
         top_n: 20,
         ..bot_config(&server, dir.path())
     };
-    let n = start(&slack, &topic, &metrics);
+    let n = start_supervised(&slack, &topic, &metrics).await;
     assert!(support::wait_until(Duration::from_secs(60), || !server.accepted().is_empty()).await);
-    assert!(n.is_running());
-    n.stop().await.expect("clean stop");
+    n.assert_never_restarted();
+    n.stop().await;
     let reqs = server.requests();
     assert_eq!(reqs.len(), 2, "refused, then accepted smaller");
     assert!(!reqs[0].accepted && reqs[1].accepted);
