@@ -1,7 +1,7 @@
 //! The Slack notifier against a local server that answers as Slack does, reading anomalies
 //! from a real topic on the test broker: message shape, grouping of a storm, the per-channel
 //! rate, Retry-After, retries, permanent errors and recovery, no anomaly lost across a restart
-//! in an outage, and no secret in the logs.
+//! in an outage, the size budget and refusals for content, and no secret in the logs.
 
 mod fake_slack;
 mod support;
@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use anomalyd::config::{SlackConfig, SlackMode};
 use anomalyd::sinks::slack::{NotifierError, SlackMetrics, run};
+use anomalyd::supervisor::{RestartPolicy, Supervisor, TaskError, TaskState, TaskStatus};
 use fake_slack::{FakeSlack, Reply, Request};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
@@ -87,6 +88,20 @@ fn anomaly(model: &str, n: i64) -> Value {
         "detected_at": format!("2026-05-01T12:00:{:02}.000Z", n % 60),
         "explanation": [{"feature": "x0", "value": 3.9123, "low": -2.6, "high": 2.7}],
     })
+}
+
+/// An anomaly of a 12-feature model, every feature explained, with names as long as real
+/// ones: the issue's case.
+fn wide_anomaly(model: &str, n: i64) -> Value {
+    let mut a = anomaly(model, n);
+    a["id"] = json!(format!("txn-2026-05-01-{n:08}"));
+    a["explanation"] = (0..12)
+        .map(|f| {
+            json!({"feature": format!("merchant_category_risk_{f:02}"),
+                   "value": 3.9123 + f as f64, "low": -2.6, "high": 2.7})
+        })
+        .collect();
+    a
 }
 
 async fn produce(topic: &str, records: impl IntoIterator<Item = Value>) {
@@ -167,6 +182,58 @@ impl Running {
     }
 }
 
+/// The notifier under the daemon's supervisor, which restarts it whenever it fails: the
+/// report's `restarts` is what `/status` and `anomalyd_task_restarts_total` show.
+struct Supervised {
+    supervisor: Supervisor,
+    status: Arc<TaskStatus>,
+}
+
+async fn start_supervised(
+    slack: &SlackConfig,
+    topic: &str,
+    metrics: &Arc<SlackMetrics>,
+) -> Supervised {
+    let supervisor = Supervisor::new(RestartPolicy::default());
+    let (slack, topic, metrics) = (
+        Arc::new(slack.clone()),
+        topic.to_owned(),
+        Arc::clone(metrics),
+    );
+    let status = supervisor
+        .spawn("notifier", move |status, shutdown| {
+            let (slack, topic, metrics) = (Arc::clone(&slack), topic.clone(), Arc::clone(&metrics));
+            async move {
+                run(
+                    &slack,
+                    &support::kafka_config(),
+                    &topic,
+                    &metrics,
+                    || status.heartbeat(),
+                    shutdown,
+                )
+                .await
+                .map_err(TaskError::from)
+            }
+        })
+        .await;
+    Supervised { supervisor, status }
+}
+
+impl Supervised {
+    /// Fails unless the notifier is running and was never restarted.
+    fn assert_never_restarted(&self) {
+        let report = self.status.report();
+        assert_eq!(report.restarts, 0, "{report:?}");
+        assert_eq!(report.state, TaskState::Running, "{report:?}");
+    }
+
+    async fn stop(self) {
+        let still = self.supervisor.shutdown(Duration::from_secs(30)).await;
+        assert!(still.is_empty(), "{still:?} did not stop");
+    }
+}
+
 // ---- reading messages ------------------------------------------------------------------
 
 fn header(r: &Request) -> String {
@@ -213,6 +280,11 @@ fn listed(r: &Request) -> BTreeSet<i64> {
                 .unwrap_or_else(|| panic!("bad source field {rest:?}"))
         })
         .collect()
+}
+
+/// The characters of text in a message's blocks, as Slack counts them against its limit.
+fn text_size(r: &Request) -> usize {
+    fake_slack::blocks_text(&r.body["blocks"])
 }
 
 fn total(reqs: &[Request]) -> u64 {
@@ -621,4 +693,212 @@ async fn log_mode_writes_the_alert_to_the_log() {
     assert!(logged.contains(&format!("2 anomalies on {source}")));
     assert!(logged.contains("x0 = 3.91, outside training range [-2.6, 2.7]"));
     assert!(logged.contains(&format!("source {source} partition 1, offset 1, id 1")));
+}
+
+/// Issue 11, item 4: a 12-feature model with `top_n = 20` made one alert of 43 blocks and
+/// about 18,300 characters, which Slack refused with `msg_blocks_too_long` forever. Against a server
+/// that refuses past Slack's 12,000 characters, it now goes out in one post, within the budget,
+/// and still says how many anomalies the group has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_anomalies_of_twelve_features_go_out_in_one_message() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let server = FakeSlack::start().await;
+    server.limit_blocks_text(12_000);
+    let topic = anomalies_topic().await;
+    produce(&topic, (0..30).map(|n| wide_anomaly("model-a", n))).await;
+    let metrics = Arc::new(SlackMetrics::default());
+    let mut slack = bot_config(&server, dir.path());
+    slack.top_n = 20;
+    slack.group_wait_s = 2;
+    let n = start_supervised(&slack, &topic, &metrics).await;
+    assert!(support::wait_until(Duration::from_secs(60), || !server.accepted().is_empty()).await);
+    n.assert_never_restarted();
+    n.stop().await;
+
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 1, "one post, accepted at once");
+    let r = &reqs[0];
+    let blocks = r.body["blocks"].as_array().unwrap().len();
+    eprintln!(
+        "12 features, top_n 20, 30 anomalies: {blocks} blocks, {} characters of block text, {} listed",
+        text_size(r),
+        listed(r).len()
+    );
+    assert!(r.accepted);
+    assert!(blocks <= 50, "{blocks} blocks");
+    assert!(text_size(r) <= 10_000, "{} characters", text_size(r));
+    assert_eq!(
+        header(r),
+        "30 anomalies on transactions",
+        "the group's count"
+    );
+    // README's numbers (the unit test of message.rs checks them in detail).
+    assert_eq!(blocks, 36);
+    let shown = listed(r);
+    assert_eq!(shown.len(), 16, "{shown:?}");
+    // The most anomalous first: scores fall with the offset, so the highest offsets are listed.
+    assert_eq!(shown, (30 - shown.len() as i64..30).collect());
+    let more = format!("… and {} more not listed.", 30 - shown.len());
+    assert!(block_texts(r).contains(&more), "{more:?}");
+    assert_eq!(metrics.anomalies_alerted.load(Relaxed), 30);
+    assert_eq!(metrics.alerts_reduced.load(Relaxed), 0);
+    assert_no_secret_logged();
+}
+
+/// Slack refusing a message for its content (here: stricter than our budget) is answered by a
+/// smaller message, not by a restart; the anomalies count as alerted once it is accepted, and
+/// their offsets are committed: a new notifier of the same group does not send them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_refused_for_its_size_is_sent_smaller_without_a_restart() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let server = FakeSlack::start().await;
+    server.limit_blocks_text(5_000);
+    let topic = anomalies_topic().await;
+    produce(&topic, (0..25).map(|n| wide_anomaly("model-a", n))).await;
+    let metrics = Arc::new(SlackMetrics::default());
+    let mut slack = bot_config(&server, dir.path());
+    slack.top_n = 20;
+    slack.group_wait_s = 2;
+    let n = start_supervised(&slack, &topic, &metrics).await;
+    assert!(support::wait_until(Duration::from_secs(60), || !server.accepted().is_empty()).await);
+    tokio::time::sleep(Duration::from_secs(2)).await; // a needless extra post would show here
+    n.assert_never_restarted();
+    n.stop().await;
+
+    let reqs = server.requests();
+    assert!(reqs.len() <= 3, "{} posts for one group", reqs.len());
+    assert_eq!(reqs.len(), 2, "refused, then accepted smaller");
+    assert!(!reqs[0].accepted && reqs[1].accepted);
+    assert!(text_size(&reqs[0]) > 5_000);
+    assert!(text_size(&reqs[1]) <= 5_000);
+    assert!(listed(&reqs[1]).len() < listed(&reqs[0]).len());
+    assert!(
+        !listed(&reqs[1]).is_empty(),
+        "still lists the most anomalous"
+    );
+    assert_eq!(header(&reqs[1]), "25 anomalies on transactions");
+    assert_eq!(metrics.alerts_sent.load(Relaxed), 1);
+    assert_eq!(metrics.alerts_reduced.load(Relaxed), 1);
+    assert_eq!(metrics.alerts_refused.load(Relaxed), 0);
+    assert_eq!(metrics.anomalies_alerted.load(Relaxed), 25);
+    assert!(!metrics.is_failing());
+    assert!(
+        log_text().contains("msg_blocks_too_long"),
+        "the refusal is logged"
+    );
+
+    // A new notifier of the same group: the 25 were committed, only the new one goes out.
+    let n = start_supervised(&slack, &topic, &metrics).await;
+    produce(&topic, [wide_anomaly("model-a", 100)]).await;
+    assert!(support::wait_until(Duration::from_secs(60), || server.accepted().len() >= 2).await);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    n.stop().await;
+    let sent = server.accepted();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(count(&sent[1]), 1, "nothing sent again");
+    assert_eq!(listed(&sent[1]), BTreeSet::from([100]));
+    assert_no_secret_logged();
+}
+
+/// When Slack refuses even the text-only message for its content, the alert is logged as an
+/// error with its group, counted, and committed: three posts, no restart, no loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_refused_in_every_form_is_logged_counted_and_committed() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let server = FakeSlack::start().await;
+    server.set_default(Reply::SlackError("msg_too_long"));
+    let topic = anomalies_topic().await;
+    let model = support::unique("model-refused");
+    produce(&topic, (0..3).map(|n| anomaly(&model, n))).await;
+    let metrics = Arc::new(SlackMetrics::default());
+    let slack = bot_config(&server, dir.path());
+    let n = start_supervised(&slack, &topic, &metrics).await;
+    assert!(
+        support::wait_until(Duration::from_secs(60), || metrics
+            .alerts_refused
+            .load(Relaxed)
+            == 1)
+        .await
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await; // a loop would post again here
+    n.assert_never_restarted();
+    n.stop().await;
+
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 3, "full, smaller, text-only; then given up");
+    assert!(reqs.iter().all(|r| !r.accepted));
+    assert_eq!(listed(&reqs[0]).len(), 3);
+    assert_eq!(listed(&reqs[1]).len(), 1, "half as many listed");
+    assert!(reqs[2].body.get("blocks").is_none(), "text only");
+    let text = reqs[2].body["text"].as_str().unwrap();
+    assert!(
+        text.starts_with(&format!("3 anomalies on transactions (model {model})")),
+        "{text}"
+    );
+    assert_eq!(metrics.alerts_sent.load(Relaxed), 0);
+    assert_eq!(metrics.anomalies_alerted.load(Relaxed), 0);
+    assert!(
+        metrics.is_failing(),
+        "health says WARNING until an alert goes through"
+    );
+    let logged = log_text();
+    let line = logged
+        .lines()
+        .find(|l| l.contains("ERROR") && l.contains(&model))
+        .expect("an error naming the group is logged");
+    assert!(
+        line.contains("msg_too_long") && line.contains("3 anomalies"),
+        "{line}"
+    );
+
+    // Committed: a new notifier of the same group sends only what comes next.
+    server.set_default(Reply::Ok);
+    let n = start_supervised(&slack, &topic, &metrics).await;
+    produce(&topic, [anomaly(&model, 50)]).await;
+    assert!(support::wait_until(Duration::from_secs(60), || !server.accepted().is_empty()).await);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    n.stop().await;
+    let sent = server.accepted();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        listed(&sent[0]),
+        BTreeSet::from([50]),
+        "the refused three are not resent"
+    );
+    assert!(!metrics.is_failing());
+    assert_no_secret_logged();
+}
+
+/// A webhook answers a message that is too big with HTTP 400 `invalid_blocks`: the same
+/// fallback, not a permanent failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_refusing_the_blocks_gets_a_smaller_message() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let server = FakeSlack::start().await;
+    server.limit_blocks_text(5_000);
+    let url_file = dir.path().join("webhook");
+    std::fs::write(&url_file, server.webhook_url(WEBHOOK_SECRET)).unwrap();
+    let topic = anomalies_topic().await;
+    produce(&topic, (0..20).map(|n| wide_anomaly("model-w", n))).await;
+    let metrics = Arc::new(SlackMetrics::default());
+    let slack = SlackConfig {
+        mode: SlackMode::Webhook,
+        webhook_url_file: Some(url_file),
+        top_n: 20,
+        ..bot_config(&server, dir.path())
+    };
+    let n = start_supervised(&slack, &topic, &metrics).await;
+    assert!(support::wait_until(Duration::from_secs(60), || !server.accepted().is_empty()).await);
+    n.assert_never_restarted();
+    n.stop().await;
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2, "refused, then accepted smaller");
+    assert!(!reqs[0].accepted && reqs[1].accepted);
+    assert_eq!(header(&reqs[1]), "20 anomalies on transactions");
+    assert_eq!(metrics.alerts_reduced.load(Relaxed), 1);
+    assert_no_secret_logged();
 }

@@ -134,6 +134,16 @@ pub fn render(s: &Status) -> String {
                 sl.anomalies_alerted,
             ),
             (
+                "anomalyd_slack_alerts_reduced_total",
+                "Slack messages accepted only in a smaller form after a refusal for content.",
+                sl.alerts_reduced,
+            ),
+            (
+                "anomalyd_slack_alerts_refused_total",
+                "Alerts Slack refused in every form for their content (not sent).",
+                sl.alerts_refused,
+            ),
+            (
                 "anomalyd_slack_retries_total",
                 "Slack requests retried (429, 5xx, timeouts, connection errors).",
                 sl.retries,

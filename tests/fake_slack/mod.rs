@@ -2,6 +2,10 @@
 //! `{"ok": false, "error": ...}`, 429 with `Retry-After`, 5xx) and incoming webhooks (`ok`,
 //! 4xx), slow or silent when told to. It records every request with its arrival time.
 //!
+//! Like Slack, it can refuse a message whose blocks hold more text together than a budget
+//! ([`FakeSlack::limit_blocks_text`]): `msg_blocks_too_long` on the Web API, HTTP 400
+//! `invalid_blocks` on a webhook.
+//!
 //! Plain HTTP/1.1 over tokio, one request per connection (`Connection: close`), so that what
 //! the notifier sends is exactly what is recorded.
 
@@ -48,6 +52,8 @@ struct Inner {
     script: VecDeque<Reply>,
     default: Option<Reply>,
     requests: Vec<Request>,
+    /// Refuse messages whose blocks' text passes this many characters.
+    blocks_text_max: Option<usize>,
 }
 
 #[derive(Clone)]
@@ -95,6 +101,12 @@ impl FakeSlack {
         self.lock().default = Some(reply);
     }
 
+    /// From now on, refuses (before any scripted reply) every message whose blocks hold more
+    /// than `max` characters of text together, as Slack does at about 12,000-13,000.
+    pub fn limit_blocks_text(&self, max: usize) {
+        self.lock().blocks_text_max = Some(max);
+    }
+
     pub fn requests(&self) -> Vec<Request> {
         self.lock().requests.clone()
     }
@@ -112,13 +124,24 @@ impl FakeSlack {
             return;
         };
         let at = Instant::now();
+        let webhook = path.starts_with("/services/");
+        let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let reply = {
             let mut inner = self.lock();
-            inner
-                .script
-                .pop_front()
-                .or_else(|| inner.default.clone())
-                .unwrap_or(Reply::Ok)
+            match inner.blocks_text_max {
+                Some(max) if blocks_text(&parsed["blocks"]) > max => {
+                    if webhook {
+                        Reply::Status(400, "invalid_blocks")
+                    } else {
+                        Reply::SlackError("msg_blocks_too_long")
+                    }
+                }
+                _ => inner
+                    .script
+                    .pop_front()
+                    .or_else(|| inner.default.clone())
+                    .unwrap_or(Reply::Ok),
+            }
         };
         let header = |name: &str| {
             headers
@@ -133,12 +156,11 @@ impl FakeSlack {
                 path: path.clone(),
                 authorization: header("authorization"),
                 content_type: header("content-type"),
-                body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                body: parsed,
                 accepted: false,
             });
             inner.requests.len() - 1
         };
-        let webhook = path.starts_with("/services/");
         let (status, extra, body) = match reply {
             Reply::Ok if webhook => (200, String::new(), "ok".to_owned()),
             Reply::Ok => (
@@ -179,9 +201,25 @@ impl FakeSlack {
     }
 }
 
+/// The characters of every `text` string in `blocks`, however deep.
+pub fn blocks_text(blocks: &Value) -> usize {
+    match blocks {
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) if k == "text" => s.chars().count(),
+                other => blocks_text(other),
+            })
+            .sum(),
+        Value::Array(items) => items.iter().map(blocks_text).sum(),
+        _ => 0,
+    }
+}
+
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        400 => "Bad Request",
         404 => "Not Found",
         429 => "Too Many Requests",
         500 => "Internal Server Error",

@@ -7,6 +7,13 @@
 //! waiting). Errors that retrying cannot fix (`invalid_auth`, `channel_not_found`,
 //! `not_in_channel`, a webhook's 4xx, ...) are returned, so the task fails loudly and its
 //! supervisor retries it with backoff. No error or log line ever holds the token or webhook URL.
+//!
+//! A refusal of one message's *content* ([`CONTENT_ERRORS`]: `msg_blocks_too_long`,
+//! `invalid_blocks`, `msg_too_long`, ...) is different: sending the same bytes again cannot
+//! succeed, and restarting rebuilds the same message. It is answered by a smaller message, half
+//! the anomalies listed within half the budget, then by a text-only one (see [`Form`]). If Slack
+//! refuses even that for its content, the alert is given up: logged as an error with its group,
+//! counted in `alerts_refused`, and reported as [`Sent::Refused`] so the notifier moves on.
 
 use std::sync::Mutex;
 use std::sync::atomic::Ordering::Relaxed;
@@ -38,13 +45,28 @@ const TRANSIENT_ERRORS: &[&str] = &[
     "service_unavailable",
     "request_timeout",
 ];
+/// Errors (a bot's `error`, a webhook's 400 body) that refuse one message for its content, not
+/// the sender: the blocks or the text are too long or not valid Block Kit. A webhook's
+/// `invalid_payload` is not among them: it means the body could not be read at all (a content
+/// type or a proxy), which a smaller message does not fix.
+pub const CONTENT_ERRORS: &[&str] = &[
+    "msg_blocks_too_long",
+    "msg_too_long",
+    "too_long",
+    "invalid_blocks",
+    "invalid_blocks_format",
+];
 /// How much of an unexpected answer an error quotes.
 const BODY_QUOTE_MAX: usize = 200;
+/// How much of a topic name or model id an error quotes.
+const NAME_QUOTE_MAX: usize = 200;
 
 #[derive(Debug, Error)]
 pub enum ClientError {
     #[error("Slack refused the alert: {error}{}", hint(error))]
     Refused { error: String },
+    #[error("Slack refused the message for its content: {error}")]
+    Content { error: String },
     #[error("the Slack webhook refused the alert: HTTP {status}: {body}")]
     WebhookRefused { status: u16, body: String },
     #[error("unexpected answer from Slack: HTTP {status}: {body}")]
@@ -137,6 +159,28 @@ enum Outcome {
     Permanent(ClientError),
 }
 
+/// The shapes one alert is tried in, in order, each only after Slack refused the one before
+/// for its content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// Blocks within [`message::BLOCKS_BUDGET`].
+    Full,
+    /// Blocks listing half as many anomalies, within half the budget.
+    Reduced,
+    /// The top-level text alone ([`message::text_only`]).
+    TextOnly,
+}
+
+/// How an alert ended. Either way its anomalies are done with and their offsets may be
+/// committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Slack accepted the alert in this form (or, in `log` mode, it was logged).
+    Accepted(Form),
+    /// Slack refused every form for its content; the alert was logged and counted instead.
+    Refused,
+}
+
 /// Sends alerts to one destination at Slack's pace, retrying what can be retried.
 pub struct Poster<'m> {
     dest: Destination,
@@ -178,35 +222,77 @@ impl<'m> Poster<'m> {
         &self.dest
     }
 
-    /// Sends `alert`, waiting and retrying until it is accepted, or fails for good.
-    pub async fn send(&self, alert: &Alert) -> Result<(), ClientError> {
+    /// Sends `alert`, waiting and retrying until it is accepted, or fails for good. A refusal
+    /// for content is answered with the next [`Form`]; when every form is refused for content,
+    /// the alert is logged as an error, counted in `alerts_refused`, and `Ok(Sent::Refused)`
+    /// is returned. Other permanent errors are returned.
+    pub async fn send(&self, alert: &Alert) -> Result<Sent, ClientError> {
         let m = self.metrics;
-        let body = self.body(alert);
+        if matches!(self.dest, Destination::Log) {
+            let text = message::plain(alert);
+            tracing::warn!(target: "anomalyd::alert", topic = %alert.key.topic, model_id = %alert.key.model_id, count = alert.count, "{text}");
+            self.accepted(alert, Form::Full);
+            return Ok(Sent::Accepted(Form::Full));
+        }
+        let mut last_body: Option<Value> = None;
+        let mut listed = usize::MAX;
+        let mut refusals = Vec::new();
+        for form in [Form::Full, Form::Reduced, Form::TextOnly] {
+            let (body, now_listed) = self.body(alert, form, listed);
+            if last_body.as_ref() == Some(&body) {
+                // The same bytes would be refused the same way.
+                continue;
+            }
+            listed = now_listed;
+            match self.deliver(&body).await {
+                Ok(()) => {
+                    self.accepted(alert, form);
+                    if form != Form::Full {
+                        m.alerts_reduced.fetch_add(1, Relaxed);
+                    }
+                    return Ok(Sent::Accepted(form));
+                }
+                Err(ClientError::Content { error }) => {
+                    tracing::warn!(to = %self.dest.describe(), topic = %alert.key.topic, model_id = %alert.key.model_id, count = alert.count, ?form, error = %error, "Slack refused the message for its content");
+                    refusals.push(error);
+                }
+                Err(e) => return Err(e),
+            }
+            last_body = Some(body);
+        }
+        let why = format!(
+            "Slack refused every form of the alert of {} anomalies on {} (model {}) for its content ({}); it is not sent",
+            alert.count,
+            message::cut(&alert.key.topic, NAME_QUOTE_MAX),
+            message::cut(&alert.key.model_id, NAME_QUOTE_MAX),
+            refusals.join(", ")
+        );
+        tracing::error!(to = %self.dest.describe(), topic = %alert.key.topic, model_id = %alert.key.model_id, count = alert.count, "{why}");
+        m.alerts_refused.fetch_add(1, Relaxed);
+        m.set_error(why);
+        Ok(Sent::Refused)
+    }
+
+    fn accepted(&self, alert: &Alert, form: Form) {
+        let m = self.metrics;
+        m.backoff_ms.store(0, Relaxed);
+        m.failing.store(false, Relaxed);
+        m.alerts_sent.fetch_add(1, Relaxed);
+        m.anomalies_alerted.fetch_add(alert.count, Relaxed);
+        tracing::info!(to = %self.dest.describe(), topic = %alert.key.topic, model_id = %alert.key.model_id, count = alert.count, ?form, "alert sent");
+    }
+
+    /// Posts `body`, waiting and retrying until it is accepted, or refused for good (for its
+    /// content: [`ClientError::Content`]).
+    async fn deliver(&self, body: &Value) -> Result<(), ClientError> {
+        let m = self.metrics;
         let mut failures_in_a_row = 0u32;
         loop {
-            let outcome = match &body {
-                None => {
-                    let text = message::plain(alert);
-                    tracing::warn!(target: "anomalyd::alert", topic = %alert.key.topic, model_id = %alert.key.model_id, count = alert.count, "{text}");
-                    Outcome::Accepted
-                }
-                Some(body) => {
-                    self.pace().await;
-                    let outcome = self.attempt(body).await;
-                    *self.last_post.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some(Instant::now());
-                    outcome
-                }
-            };
+            self.pace().await;
+            let outcome = self.attempt(body).await;
+            *self.last_post.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
             let wait = match outcome {
-                Outcome::Accepted => {
-                    m.backoff_ms.store(0, Relaxed);
-                    m.failing.store(false, Relaxed);
-                    m.alerts_sent.fetch_add(1, Relaxed);
-                    m.anomalies_alerted.fetch_add(alert.count, Relaxed);
-                    tracing::info!(to = %self.dest.describe(), topic = %alert.key.topic, model_id = %alert.key.model_id, count = alert.count, "alert sent");
-                    return Ok(());
-                }
+                Outcome::Accepted => return Ok(()),
                 Outcome::RateLimited(wait) => {
                     m.rate_limited.fetch_add(1, Relaxed);
                     tracing::warn!(to = %self.dest.describe(), retry_in = ?wait, "Slack is rate limiting: waiting its Retry-After");
@@ -233,20 +319,36 @@ impl<'m> Poster<'m> {
         }
     }
 
-    /// The JSON body for Slack; `None` in log mode.
-    fn body(&self, alert: &Alert) -> Option<Value> {
-        let msg = message::build(alert);
-        match &self.dest {
-            Destination::Log => None,
-            Destination::Bot { channel, .. } => Some(json!({
+    /// The JSON body of `alert` in `form` for Slack, and how many anomalies it lists;
+    /// `listed_before` is what the previous form listed. Not for `log` mode.
+    fn body(&self, alert: &Alert, form: Form, listed_before: usize) -> (Value, usize) {
+        let (text, blocks, listed) = match form {
+            Form::Full | Form::Reduced => {
+                let limits = match form {
+                    Form::Full => message::Limits::default(),
+                    _ => message::Limits {
+                        budget: message::BLOCKS_BUDGET / 2,
+                        max_listed: listed_before / 2,
+                    },
+                };
+                let msg = message::build_within(alert, limits);
+                (msg.text, Some(msg.blocks), msg.listed)
+            }
+            Form::TextOnly => (message::text_only(alert), None, 0),
+        };
+        let mut body = match &self.dest {
+            Destination::Bot { channel, .. } => json!({
                 "channel": channel,
-                "text": msg.text,
-                "blocks": msg.blocks,
+                "text": text,
                 "unfurl_links": false,
                 "unfurl_media": false,
-            })),
-            Destination::Webhook { .. } => Some(json!({"text": msg.text, "blocks": msg.blocks})),
+            }),
+            _ => json!({"text": text}),
+        };
+        if let Some(blocks) = blocks {
+            body["blocks"] = Value::Array(blocks);
         }
+        (body, listed)
     }
 
     /// Waits until `min_interval` has passed since the last request ended. Counting from its
@@ -308,10 +410,7 @@ impl<'m> Poster<'m> {
         }
         match &self.dest {
             Destination::Webhook { .. } if status.is_success() => Outcome::Accepted,
-            Destination::Webhook { .. } => Outcome::Permanent(ClientError::WebhookRefused {
-                status: status.as_u16(),
-                body: message::cut(text.trim(), BODY_QUOTE_MAX),
-            }),
+            Destination::Webhook { .. } => webhook_refusal(status, &text),
             _ => bot_outcome(status, &text, retry_after),
         }
     }
@@ -339,11 +438,31 @@ fn bot_outcome(status: StatusCode, text: &str, retry_after: Option<Duration>) ->
         Some(e) if TRANSIENT_ERRORS.contains(&e) => {
             Outcome::Transient(format!("Slack answered {e}"))
         }
+        Some(e) if CONTENT_ERRORS.contains(&e) => Outcome::Permanent(ClientError::Content {
+            error: e.to_owned(),
+        }),
         Some(e) => Outcome::Permanent(ClientError::Refused {
             error: message::cut(e, BODY_QUOTE_MAX),
         }),
         None => unexpected(),
     }
+}
+
+/// A webhook's answer other than 2xx, 429 and 5xx: a content refusal when it is a 400 naming
+/// one of [`CONTENT_ERRORS`] (as plain text, Slack's way, or as `{"error": ...}`).
+fn webhook_refusal(status: StatusCode, text: &str) -> Outcome {
+    let body = text.trim();
+    let error = serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| body.to_owned());
+    if status == StatusCode::BAD_REQUEST && CONTENT_ERRORS.contains(&error.as_str()) {
+        return Outcome::Permanent(ClientError::Content { error });
+    }
+    Outcome::Permanent(ClientError::WebhookRefused {
+        status: status.as_u16(),
+        body: message::cut(body, BODY_QUOTE_MAX),
+    })
 }
 
 /// `Retry-After` in seconds (Slack sends seconds, never a date).
@@ -413,6 +532,47 @@ mod tests {
             bot_outcome(StatusCode::NOT_FOUND, "<html>", None),
             Outcome::Permanent(ClientError::Unexpected { status: 404, .. })
         ));
+    }
+
+    #[test]
+    fn refusals_for_content_are_told_apart() {
+        let ok = StatusCode::OK;
+        for e in ["msg_blocks_too_long", "invalid_blocks", "msg_too_long"] {
+            let Outcome::Permanent(ClientError::Content { error }) =
+                bot_outcome(ok, &format!(r#"{{"ok":false,"error":"{e}"}}"#), None)
+            else {
+                panic!("{e} refuses the content");
+            };
+            assert_eq!(error, e);
+        }
+        let bad = StatusCode::BAD_REQUEST;
+        for body in [
+            "invalid_blocks",
+            "too_long\n",
+            r#"{"error":"invalid_blocks_format"}"#,
+        ] {
+            assert!(
+                matches!(
+                    webhook_refusal(bad, body),
+                    Outcome::Permanent(ClientError::Content { .. })
+                ),
+                "{body}"
+            );
+        }
+        // Not the content's fault: a smaller message would not help.
+        for (status, body) in [
+            (bad, "invalid_payload"),
+            (StatusCode::NOT_FOUND, "no_service"),
+            (StatusCode::FORBIDDEN, "invalid_blocks"),
+        ] {
+            assert!(
+                matches!(
+                    webhook_refusal(status, body),
+                    Outcome::Permanent(ClientError::WebhookRefused { .. })
+                ),
+                "{status} {body}"
+            );
+        }
     }
 
     #[test]

@@ -12,6 +12,12 @@ pub struct SlackMetrics {
     pub alerts_sent: AtomicU64,
     /// Anomalies carried by those messages (each counted once per accepted message).
     pub anomalies_alerted: AtomicU64,
+    /// Of `alerts_sent`, those accepted only in a smaller form after Slack refused the first
+    /// for its content (`msg_blocks_too_long`, ...).
+    pub alerts_reduced: AtomicU64,
+    /// Alerts Slack refused in every form for their content: logged as errors and not sent
+    /// (their anomalies are committed, since resending the same content cannot succeed).
+    pub alerts_refused: AtomicU64,
     /// Requests repeated after a failure or a 429.
     pub retries: AtomicU64,
     /// HTTP 429 answers (and `ratelimited` errors).
@@ -52,6 +58,8 @@ impl SlackMetrics {
         SlackMetricsSnapshot {
             alerts_sent: self.alerts_sent.load(Relaxed),
             anomalies_alerted: self.anomalies_alerted.load(Relaxed),
+            alerts_reduced: self.alerts_reduced.load(Relaxed),
+            alerts_refused: self.alerts_refused.load(Relaxed),
             retries: self.retries.load(Relaxed),
             rate_limited: self.rate_limited.load(Relaxed),
             failures: self.failures.load(Relaxed),
@@ -69,6 +77,8 @@ impl SlackMetrics {
 pub struct SlackMetricsSnapshot {
     pub alerts_sent: u64,
     pub anomalies_alerted: u64,
+    pub alerts_reduced: u64,
+    pub alerts_refused: u64,
     pub retries: u64,
     pub rate_limited: u64,
     pub failures: u64,

@@ -3,6 +3,10 @@
 //! carrying it was accepted. A restart (a crash, a permanent Slack error, a stop) therefore
 //! sends again whatever was not yet accepted: at least once, never lost.
 //!
+//! The one exception is an alert Slack refuses in every form for its content
+//! ([`Sent::Refused`]): resending the same content cannot succeed, so it is logged as an error,
+//! counted, and its offsets are committed rather than sent again forever.
+//!
 //! Being its own group, it never holds up the detector, and it can run in another instance.
 //! It keeps reading (and so stays in its group) while a message is being retried; past
 //! [`MAX_PENDING`] unsent anomalies it pauses its partitions instead of filling memory.
@@ -21,7 +25,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::anomaly::Anomaly;
-use super::client::{ClientError, Destination, Poster};
+use super::client::{ClientError, Destination, Poster, Sent};
 use super::group::{Alert, Grouper};
 use super::metrics::SlackMetrics;
 use super::offsets::Offsets;
@@ -50,7 +54,7 @@ pub fn group_id(slack: &SlackConfig, kafka: &KafkaConfig) -> String {
         .unwrap_or_else(|| format!("{}-notifier", kafka.group_id))
 }
 
-type Sending<'a> = Pin<Box<dyn Future<Output = (Alert, Result<(), ClientError>)> + Send + 'a>>;
+type Sending<'a> = Pin<Box<dyn Future<Output = (Alert, Result<Sent, ClientError>)> + Send + 'a>>;
 
 /// Runs the notifier until `shutdown` (then commits what was sent and returns `Ok`), or until
 /// Slack refuses an alert for good (then commits what was sent and returns the error, for the
@@ -129,7 +133,9 @@ pub async fn run(
             (alert, sent) = async { sending.as_mut().expect("guarded by the condition").1.as_mut().await }, if sending.is_some() => {
                 sending = None;
                 match sent {
-                    Ok(()) => {
+                    // Accepted, or refused for its content in every form (logged and counted):
+                    // either way done with.
+                    Ok(Sent::Accepted(_) | Sent::Refused) => {
                         for at in &alert.positions {
                             state.offsets.done(*at);
                         }
