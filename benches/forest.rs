@@ -176,7 +176,9 @@ fn training(c: &mut Criterion) {
 /// model flags (the daemon explains only those): shuttle's anomalies, and for the demo's model
 /// (the synthetic two-blob set, `train --synthetic`'s parameters) uniform points it flags.
 fn attribution(c: &mut Criterion) {
-    let table = load("shuttle");
+    let Some(table) = load("shuttle") else {
+        return;
+    };
     let d = table.n_features();
     let shuttle = IsolationForest::fit(&table.values, d, &params()).expect("training succeeds");
     let flagged = |forest: &IsolationForest, rows: &[f64], d: usize| -> Vec<Vec<f64>> {
