@@ -112,7 +112,12 @@ fn daemon_error(e: &DaemonError, located: &Located) -> String {
     match e {
         DaemonError::Model(_) => format!("{}: model.path: {e}", origin(located, "model.path")),
         // Its text starts with `detector.features: `.
-        DaemonError::Features(_) => format!("{}: {e}", origin(located, "detector.features")),
+        // It echoes the pointers: cut, as configuration errors are.
+        DaemonError::Features(_) => format!(
+            "{}: {}",
+            origin(located, "detector.features"),
+            config::shorten(&e.to_string())
+        ),
         _ => e.to_string(),
     }
 }
