@@ -505,7 +505,9 @@ fn train_on_edge_case_data_never_panics() {
     let varied: String = std::iter::once("amount,hour\n".to_owned())
         .chain((0..200).map(|i| format!("{},5\n", i % 17)))
         .collect();
-    let cases: &[(&str, String, &[&str], i32, &[&str])] = &[
+    // File name, contents, extra arguments, exit code, what stderr says.
+    type Case<'a> = (&'a str, String, &'a [&'a str], i32, &'a [&'a str]);
+    let cases: &[Case] = &[
         (
             "constant.csv",
             constant,

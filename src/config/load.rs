@@ -172,10 +172,10 @@ const ECHO_CHARS: usize = 80;
 /// Longest error text (in characters) printed whole, for values echoed without quotes.
 const MESSAGE_CHARS: usize = 1000;
 
-/// `text` with every quoted run (`"..."`, with `\"` escapes, or `` `...` ``) longer than
-/// [`ECHO_CHARS`] cut to its first [`ECHO_CHARS`] characters, `…` and its length in bytes
-/// (`"xxxx…" (5242880 bytes)`), and the whole cut to [`MESSAGE_CHARS`] the same way: errors
-/// repeat the value at fault, and a value can be megabytes long. Short text is unchanged.
+/// `text` with every quoted run (`"..."`, with `\"` escapes, or `` `...` ``) longer than 80
+/// characters cut to its first 80, `…` and its length in bytes (`"xxxx…" (5242880 bytes)`),
+/// and the whole cut to 1,000 characters the same way: errors repeat the value at fault, and
+/// a value can be megabytes long. Short text is unchanged.
 pub fn shorten(text: &str) -> std::borrow::Cow<'_, str> {
     if text.chars().count() <= ECHO_CHARS {
         return text.into();
