@@ -565,9 +565,14 @@ impl Provider for &EnvVar {
             .value
             .parse()
             .expect("figment's Value parse is infallible");
-        let dict = figment::util::nest(&self.key, value)
-            .into_dict()
-            .expect("a non-empty key always nests into a dict");
+        // A name such as `ANOMALYD_.` or `ANOMALYD____` gives a key of empty parts, which
+        // nests into no table: an error naming the variable, not a panic.
+        let Some(dict) = figment::util::nest(&self.key, value).into_dict() else {
+            return Err(figment::Error::from(format!(
+                "{} does not name a configuration key (ANOMALYD_<SECTION>__<KEY>)",
+                self.name
+            )));
+        };
         Ok(Profile::Default.collect(dict))
     }
 }
@@ -850,6 +855,18 @@ mod tests {
             ),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn env_names_that_are_no_key_are_refused_not_a_panic() {
+        let (_d, path) = write("");
+        for name in ["ANOMALYD_.", "ANOMALYD____", "ANOMALYD__"] {
+            let Err(errors) = load_with_env(&path, env(&[(name, "1")])) else {
+                panic!("{name} accepted");
+            };
+            let msg = errors.to_string();
+            assert!(msg.contains(name), "{name}: {msg}");
+        }
     }
 
     #[test]
