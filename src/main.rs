@@ -110,9 +110,13 @@ fn check_config(args: &CheckConfigArgs) -> ExitCode {
 /// the features (`./anomalyd.toml:42:8: model.path: ...`).
 fn daemon_error(e: &DaemonError, located: &Located) -> String {
     match e {
-        DaemonError::Model(_) => format!("{}: model.path: {e}", origin(located, "model.path")),
-        // Its text starts with `detector.features: `.
-        // It echoes the pointers: cut, as configuration errors are.
+        // Both echo configured values (the path, the pointers): cut, as configuration errors
+        // are. A features error's text starts with `detector.features: `.
+        DaemonError::Model(_) => format!(
+            "{}: model.path: {}",
+            origin(located, "model.path"),
+            config::shorten(&e.to_string())
+        ),
         DaemonError::Features(_) => format!(
             "{}: {}",
             origin(located, "detector.features"),

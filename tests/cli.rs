@@ -642,22 +642,49 @@ fn a_closed_stdout_ends_every_command_quietly() {
         (vec!["--version"], 0),
         (vec!["--help"], 0),
     ];
-    for (args, code) in commands {
+    let closed = |args: &[&str], code: Option<i32>| {
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
         let out = anomalyd()
-            .args(&args)
+            .args(args)
             .stdout(writer)
             .stderr(Stdio::piped())
             .output()
             .unwrap();
         let stderr = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        if let Some(code) = code {
+            assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        }
+        assert_ne!(out.status.code(), Some(101), "{args:?}: {stderr}");
         assert!(
             !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
             "{args:?}: {stderr}"
         );
+    };
+    for (args, code) in commands {
+        closed(&args, Some(code));
     }
+
+    // `ctl status` and `health -v` print what a running daemon answers (its control socket
+    // answers before any broker does).
+    let log = d.join("run.log");
+    let mut daemon = anomalyd()
+        .args(["run", "--config", &config])
+        .env("ANOMALYD_KAFKA__BROKERS", "127.0.0.1:1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let said = wait_for(&log, "control socket bound", Duration::from_secs(30));
+    let socket = d.join("s.sock").to_str().unwrap().to_owned();
+    if said.contains("control socket bound") {
+        closed(&["ctl", "status", "--socket", &socket], Some(0));
+        // Not ready without a broker: CRITICAL or WARNING, whatever it says.
+        closed(&["health", "-v", "--socket", &socket], None);
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert!(said.contains("control socket bound"), "{said}");
 }
 
 /// Writes a configuration with the given `[detector]`/other sections after a standard head.
@@ -815,5 +842,15 @@ fn values_that_would_fail_later_or_flood_the_terminal_are_config_errors() {
         stderr.contains("detector.batch_max: invalid type: string \"xxxx")
             && stderr.contains(&format!("…\" ({} bytes)", huge.len())),
         "{stderr}"
+    );
+    // A model path is echoed in the model's errors: cut too.
+    let config = config_with(d, Path::new(&huge), "");
+    let out = check(&config, &[]);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.len() < 1500 && stderr.contains("model.path: model file xxxx"),
+        "{} bytes of error: {}",
+        stderr.len(),
+        &stderr[..stderr.len().min(300)]
     );
 }
