@@ -2,8 +2,9 @@
 //!
 //! Workers take the current model once per batch, so a swap takes effect at the next batch and
 //! a batch is never scored by two models: no record is dropped or scored twice by a reload. A
-//! reload that fails (missing, corrupt, wrong version or feature count) changes nothing: the
-//! old model keeps serving and the error is kept for `/status`.
+//! reload that fails (missing, corrupt, wrong version or feature count, or refused by the
+//! caller's check, such as feature names that do not fit the configuration) changes nothing:
+//! the old model keeps serving and the error is kept for `/status`.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
