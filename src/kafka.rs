@@ -212,6 +212,8 @@ mod tests {
                 "{name} = {value}: {why:?}"
             );
         }
+        // A boolean for an integer is librdkafka's own refusal.
+        assert!(property_problem("fetch.wait.max.ms", "true").is_some());
         let why = property_problem("fetch.wait.max.ms", "1.5").unwrap();
         assert!(
             why.contains("whole number") && why.contains("as 1"),
