@@ -290,8 +290,14 @@ impl EvalArgs {
 }
 
 /// Writes `shell`'s completion script for the whole command line to `out`.
-pub fn completions(shell: Shell, out: &mut dyn Write) {
-    clap_complete::generate(shell, &mut Cli::command(), "anomalyd", out);
+///
+/// Errors: writing to `out` (a closed pipe, for one). The script is built in memory first, as
+/// `clap_complete` panics on a failed write.
+pub fn completions(shell: Shell, out: &mut dyn Write) -> std::io::Result<()> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "anomalyd", &mut script);
+    out.write_all(&script)?;
+    out.flush()
 }
 
 /// Writes the man page, anomalyd(1) in roff, to `out`: NAME, SYNOPSIS, DESCRIPTION, OPTIONS,
@@ -369,14 +375,14 @@ mod tests {
         assert!(subcommands().len() >= 9, "{:?}", subcommands());
         for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
             let mut out = Vec::new();
-            completions(shell, &mut out);
+            completions(shell, &mut out).unwrap();
             let script = String::from_utf8(out).unwrap();
             for name in subcommands() {
                 assert!(script.contains(&name), "{shell}: no {name}");
             }
         }
         let mut bash = Vec::new();
-        completions(Shell::Bash, &mut bash);
+        completions(Shell::Bash, &mut bash).unwrap();
         let bash = String::from_utf8(bash).unwrap();
         assert!(bash.contains("complete -F _anomalyd"), "{bash}");
         // Subcommands' own options are completed too.

@@ -15,7 +15,7 @@ use rdkafka::producer::FutureProducer;
 use thiserror::Error;
 use tokio::net::UnixListener;
 
-use crate::config::{Config, FeatureSpec, SlackMode};
+use crate::config::{Config, FeatureMatch, FeatureSpec, SlackMode};
 use crate::control::lag::{LagProbe, PartitionLag};
 use crate::control::server::{self, ControlError};
 use crate::control::status::{ModelStatus, PartitionStatus, Status};
@@ -85,30 +85,41 @@ pub struct FeatureMismatch {
     pub model_features: Vec<String>,
     /// What the configuration lists, e.g. `3 JSON pointers (/a, /b, /c)`.
     pub configured: String,
-    /// Empty for a count mismatch; else which position names which feature.
+    /// Empty for a count mismatch; else which position names which feature, and the fix.
     pub why: String,
 }
 
-/// Loads `[model] path` and checks it against `[detector] features`: the one check both
-/// `anomalyd run` and `anomalyd check-config` make, so they cannot disagree. Blocking (reads
-/// and verifies the whole file).
+/// Loads `[model] path` and checks it against `[detector] features` and `match_features`: the
+/// one check both `anomalyd run` and `anomalyd check-config` make (and a reload), so they
+/// cannot disagree. Blocking (reads and verifies the whole file).
 ///
 /// Errors: [`DaemonError::Model`] when the file is missing or damaged (wrong magic, version,
 /// checksum, ...), [`DaemonError::Features`] when it does not fit (see [`check_features`]).
 pub fn load_model(config: &Config) -> Result<Model, DaemonError> {
     let model = Model::load(&config.model.path)?;
-    check_features(&config.detector.features, &model)?;
+    check_features(
+        &config.detector.features,
+        config.detector.match_features,
+        &model,
+    )?;
     Ok(model)
 }
 
-/// With JSON pointers, the model must have one feature per pointer, and each pointer's last
-/// reference token (RFC 6901, unescaped: `/sensor/temperature` gives `temperature`) must be
-/// the name of the model's feature at the same place, so that features swapped or renamed
-/// between training and scoring are caught before a record is scored. A field holding an array
-/// (`features = "data"`) names no features: each record's array length is checked as it
-/// arrives (wrong lengths go to the dead-letter topic). The empty pointer (the whole record is
-/// the value) matches any name.
-pub fn check_features(spec: &FeatureSpec, model: &Model) -> Result<(), FeatureMismatch> {
+/// With JSON pointers, the model must have one feature per pointer and, matching
+/// [`FeatureMatch::ByName`] (the default), each pointer's last reference token (RFC 6901,
+/// unescaped: `/sensor/temperature` gives `temperature`) must be the name of the model's
+/// feature at the same place, so that features swapped or renamed between training and
+/// scoring are caught before a record is scored: names that differ, or the same names in
+/// another order, are refused, naming both lists (and, for another order, the order that
+/// fits). [`FeatureMatch::ByPosition`] checks only the count. A field holding an array
+/// (`features = "data"`) names no features and is positional by nature: each record's array
+/// length is checked as it arrives (wrong lengths go to the dead-letter topic). The empty
+/// pointer (the whole record is the value) matches any name.
+pub fn check_features(
+    spec: &FeatureSpec,
+    matching: FeatureMatch,
+    model: &Model,
+) -> Result<(), FeatureMismatch> {
     let FeatureSpec::Pointers(pointers) = spec else {
         return Ok(());
     };
@@ -123,14 +134,18 @@ pub fn check_features(spec: &FeatureSpec, model: &Model) -> Result<(), FeatureMi
     if pointers.len() != names.len() {
         return Err(mismatch(String::new()));
     }
+    if matching == FeatureMatch::ByPosition {
+        return Ok(());
+    }
+    let tokens: Vec<Option<String>> = pointers.iter().map(|p| last_token(p)).collect();
     let wrong: Vec<String> = pointers
         .iter()
+        .zip(&tokens)
         .zip(names)
         .enumerate()
-        .filter_map(|(i, (pointer, name))| {
-            let token = pointer.rsplit('/').next().filter(|_| !pointer.is_empty())?;
-            let token = token.replace("~1", "/").replace("~0", "~");
-            (token != *name).then(|| {
+        .filter_map(|(i, ((pointer, token), name))| {
+            let token = token.as_ref()?;
+            (token != name).then(|| {
                 format!(
                     "pointer {} ({pointer}) reads `{token}` where the model expects `{name}`",
                     i + 1
@@ -139,10 +154,51 @@ pub fn check_features(spec: &FeatureSpec, model: &Model) -> Result<(), FeatureMi
         })
         .collect();
     if wrong.is_empty() {
-        Ok(())
-    } else {
-        Err(mismatch(format!(": {}", wrong.join("; "))))
+        return Ok(());
     }
+    let fix = match in_model_order(pointers, &tokens, names) {
+        Some(reordered) => format!(
+            "; the same names in the model's order: features = [{}]",
+            reordered
+                .iter()
+                .map(|p| format!("{p:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => {
+            "; train the model on these fields, or point at the fields it was trained on".to_owned()
+        }
+    };
+    Err(mismatch(format!(
+        ": {}{fix} (or set detector.match_features = \"by_position\" to feed pointer i to \
+         feature i whatever the names)",
+        wrong.join("; ")
+    )))
+}
+
+/// A JSON pointer's last reference token, unescaped (RFC 6901); `None` for the empty pointer.
+fn last_token(pointer: &str) -> Option<String> {
+    let token = pointer.rsplit('/').next().filter(|_| !pointer.is_empty())?;
+    Some(token.replace("~1", "/").replace("~0", "~"))
+}
+
+/// `pointers` reordered so that each one's last token is the model's name at its place, when
+/// they name exactly the model's features (each once); else `None`.
+fn in_model_order<'a>(
+    pointers: &'a [String],
+    tokens: &[Option<String>],
+    names: &[String],
+) -> Option<Vec<&'a str>> {
+    let mut used = vec![false; pointers.len()];
+    names
+        .iter()
+        .map(|name| {
+            let i = (0..pointers.len())
+                .find(|&i| !used[i] && tokens[i].as_deref() == Some(name.as_str()))?;
+            used[i] = true;
+            Some(pointers[i].as_str())
+        })
+        .collect()
 }
 
 /// A running daemon: its shared state, for the control socket and for tests.
@@ -325,7 +381,14 @@ impl Daemon {
         notify::reloading();
         let slot = Arc::clone(&self.model);
         let path = self.config.model.path.clone();
-        let result = tokio::task::spawn_blocking(move || slot.reload(&path))
+        let detector = self.config.detector.clone();
+        // The same check as at start: a retrained model with its features renamed or reordered
+        // must not start serving.
+        let fits = move |m: &Model| {
+            check_features(&detector.features, detector.match_features, m)
+                .map_err(DaemonError::from)
+        };
+        let result = tokio::task::spawn_blocking(move || slot.reload_if(&path, fits))
             .await
             .map_err(|e| format!("reload task failed: {e}"))
             .and_then(|r| r.map_err(|e| e.to_string()));
@@ -579,6 +642,7 @@ pub async fn run(config: Config, mut signals: Signals) -> Result<(), DaemonError
 mod tests {
     use super::*;
     use crate::offline::train::{TrainOptions, train};
+    use FeatureMatch::{ByName, ByPosition};
 
     fn pointers(p: &[&str]) -> FeatureSpec {
         FeatureSpec::Pointers(p.iter().map(|s| s.to_string()).collect())
@@ -597,13 +661,13 @@ mod tests {
         assert_eq!(model.feature_names(), ["x0", "x1"]);
 
         // A field's arrays name nothing: checked per record.
-        assert!(check_features(&FeatureSpec::Field("data".into()), &model).is_ok());
-        assert!(check_features(&pointers(&["/x0", "/x1"]), &model).is_ok());
+        assert!(check_features(&FeatureSpec::Field("data".into()), ByName, &model).is_ok());
+        assert!(check_features(&pointers(&["/x0", "/x1"]), ByName, &model).is_ok());
         // The last reference token counts, unescaped; the empty pointer matches anything.
-        assert!(check_features(&pointers(&["/point/x0", "/x1"]), &model).is_ok());
-        assert!(check_features(&pointers(&["", "/x1"]), &model).is_ok());
+        assert!(check_features(&pointers(&["/point/x0", "/x1"]), ByName, &model).is_ok());
+        assert!(check_features(&pointers(&["", "/x1"]), ByName, &model).is_ok());
 
-        let count = check_features(&pointers(&["/a", "/b", "/c"]), &model).unwrap_err();
+        let count = check_features(&pointers(&["/a", "/b", "/c"]), ByName, &model).unwrap_err();
         let msg = count.to_string();
         assert!(
             msg.starts_with("detector.features: 3 JSON pointers (/a, /b, /c) but the model")
@@ -611,7 +675,7 @@ mod tests {
                 && msg.ends_with("has 2 features (x0, x1)"),
             "{msg}"
         );
-        let swapped = check_features(&pointers(&["/x1", "/x0"]), &model)
+        let swapped = check_features(&pointers(&["/x1", "/x0"]), ByName, &model)
             .unwrap_err()
             .to_string();
         assert!(
@@ -619,10 +683,25 @@ mod tests {
                 && swapped.contains("pointer 2 (/x0) reads `x0` where the model expects `x1`"),
             "{swapped}"
         );
-        let escaped = check_features(&pointers(&["/a~1x0", "/x1"]), &model)
+        let escaped = check_features(&pointers(&["/a~1x0", "/x1"]), ByName, &model)
             .unwrap_err()
             .to_string();
         assert!(escaped.contains("reads `a/x0`"), "{escaped}");
+        assert!(
+            escaped.contains("train the model on these fields")
+                && escaped.contains("match_features = \"by_position\""),
+            "{escaped}"
+        );
+        // Swapped: the fitting order is suggested.
+        assert!(
+            swapped.contains("the model's order: features = [\"/x0\", \"/x1\"]"),
+            "{swapped}"
+        );
+        // By position, when the user says so: only the count counts.
+        assert!(check_features(&pointers(&["/x1", "/x0"]), ByPosition, &model).is_ok());
+        assert!(check_features(&pointers(&["/a", "/b"]), ByPosition, &model).is_ok());
+        assert!(check_features(&pointers(&["/a"]), ByPosition, &model).is_err());
+        assert!(check_features(&FeatureSpec::Field("data".into()), ByPosition, &model).is_ok());
 
         assert_eq!(
             DaemonError::from(count).exit_code(),

@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 use std::fmt::Display;
-use std::io::IsTerminal;
+use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -31,7 +31,12 @@ fn main() -> ExitCode {
         Command::CheckConfig(args) => check_config(&args),
         Command::Train(args) => {
             match train::train(&args.options(std::io::stderr().is_terminal())) {
-                Ok(summary) => done(summary),
+                Ok(summary) => {
+                    for warning in &summary.warnings {
+                        warn(warning);
+                    }
+                    done(summary)
+                }
                 Err(e) => fail(&e, e.exit_code()),
             }
         }
@@ -46,14 +51,14 @@ fn main() -> ExitCode {
         Command::Tail(args) => tail_topic(&args),
         Command::Health(args) => check_health(&args),
         Command::Ctl(args) => ctl(&args),
-        Command::Completions { shell } => {
-            cli::completions(shell, &mut std::io::stdout().lock());
-            ExitCode::SUCCESS
-        }
-        Command::Man => match cli::man_page(&mut std::io::stdout().lock()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(&e, exit::FAILURE),
-        },
+        Command::Completions { shell } => written(
+            cli::completions(shell, &mut io::stdout().lock()),
+            ExitCode::SUCCESS,
+        ),
+        Command::Man => written(
+            cli::man_page(&mut io::stdout().lock()).and_then(|()| io::stdout().flush()),
+            ExitCode::SUCCESS,
+        ),
     }
 }
 
@@ -105,9 +110,18 @@ fn check_config(args: &CheckConfigArgs) -> ExitCode {
 /// the features (`./anomalyd.toml:42:8: model.path: ...`).
 fn daemon_error(e: &DaemonError, located: &Located) -> String {
     match e {
-        DaemonError::Model(_) => format!("{}: model.path: {e}", origin(located, "model.path")),
-        // Its text starts with `detector.features: `.
-        DaemonError::Features(_) => format!("{}: {e}", origin(located, "detector.features")),
+        // Both echo configured values (the path, the pointers): cut, as configuration errors
+        // are. A features error's text starts with `detector.features: `.
+        DaemonError::Model(_) => format!(
+            "{}: model.path: {}",
+            origin(located, "model.path"),
+            config::shorten(&e.to_string())
+        ),
+        DaemonError::Features(_) => format!(
+            "{}: {}",
+            origin(located, "detector.features"),
+            config::shorten(&e.to_string())
+        ),
         _ => e.to_string(),
     }
 }
@@ -162,19 +176,21 @@ fn check_health(args: &HealthArgs) -> ExitCode {
     let (socket, from) = match socket_path(&args.socket) {
         Ok(s) => s,
         Err(why) => {
-            println!("UNKNOWN anomalyd: {why}");
-            return ExitCode::from(Verdict::Unknown as u8);
+            let code = ExitCode::from(Verdict::Unknown as u8);
+            return written(out(format_args!("UNKNOWN anomalyd: {why}\n")), code);
         }
     };
     let mut h = runtime().block_on(health::check(&socket, CONTROL_TIMEOUT));
     if h.verdict == Verdict::Unknown {
         h.line = format!("{} ({from})", h.line);
     }
-    println!("{}", h.line);
+    let mut text = format!("{}\n", h.line);
     if args.verbose {
-        h.detail.iter().for_each(|l| println!("  {l}"));
+        h.detail
+            .iter()
+            .for_each(|l| text.push_str(&format!("  {l}\n")));
     }
-    ExitCode::from(h.verdict as u8)
+    written(out(text), ExitCode::from(h.verdict as u8))
 }
 
 fn ctl(args: &CtlArgs) -> ExitCode {
@@ -189,12 +205,9 @@ fn ctl(args: &CtlArgs) -> ExitCode {
     // A reload reads and verifies the whole file: allow it more time than a status read.
     let timeout = CONTROL_TIMEOUT * if method == "POST" { 30 } else { 1 };
     match runtime().block_on(client::request(&socket, method, path, timeout)) {
-        Ok((200, body)) => {
-            print!("{body}");
-            ExitCode::SUCCESS
-        }
+        Ok((200, body)) => written(out(body), ExitCode::SUCCESS),
         Ok((code, body)) => {
-            eprint!("anomalyd: the daemon answered {code}: {body}");
+            let _ = write!(io::stderr(), "anomalyd: the daemon answered {code}: {body}");
             ExitCode::from(exit::FAILURE)
         }
         Err(e) => fail(&format!("{e} ({from})"), exit::UNAVAILABLE),
@@ -238,14 +251,38 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn done(output: impl Display) -> ExitCode {
-    println!("{output}");
-    ExitCode::SUCCESS
+    written(out(format_args!("{output}\n")), ExitCode::SUCCESS)
 }
 
-/// Prints an error once and turns it into an exit code.
+/// Writes `text` to stdout and flushes it. Not `print!`, which panics when the reader has
+/// gone away (`anomalyd train ... | head -1`).
+fn out(text: impl Display) -> io::Result<()> {
+    let mut stdout = io::stdout().lock();
+    write!(stdout, "{text}")?;
+    stdout.flush()
+}
+
+/// `code` once stdout is written. A reader that went away ends the job quietly with the same
+/// code, as Unix tools do (Rust ignores SIGPIPE, so the write fails instead of killing the
+/// process); any other write error is reported.
+fn written(result: io::Result<()>, code: ExitCode) -> ExitCode {
+    match result {
+        Ok(()) => code,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => code,
+        Err(e) => fail(&format!("cannot write to stdout: {e}"), exit::FAILURE),
+    }
+}
+
+/// Prints an error once and turns it into an exit code. A closed stderr loses the message
+/// rather than panicking.
 fn fail(error: &dyn Display, code: u8) -> ExitCode {
-    eprintln!("anomalyd: {error}");
+    let _ = writeln!(io::stderr(), "anomalyd: {error}");
     ExitCode::from(code)
+}
+
+/// A problem worth saying that does not stop the command.
+fn warn(warning: &str) {
+    let _ = writeln!(io::stderr(), "anomalyd: warning: {warning}");
 }
 
 /// The configuration `run` and `check-config` need: the file the search order picks, loaded.
@@ -274,7 +311,7 @@ fn optional_config(flag: Option<&Path>) -> Result<(Config, Located), ExitCode> {
 /// Prints every configuration error and gives `EX_CONFIG`.
 fn config_failure(errors: &ConfigErrors, located: &Located) -> ExitCode {
     for e in &errors.0 {
-        eprintln!("anomalyd: {}", config_error(e, located));
+        let _ = writeln!(io::stderr(), "anomalyd: {}", config_error(e, located));
     }
     ExitCode::from(exit::CONFIG)
 }

@@ -284,7 +284,8 @@ pub async fn tail(
             Err(e) => {
                 let e = e.to_string();
                 if e != last_error {
-                    eprintln!("anomalyd: tail {}: {e}", opts.topic);
+                    // Not eprintln!: a closed stderr must not panic the tail.
+                    let _ = writeln!(std::io::stderr(), "anomalyd: tail {}: {e}", opts.topic);
                     last_error = e;
                 }
             }

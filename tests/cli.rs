@@ -2,7 +2,10 @@
 //! every error, and a bad configuration exits with 78 (EX_CONFIG); a missing model 66, a
 //! damaged one 65, one that does not fit the features 78, for `check-config` and `run` alike;
 //! every command finds its configuration the same way; a second SIGINT during a slow shutdown
-//! exits 130 at once.
+//! exits 130 at once; no training data makes `train` panic; a closed stdout ends every command
+//! quietly; features are matched to the model by name unless the user says by position; values
+//! that would fail later (a socket path too long, a number librdkafka would change) are
+//! configuration errors, and a huge value is not echoed whole.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -475,5 +478,379 @@ fn second_sigint_during_a_slow_drain_stops_at_once_with_130() {
     assert!(
         !dir.path().join("s.sock").exists(),
         "the control socket is removed"
+    );
+}
+
+/// `anomalyd train --input FILE` in `dir`, with extra arguments.
+fn train_csv(dir: &Path, name: &str, csv: &str, extra: &[&str]) -> Output {
+    let input = dir.join(name);
+    std::fs::write(&input, csv).unwrap();
+    anomalyd()
+        .current_dir(dir)
+        .args(["train", "--input"])
+        .arg(&input)
+        .args(["--out", &format!("{name}.iforest")])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// Issue 11: constant data trained silently (and then flagged everything); values near the
+/// float limit panicked (exit 101). Every edge of the input ends with a clear exit code.
+#[test]
+fn train_on_edge_case_data_never_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let constant = format!("amount,hour\n{}", "1,5\n".repeat(200));
+    let varied: String = std::iter::once("amount,hour\n".to_owned())
+        .chain((0..200).map(|i| format!("{},5\n", i % 17)))
+        .collect();
+    // File name, contents, extra arguments, exit code, what stderr says.
+    type Case<'a> = (&'a str, String, &'a [&'a str], i32, &'a [&'a str]);
+    let cases: &[Case] = &[
+        (
+            "constant.csv",
+            constant,
+            &[],
+            65,
+            &["every feature is constant (amount, hour)"],
+        ),
+        (
+            "one_constant.csv",
+            varied,
+            &[],
+            0,
+            &["warning: ", "constant column hour"],
+        ),
+        ("limit.csv", "x\n-1e308\n1e308\n".into(), &[], 0, &[]),
+        (
+            "max.csv",
+            "x,y\n-1.7976931348623157e308,1\n1.7976931348623157e308,2\n0,3\n".into(),
+            &["--contamination", "0.3", "--report", "max.svg"],
+            0,
+            &[],
+        ),
+        (
+            "subnormal.csv",
+            "x\n5e-324\n0\n1e-320\n-5e-324\n".into(),
+            &[],
+            0,
+            &[],
+        ),
+        (
+            "infinite.csv",
+            "x,y\n1,2\n1e400,3\n".into(),
+            &[],
+            65,
+            &["line 3", "not a finite number"],
+        ),
+        ("nan.csv", "x,y\n1,2\nNaN,3\n".into(), &[], 65, &["line 3"]),
+        ("all_nan.csv", "x,y\nNaN,1\nNaN,2\n".into(), &[], 0, &[]),
+        ("one_row.csv", "x,y\n1,2\n".into(), &[], 65, &["constant"]),
+        ("no_rows.csv", "x,y\n".into(), &[], 65, &["no data rows"]),
+        ("empty.csv", String::new(), &[], 65, &["no header row"]),
+        (
+            "more_samples.csv",
+            "x,y\n1,2\n3,4\n5,7\n".into(),
+            &["--max-samples", "1000000"],
+            0,
+            &[],
+        ),
+        (
+            "many_trees.csv",
+            "x,y\n1,2\n3,4\n5,7\n".into(),
+            &["--trees", "18446744073709551615"],
+            65,
+            &["n_estimators must be at most"],
+        ),
+    ];
+    for (name, csv, extra, code, says) in cases {
+        let out = train_csv(d, name, csv, extra);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(*code), "{name}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+        for s in *says {
+            assert!(stderr.contains(s), "{name}: no {s:?} in {stderr}");
+        }
+    }
+    // The model trained on the float limit evaluates, too.
+    let eval = anomalyd()
+        .current_dir(d)
+        .args([
+            "eval",
+            "--model",
+            "limit.csv.iforest",
+            "--input",
+            "limit.csv",
+        ])
+        .args(["--report", "limit.svg"])
+        .output()
+        .unwrap();
+    assert_eq!(eval.status.code(), Some(0), "{}", text(&eval.stderr));
+    assert!(
+        text(&eval.stdout).contains("flagged 0 "),
+        "{}",
+        text(&eval.stdout)
+    );
+}
+
+/// Issue 11: `anomalyd train ... | head -1` panicked "failed printing to stdout: Broken pipe".
+/// Each printing command runs with a stdout whose reader is already gone.
+#[test]
+fn a_closed_stdout_ends_every_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = train(d);
+    let csv = d.join("data.csv");
+    std::fs::write(&csv, "x0,x1\n1,2\n-2,-2\n").unwrap();
+    let config = d.join("anomalyd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[model]\npath = \"{}\"\n[control]\nsocket = \"{}\"\n",
+            model.display(),
+            d.join("s.sock").display()
+        ),
+    )
+    .unwrap();
+    let (model, csv, config, socket) = (
+        model.to_str().unwrap().to_owned(),
+        csv.to_str().unwrap().to_owned(),
+        config.to_str().unwrap().to_owned(),
+        d.join("absent.sock").to_str().unwrap().to_owned(),
+    );
+    let out = d.join("again.iforest").to_str().unwrap().to_owned();
+    let commands: Vec<(Vec<&str>, i32)> = vec![
+        (
+            vec!["train", "--synthetic", "--trees", "5", "--out", &out],
+            0,
+        ),
+        (vec!["eval", "--model", &model, "--input", &csv], 0),
+        (
+            vec!["eval", "--model", &model, "--input", &csv, "--json"],
+            0,
+        ),
+        (vec!["check-config", "--config", &config], 0),
+        (vec!["check-config", "--config", &config, "--topics"], 0),
+        (
+            vec!["check-config", "--config", &config, "--get", "model.path"],
+            0,
+        ),
+        (vec!["health", "--socket", &socket, "-v"], 3),
+        (vec!["completions", "bash"], 0),
+        (vec!["man"], 0),
+        (vec!["--version"], 0),
+        (vec!["--help"], 0),
+    ];
+    let closed = |args: &[&str], code: Option<i32>| {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = anomalyd()
+            .args(args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = text(&out.stderr);
+        if let Some(code) = code {
+            assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        }
+        assert_ne!(out.status.code(), Some(101), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "{args:?}: {stderr}"
+        );
+    };
+    for (args, code) in commands {
+        closed(&args, Some(code));
+    }
+
+    // `ctl status` and `health -v` print what a running daemon answers (its control socket
+    // answers before any broker does).
+    let log = d.join("run.log");
+    let mut daemon = anomalyd()
+        .args(["run", "--config", &config])
+        .env("ANOMALYD_KAFKA__BROKERS", "127.0.0.1:1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let said = wait_for(&log, "control socket bound", Duration::from_secs(30));
+    let socket = d.join("s.sock").to_str().unwrap().to_owned();
+    if said.contains("control socket bound") {
+        closed(&["ctl", "status", "--socket", &socket], Some(0));
+        // Not ready without a broker: CRITICAL or WARNING, whatever it says.
+        closed(&["health", "-v", "--socket", &socket], None);
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert!(said.contains("control socket bound"), "{said}");
+}
+
+/// Writes a configuration with the given `[detector]`/other sections after a standard head.
+fn config_with(dir: &Path, model: &Path, extra: &str) -> PathBuf {
+    let config = dir.join("anomalyd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\nbrokers = \"127.0.0.1:1\"\n[model]\npath = \"{}\"\n\
+             [log]\nlevel = \"info,rdkafka=off\"\n{extra}",
+            model.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Issue 11: a model trained on `amount,hour` with `features = ["/hour", "/amount"]` was
+/// accepted and explained `amount = 12, hour = 52`. By name unless the user says otherwise.
+#[test]
+fn features_in_another_order_than_the_models_are_refused_unless_by_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let csv: String = std::iter::once("amount,hour\n".to_owned())
+        .chain((0..300).map(|i| format!("{}.5,{}\n", 20 + i % 61, i % 24)))
+        .collect();
+    let out = train_csv(d, "payments.csv", &csv, &["--trees", "10"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let model = d.join("payments.csv.iforest");
+    let socket = d.join("s.sock");
+    let control = format!("[control]\nsocket = \"{}\"\n", socket.display());
+
+    let config = config_with(
+        d,
+        &model,
+        &format!("[detector]\nfeatures = [\"/hour\", \"/amount\"]\n{control}"),
+    );
+    let run = anomalyd()
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    for (what, out) in [("check-config", check(&config, &[])), ("run", run)] {
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{what}: {stderr}");
+        for s in [
+            "detector.features: 2 JSON pointers (/hour, /amount)",
+            "has 2 features (amount, hour)",
+            "features = [\"/amount\", \"/hour\"]",
+            "match_features = \"by_position\"",
+        ] {
+            assert!(stderr.contains(s), "{what}: no {s:?} in {stderr}");
+        }
+    }
+
+    // Said explicitly: positional, and `run` gets past the model check.
+    let config = config_with(
+        d,
+        &model,
+        &format!(
+            "[detector]\nfeatures = [\"/hour\", \"/amount\"]\nmatch_features = \"by_position\"\n\
+             {control}"
+        ),
+    );
+    let out = check(&config, &[]);
+    assert_eq!(text(&out.stdout), "ok\n", "{}", text(&out.stderr));
+    let log = d.join("run.log");
+    let mut daemon = anomalyd()
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let said = wait_for(&log, "control socket bound", Duration::from_secs(30));
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert!(
+        said.contains("model loaded") && said.contains("control socket bound"),
+        "{said}"
+    );
+    // The model's own order by name, of course, is fine.
+    let config = config_with(
+        d,
+        &model,
+        &format!("[detector]\nfeatures = [\"/amount\", \"/hour\"]\n{control}"),
+    );
+    assert_eq!(text(&check(&config, &[]).stdout), "ok\n");
+}
+
+/// Issue 11: check-config accepted a 200-character socket path and `run` exited 1 (forever
+/// restarted by systemd); a float for an integer librdkafka property passed truncated; a
+/// 5 MiB value was echoed whole.
+#[test]
+fn values_that_would_fail_later_or_flood_the_terminal_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = train(d);
+    let long_socket = format!("/tmp/{}", "s".repeat(195));
+    let config = config_with(
+        d,
+        &model,
+        &format!("[control]\nsocket = \"{long_socket}\"\n"),
+    );
+    let run = anomalyd()
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    for (what, out) in [("check-config", check(&config, &[])), ("run", run)] {
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{what}: {stderr}");
+        assert!(
+            stderr.contains(":8:10: control.socket: is 200 bytes long")
+                && stderr.contains("at most 107 bytes"),
+            "{what}: {stderr}"
+        );
+    }
+
+    for (property, value) in [
+        ("fetch.wait.max.ms", "1.5"),
+        ("topic.metadata.refresh.interval.ms", "-1e308"),
+        ("fetch.wait.max.ms", "\"10ms\""),
+    ] {
+        let config = config_with(
+            d,
+            &model,
+            &format!("[kafka.properties]\n\"{property}\" = {value}\n"),
+        );
+        let out = check(&config, &[]);
+        let stderr = text(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(78),
+            "{property} = {value}: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!(
+                ":8:{}: kafka.properties.{property}: ",
+                property.len() + 6
+            )) && stderr.contains("takes a whole number"),
+            "{stderr}"
+        );
+    }
+    let config = config_with(d, &model, "[kafka.properties]\n\"linger.ms\" = 2.5\n");
+    assert_eq!(text(&check(&config, &[]).stdout), "ok\n");
+
+    let huge = "x".repeat(5 << 20);
+    let config = config_with(d, &model, &format!("[detector]\nbatch_max = \"{huge}\"\n"));
+    let out = check(&config, &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(stderr.len() < 1000, "{} bytes of error", stderr.len());
+    assert!(
+        stderr.contains("detector.batch_max: invalid type: string \"xxxx")
+            && stderr.contains(&format!("…\" ({} bytes)", huge.len())),
+        "{stderr}"
+    );
+    // A model path is echoed in the model's errors: cut too.
+    let config = config_with(d, Path::new(&huge), "");
+    let out = check(&config, &[]);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.len() < 1500 && stderr.contains("model.path: model file xxxx"),
+        "{} bytes of error: {}",
+        stderr.len(),
+        &stderr[..stderr.len().min(300)]
     );
 }

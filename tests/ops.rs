@@ -1,5 +1,6 @@
 //! Operations against the real broker: hot model reload mid-stream, the control socket's
-//! endpoints and permissions, and `anomalyd health`'s Nagios exit codes.
+//! endpoints and permissions, `anomalyd health`'s Nagios exit codes, and a reload held to the
+//! start's feature check.
 
 mod support;
 
@@ -395,4 +396,44 @@ async fn slack_failing_is_a_warning_and_the_detector_stays_ready() {
         .stop(Duration::from_secs(30))
         .await
         .expect("clean stop");
+}
+
+/// Issue 11: features are matched to the model by name, and a reload is held to the same
+/// check as the start: a retrained model whose columns came out in another order is refused
+/// and the old model keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reloaded_model_with_features_in_another_order_is_refused() {
+    use anomalyd::config::FeatureSpec;
+    use anomalyd::offline::train::TrainInput;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("live.iforest");
+    let serving = train_to(&path, 5, 1);
+    let mut config = support::pipeline_config(dir.path(), &path).await;
+    config.detector.features = FeatureSpec::Pointers(vec!["/x0".into(), "/x1".into()]);
+    let daemon = Daemon::start(config).await.expect("start");
+
+    let csv = dir.path().join("swapped.csv");
+    let rows: String = (0..200)
+        .map(|i| format!("{},{}\n", i % 7, i % 11))
+        .collect();
+    std::fs::write(&csv, format!("x1,x0\n{rows}")).unwrap();
+    train(&TrainOptions {
+        input: TrainInput::Csv {
+            path: csv,
+            features: None,
+            label: "label".into(),
+        },
+        trees: Some(5),
+        ..TrainOptions::synthetic(0, path.clone())
+    })
+    .expect("train the swapped model");
+    let err = daemon.reload().await.expect_err("swapped features refused");
+    assert!(
+        err.contains("detector.features") && err.contains("where the model expects `x1`"),
+        "{err}"
+    );
+    assert_eq!(daemon.model().current().id(), serving);
+    assert_eq!(daemon.model().history().failed_reloads, 1);
+    daemon.stop(Duration::from_secs(10)).await.expect("stop");
 }

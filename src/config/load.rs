@@ -151,13 +151,71 @@ const PROPERTIES_PREFIX: &str = "kafka__properties__";
 pub enum ConfigError {
     #[error("{}: cannot read the config file: {source}", path.display())]
     Read { path: PathBuf, source: io::Error },
-    #[error("{origin}: {}{message}", key.as_ref().map(|k| format!("{k}: ")).unwrap_or_default())]
+    /// Values echoed in `message` (and an absurdly long key) are cut by [`shorten`]: a 5 MiB
+    /// value gives a line, not 5 MiB of output.
+    #[error(
+        "{origin}: {}{}",
+        key.as_ref().map(|k| format!("{}: ", shorten(k))).unwrap_or_default(),
+        shorten(message)
+    )]
     Invalid {
         origin: Origin,
         /// Dotted key at fault, when one can be named.
         key: Option<String>,
         message: String,
     },
+}
+
+/// Longest quoted value (in characters) an error repeats whole.
+const ECHO_CHARS: usize = 80;
+
+/// Longest error text (in characters) printed whole, for values echoed without quotes.
+const MESSAGE_CHARS: usize = 1000;
+
+/// `text` with every quoted run (`"..."`, with `\"` escapes, or `` `...` ``) longer than 80
+/// characters cut to its first 80, `…` and its length in bytes (`"xxxx…" (5242880 bytes)`),
+/// and the whole cut to 1,000 characters the same way: errors repeat the value at fault, and
+/// a value can be megabytes long. Short text is unchanged.
+pub fn shorten(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().count() <= ECHO_CHARS {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len().min(4 * MESSAGE_CHARS));
+    let mut rest = text;
+    while let Some(open) = rest.find(['"', '`']) {
+        let quote = rest.as_bytes()[open] as char;
+        out.push_str(&rest[..=open]);
+        let inner = &rest[open + 1..];
+        let mut escaped = false;
+        let close = inner.char_indices().find_map(|(i, c)| {
+            let end = c == quote && !escaped;
+            escaped = quote == '"' && c == '\\' && !escaped;
+            end.then_some(i)
+        });
+        let Some(close) = close else {
+            rest = inner;
+            break;
+        };
+        let value = &inner[..close];
+        match value.char_indices().nth(ECHO_CHARS) {
+            Some((cut, _)) => {
+                out.push_str(&value[..cut]);
+                out.push_str(&format!("…{quote} ({} bytes)", value.len()));
+            }
+            None => {
+                out.push_str(value);
+                out.push(quote);
+            }
+        }
+        rest = &inner[close + 1..];
+    }
+    out.push_str(rest);
+    if let Some((cut, _)) = out.char_indices().nth(MESSAGE_CHARS) {
+        let len = out.len();
+        out.truncate(cut);
+        out.push_str(&format!("… ({len} bytes in all)"));
+    }
+    out.into()
 }
 
 /// Where a bad value came from.
@@ -507,9 +565,14 @@ impl Provider for &EnvVar {
             .value
             .parse()
             .expect("figment's Value parse is infallible");
-        let dict = figment::util::nest(&self.key, value)
-            .into_dict()
-            .expect("a non-empty key always nests into a dict");
+        // A name such as `ANOMALYD_.` or `ANOMALYD____` gives a key of empty parts, which
+        // nests into no table: an error naming the variable, not a panic.
+        let Some(dict) = figment::util::nest(&self.key, value).into_dict() else {
+            return Err(figment::Error::from(format!(
+                "{} does not name a configuration key (ANOMALYD_<SECTION>__<KEY>)",
+                self.name
+            )));
+        };
         Ok(Profile::Default.collect(dict))
     }
 }
@@ -795,6 +858,18 @@ mod tests {
     }
 
     #[test]
+    fn env_names_that_are_no_key_are_refused_not_a_panic() {
+        let (_d, path) = write("");
+        for name in ["ANOMALYD_.", "ANOMALYD____", "ANOMALYD__"] {
+            let Err(errors) = load_with_env(&path, env(&[(name, "1")])) else {
+                panic!("{name} accepted");
+            };
+            let msg = errors.to_string();
+            assert!(msg.contains(name), "{name}: {msg}");
+        }
+    }
+
+    #[test]
     fn env_wrong_type_is_refused_and_named() {
         let (_d, path) = write("");
         let msg = one_error(load_with_env(
@@ -833,6 +908,64 @@ mod tests {
         assert_eq!(
             msg,
             "environment variable ANOMALYD_DETECTOR__BATCH_MAX: detector.batch_max: must be >= 1"
+        );
+    }
+
+    /// Issue 11: a bad value was echoed whole (a 5 MiB string gave 5 MiB of output).
+    #[test]
+    fn long_values_are_cut_in_errors() {
+        let huge = "x".repeat(5 << 20);
+        for (text, key) in [
+            (
+                format!("[detector]\nbatch_max = \"{huge}\"\n"),
+                "detector.batch_max",
+            ),
+            (
+                format!("[detector]\ninput_topic = \"a {huge}\"\n"),
+                "detector.input_topic",
+            ),
+            (
+                format!("[detector]\nfeatures = [\"{huge}\"]\n"),
+                "detector.features",
+            ),
+            (format!("[slack]\nmode = \"{huge}\"\n"), "slack.mode"),
+            (
+                format!("[kafka.properties]\n\"fetch.wait.max.ms\" = \"1{huge}\"\n"),
+                "kafka.properties.fetch.wait.max.ms",
+            ),
+            (format!("[kafka.properties]\n\"{huge}\" = 1\n"), ""),
+        ] {
+            let (_d, path) = write(&text);
+            let Err(errors) = load_with_env(&path, no_env()) else {
+                panic!("accepted")
+            };
+            let msg = errors.to_string();
+            assert!(
+                msg.len() < 2_500,
+                "{key}: {} bytes: {}",
+                msg.len(),
+                &msg[..300]
+            );
+            assert!(msg.contains(key), "{msg}");
+        }
+        let topic = format!("a {}", "x".repeat(200));
+        let (_d, path) = write(&format!("[detector]\ninput_topic = \"{topic}\"\n"));
+        let Err(errors) = load_with_env(&path, no_env()) else {
+            panic!("accepted")
+        };
+        let msg = errors.to_string();
+        let cut = format!("\"a {}…\" (202 bytes) has ' '", "x".repeat(78));
+        assert!(msg.contains(&cut), "{msg}");
+        // Short values, and escaped quotes inside them, are left alone.
+        assert_eq!(shorten("a \"b\\\"c\" d"), "a \"b\\\"c\" d");
+        let long = format!("value `{}` and \"{}\"", "k".repeat(100), "v\\\"".repeat(50));
+        let cut = shorten(&long);
+        assert!(cut.starts_with(&format!("value `{}…` (100 bytes) and \"", "k".repeat(80))));
+        assert!(cut.ends_with("…\" (150 bytes)"), "{cut}");
+        let plain = "y".repeat(3000);
+        assert_eq!(
+            shorten(&plain),
+            format!("{}… (3000 bytes in all)", "y".repeat(1000))
         );
     }
 

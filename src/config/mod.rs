@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use load::{
     CONFIG_VAR, ConfigError, ConfigErrors, DEFAULT_PATH, ENV_PREFIX, LOCAL_NAME, Located, NO_FILE,
     Origin, Rule, defaults_with_env, load, load_located, load_with_env, locate, origin_of, resolve,
+    shorten,
 };
 
 /// The whole configuration file.
@@ -76,6 +77,18 @@ impl fmt::Display for PropertyValue {
     }
 }
 
+impl PropertyValue {
+    /// The value as librdkafka's parse is checked against it: as [`Display`](fmt::Display),
+    /// except that a float keeps its fraction or exponent (`2.0`, `-1e308`), so that a TOML
+    /// float given for an integer property is refused rather than passed as `2`.
+    pub fn as_checked(&self) -> String {
+        match self {
+            Self::Float(x) => format!("{x:?}"),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// Properties whose values anomalyd's delivery guarantees depend on: overriding them from the
 /// config would silently break at-least-once processing, so they are refused.
 pub const MANAGED_PROPERTIES: &[&str] = &[
@@ -101,6 +114,9 @@ pub struct DetectorConfig {
     /// Either the name of a field holding `[x, y, ...]` (or `[[x, y, ...]]`), or a list of JSON
     /// pointers, one per feature.
     pub features: FeatureSpec,
+    /// How JSON pointers are matched to the model's features: by name (the default), or by
+    /// position when the user says so.
+    pub match_features: FeatureMatch,
     /// Most records scored in one batch.
     pub batch_max: usize,
     /// Longest a worker waits to fill a batch before scoring what it has.
@@ -114,6 +130,7 @@ impl Default for DetectorConfig {
             output_topic: "anomalies".into(),
             dead_letter_topic: "transactions.dead-letter".into(),
             features: FeatureSpec::Field("data".into()),
+            match_features: FeatureMatch::ByName,
             batch_max: 500,
             batch_linger_ms: 5,
         }
@@ -128,6 +145,20 @@ pub enum FeatureSpec {
     Field(String),
     /// JSON pointers (RFC 6901), one per feature, e.g. `["/temperature", "/pressure"]`.
     Pointers(Vec<String>),
+}
+
+/// `[detector] match_features`: how `features` (JSON pointers) are matched to the features
+/// the model was trained on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeatureMatch {
+    /// Each pointer's last reference token must be the model's feature name at the same
+    /// place: names that differ, or the same names in another order, are a configuration error.
+    #[default]
+    ByName,
+    /// Pointer `i` feeds the model's feature `i`, whatever the names; only the count is
+    /// checked. For models whose column names differ from the record's field names.
+    ByPosition,
 }
 
 /// `[model]`: the model file the detector scores with.
@@ -255,6 +286,10 @@ impl Default for ControlConfig {
     }
 }
 
+/// Longest Unix socket path `bind` takes on Linux: `sun_path` is 108 bytes, including the
+/// terminating NUL.
+pub const MAX_SOCKET_PATH: usize = 107;
+
 /// systemd's `RuntimeDirectory=` exports `$RUNTIME_DIRECTORY`; outside systemd the
 /// conventional `/run/anomalyd` is used.
 pub fn default_socket_path() -> PathBuf {
@@ -353,7 +388,7 @@ impl Config {
                     "is set by anomalyd itself and cannot be overridden (it guards delivery guarantees)"
                         .into(),
                 );
-            } else if let Some(why) = crate::kafka::property_problem(name, &value.to_string()) {
+            } else if let Some(why) = crate::kafka::property_problem(name, &value.as_checked()) {
                 bad(&format!("kafka.properties.{name}"), why);
             }
         }
@@ -506,8 +541,17 @@ impl Config {
             );
         }
 
-        if self.control.socket.as_os_str().is_empty() {
+        let socket = self.control.socket.as_os_str().len();
+        if socket == 0 {
             bad("control.socket", "must not be empty".into());
+        } else if socket > MAX_SOCKET_PATH {
+            bad(
+                "control.socket",
+                format!(
+                    "is {socket} bytes long; a Unix socket path is at most {MAX_SOCKET_PATH} \
+                     bytes (sun_path holds 108 with the final NUL): choose a shorter path"
+                ),
+            );
         }
 
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
@@ -633,6 +677,48 @@ mod tests {
         let errs = c.validate();
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].key, "kafka.properties.enable.auto.offset.store");
+    }
+
+    /// Issue 11: check-config accepted a 200-character socket path and `run` then exited 1.
+    #[test]
+    fn a_socket_path_longer_than_sun_path_is_refused() {
+        let mut c = Config::default();
+        c.control.socket = PathBuf::from(format!("/tmp/{}", "s".repeat(102)));
+        assert_eq!(c.control.socket.as_os_str().len(), 107);
+        assert_eq!(c.validate(), vec![]);
+        c.control.socket = PathBuf::from(format!("/tmp/{}", "s".repeat(103)));
+        let errs = c.validate();
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].key, "control.socket");
+        assert!(errs[0].message.contains("108 bytes long"), "{:?}", errs[0]);
+    }
+
+    #[test]
+    fn a_float_for_an_integer_property_is_refused() {
+        for (name, value) in [
+            ("fetch.wait.max.ms", PropertyValue::Float(1.5)),
+            ("fetch.wait.max.ms", PropertyValue::Float(2.0)),
+            (
+                "topic.metadata.refresh.interval.ms",
+                PropertyValue::Float(-1e308),
+            ),
+            ("fetch.wait.max.ms", PropertyValue::String("1.5".into())),
+        ] {
+            let mut c = Config::default();
+            c.kafka.properties.insert(name.into(), value.clone());
+            let errs = c.validate();
+            assert_eq!(errs.len(), 1, "{name} = {value:?}");
+            assert_eq!(errs[0].key, format!("kafka.properties.{name}"));
+        }
+        let mut c = Config::default();
+        c.kafka
+            .properties
+            .insert("linger.ms".into(), PropertyValue::Float(2.5));
+        c.kafka
+            .properties
+            .insert("fetch.wait.max.ms".into(), PropertyValue::Int(10));
+        assert_eq!(c.validate(), vec![]);
+        assert_eq!(PropertyValue::Float(2.0).as_checked(), "2.0");
     }
 
     #[test]

@@ -56,6 +56,10 @@ const BLOCK: usize = 64;
 /// features use the general walk.
 const COLS: usize = 32;
 
+/// Most trees `fit` grows: far past any useful forest (scores settle within a few hundred),
+/// and low enough that a mistyped count is refused instead of exhausting memory.
+pub const MAX_TREES: usize = 100_000;
+
 /// Deepest tree a model file may claim; `ceil(log2(usize::MAX))` is 64.
 const MAX_HEIGHT: u32 = 64;
 
@@ -79,6 +83,8 @@ pub enum ForestError {
     },
     #[error("n_estimators must be at least 1")]
     NoTrees,
+    #[error("n_estimators must be at most {MAX_TREES}, got {0}")]
+    TooManyTrees(usize),
     #[error("max_samples must be at least 1")]
     ZeroSamples,
     #[error("contamination must be in (0, 0.5], got {0}")]
@@ -290,6 +296,10 @@ pub struct IsolationForest {
     trees: Vec<Tree>,
     /// `1 / (n_trees * c(max_samples))`, or 0 when `c(max_samples)` is 0 (one training row).
     scale: f64,
+    /// The rounding bound of `sum * scale`: `4 * (n_trees + 2)` ulps of 1 (each addition and
+    /// the product round by half an ulp of the running value; 4 covers the leaf values'
+    /// own rounding with room to spare).
+    rounding: f64,
     /// The fast layout derived from the nodes, or `None` (the general walk) when the forest
     /// has too many features or too deep trees for it.
     complete: Option<Complete>,
@@ -318,6 +328,9 @@ impl IsolationForest {
         let n_rows = check_training_data(data, n_features)?;
         if params.n_estimators == 0 {
             return Err(ForestError::NoTrees);
+        }
+        if params.n_estimators > MAX_TREES {
+            return Err(ForestError::TooManyTrees(params.n_estimators));
         }
         if params.max_samples == MaxSamples::Count(0) {
             return Err(ForestError::ZeroSamples);
@@ -372,10 +385,12 @@ impl IsolationForest {
             values,
             trees,
             scale: 0.0,
+            rounding: 0.0,
             complete: None,
             log2_rows: Vec::new(),
         };
         forest.scale = forest.compute_scale();
+        forest.rounding = forest.compute_rounding();
         forest.complete = Complete::build(&forest.nodes, &forest.values, &forest.trees, n_features);
         forest.log2_rows = log2_rows(&forest.nodes, &forest.values, &forest.trees, psi);
         if let Contamination::Fraction(q) = params.contamination {
@@ -393,6 +408,10 @@ impl IsolationForest {
         } else {
             1.0 / (self.trees.len() as f64 * c)
         }
+    }
+
+    fn compute_rounding(&self) -> f64 {
+        4.0 * (self.trees.len() as f64 + 2.0) * f64::EPSILON
     }
 
     pub fn n_features(&self) -> usize {
@@ -557,6 +576,12 @@ impl IsolationForest {
         }
     }
 
+    /// `-2^(-sum / (n_trees * c(max_samples)))`. The exponent is exactly 1 when the mean path
+    /// length is `c(max_samples)` (every record of a constant training set, for one), giving
+    /// the paper's threshold -0.5; adding `n_trees` path lengths and scaling rounds it off by
+    /// up to about `n_trees` ulps, which put a record equal to constant training data a hair
+    /// below the threshold (-0.5000000000000006) and so flagged it. An exponent within that
+    /// rounding bound of 1 is taken as 1.
     #[inline]
     fn score_from_sum(&self, sum: f64) -> f64 {
         if self.scale == 0.0 {
@@ -564,7 +589,13 @@ impl IsolationForest {
             // threshold (scikit-learn does the same).
             return -0.5;
         }
-        -(-sum * self.scale).exp2()
+        let exponent = sum * self.scale;
+        let exponent = if (exponent - 1.0).abs() <= self.rounding {
+            1.0
+        } else {
+            exponent
+        };
+        -(-exponent).exp2()
     }
 
     /// scikit-learn's `decision_function` for a score: negative means anomalous.
@@ -760,10 +791,12 @@ impl TryFrom<ForestData> for IsolationForest {
             values: d.values,
             trees: d.trees,
             scale: 0.0,
+            rounding: 0.0,
             complete: None,
             log2_rows: Vec::new(),
         };
         forest.scale = forest.compute_scale();
+        forest.rounding = forest.compute_rounding();
         forest.complete = Complete::build(
             &forest.nodes,
             &forest.values,
@@ -947,7 +980,7 @@ fn choose_split(
             max = max.max(v);
         }
         if max > min {
-            let mut threshold = rng.random_range(min..max);
+            let mut threshold = draw_between(rng, min, max);
             // Rounding can land a float draw on `max`, which would send every row left.
             if threshold >= max {
                 threshold = min;
@@ -957,6 +990,18 @@ fn choose_split(
         candidates.swap_remove(pick);
     }
     None
+}
+
+/// A threshold uniform in `[min, max)`, for finite `min < max`. `rand`'s uniform range needs
+/// `max - min` to be finite; where the span overflows (`-1e308` and `1e308`), the point is
+/// drawn as `min * (1 - u) + max * u`, whose terms have opposite signs and cannot overflow.
+/// Ranges with a finite span keep `rand`'s draw, so the forests trained before stay the same.
+fn draw_between(rng: &mut StdRng, min: f64, max: f64) -> f64 {
+    if (max - min).is_finite() {
+        return rng.random_range(min..max);
+    }
+    let u: f64 = rng.random();
+    (min * (1.0 - u) + max * u).clamp(min, max)
 }
 
 /// Moves the rows satisfying `goes_left` to the front, returning how many there are.
@@ -1284,6 +1329,107 @@ mod tests {
         assert!((f.score_samples(&[-9.0, 9.0]) + 0.5).abs() < 1e-12);
     }
 
+    /// Issue 11: 200 rows of `1,5` scored -0.5000000000000006 for `[1, 5]` itself (decision
+    /// -5.55e-16), so every record, the training rows included, was an anomaly. By the paper's
+    /// formula the mean path length is exactly c(200) and the score exactly -0.5.
+    #[test]
+    fn a_record_equal_to_constant_training_data_is_never_an_anomaly() {
+        let data: Vec<f64> = [1.0, 5.0].repeat(200);
+        for trees in [1, 3, 7, 50, 100, 101, 256, 1000] {
+            for contamination in [Contamination::Auto, Contamination::Fraction(0.1)] {
+                let p = ForestParams {
+                    contamination,
+                    ..params(trees)
+                };
+                let f = IsolationForest::fit(&data, 2, &p).unwrap();
+                let score = f.score_samples(&[1.0, 5.0]);
+                assert_eq!(score, -0.5, "{trees} trees");
+                assert_eq!(f.decision(score), 0.0, "{trees} trees, {contamination}");
+                assert_eq!(f.predict(&[1.0, 5.0]), 1, "{trees} trees, {contamination}");
+                let scores = check_fast_equals_general(&f, &data[..20]);
+                assert!(scores.iter().all(|&s| f.decision(s) == 0.0));
+            }
+        }
+        // Any number of identical rows, any max_samples.
+        for rows in [2, 3, 255, 256, 257, 1000] {
+            let data: Vec<f64> = [-3.25, 1e10, 0.0].repeat(rows);
+            for samples in [MaxSamples::Auto, MaxSamples::Count(rows.min(300))] {
+                let p = ForestParams {
+                    max_samples: samples,
+                    ..params(100)
+                };
+                let f = IsolationForest::fit(&data, 3, &p).unwrap();
+                assert_eq!(f.predict(&[-3.25, 1e10, 0.0]), 1, "{rows} rows {samples}");
+            }
+        }
+    }
+
+    /// The snap to the threshold is only as wide as rounding: a record one split shallower
+    /// than the rest still scores below -0.5.
+    #[test]
+    fn the_threshold_snap_is_no_wider_than_rounding() {
+        let mut data: Vec<f64> = [1.0, 5.0].repeat(199);
+        data.extend([2.0, 5.0]);
+        let f = IsolationForest::fit(&data, 2, &params(100)).unwrap();
+        assert!(f.score_samples(&[2.0, 5.0]) < -0.5);
+        assert!(f.rounding < 1e-12);
+    }
+
+    /// Issue 11: rows -1e308 and 1e308 panicked every training thread (`rand`'s uniform range
+    /// refuses a span that overflows to infinity).
+    #[test]
+    fn values_near_the_float_limit_train_and_score() {
+        for data in [
+            vec![-1e308, 1e308],
+            vec![-f64::MAX, f64::MAX, 0.0, 1.0],
+            vec![f64::MAX, -f64::MAX, -f64::MAX],
+            vec![-1e308, 1e308, -1e308, 1e308],
+        ] {
+            let f = IsolationForest::fit(&data, 1, &params(50)).unwrap();
+            assert!(f.n_nodes() > 50, "{data:?}: the trees split");
+            check_fast_equals_general(&f, &data);
+            for x in [-f64::MAX, 0.0, f64::MAX] {
+                assert!(f.score_samples(&[x]).is_finite());
+            }
+            // Splits land strictly inside the range.
+            let (min, max) = (-f64::MAX, f64::MAX);
+            assert!(
+                f.nodes
+                    .iter()
+                    .filter(|n| n.threshold.is_finite())
+                    .all(|n| n.threshold >= min && n.threshold < max)
+            );
+            let p = ForestParams {
+                contamination: Contamination::Fraction(0.25),
+                ..params(20)
+            };
+            assert!(
+                IsolationForest::fit(&data, 1, &p)
+                    .unwrap()
+                    .offset()
+                    .is_finite()
+            );
+        }
+        // Subnormals: the span is tiny but positive, and splits separate the values.
+        let data = [5e-324, 0.0, 1e-320, 2e-310, -5e-324];
+        let f = IsolationForest::fit(&data, 1, &params(50)).unwrap();
+        check_fast_equals_general(&f, &data);
+        assert!(f.n_nodes() > 50);
+        // The draw itself: always in [min, max), whatever the span.
+        let mut rng = StdRng::seed_from_u64(3);
+        for (min, max) in [
+            (-f64::MAX, f64::MAX),
+            (-1e308, 1e308),
+            (0.0, 5e-324),
+            (1.0, 2.0),
+        ] {
+            for _ in 0..1000 {
+                let t = draw_between(&mut rng, min, max);
+                assert!(t >= min && t <= max, "{t} outside [{min}, {max}]");
+            }
+        }
+    }
+
     #[test]
     fn one_constant_feature_is_never_split_on() {
         let mut data = blobs(300, 9);
@@ -1354,6 +1500,11 @@ mod tests {
         assert_eq!(
             IsolationForest::fit(&[1.0], 1, &params(0)),
             Err(ForestError::NoTrees)
+        );
+        // A mistyped tree count is refused, not a capacity-overflow panic.
+        assert_eq!(
+            IsolationForest::fit(&[1.0], 1, &params(usize::MAX)),
+            Err(ForestError::TooManyTrees(usize::MAX))
         );
         let p = ForestParams {
             contamination: Contamination::Fraction(0.6),

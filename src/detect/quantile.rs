@@ -20,7 +20,18 @@ pub fn percentile(values: &mut [f64], q: f64) -> f64 {
     }
     // The next rank up is the smallest value in the upper part of the selection.
     let high = above.iter().copied().fold(f64::INFINITY, f64::min);
-    low + (high - low) * fraction
+    between(low, high, fraction)
+}
+
+/// `low + (high - low) * fraction`; when `high - low` overflows (`-1e308` and `1e308`), the
+/// same point as `low * (1 - fraction) + high * fraction`, whose terms cannot overflow.
+fn between(low: f64, high: f64, fraction: f64) -> f64 {
+    let span = high - low;
+    if span.is_finite() {
+        low + span * fraction
+    } else {
+        (low * (1.0 - fraction) + high * fraction).clamp(low, high)
+    }
 }
 
 #[cfg(test)]
@@ -38,6 +49,17 @@ mod tests {
         // numpy.percentile(range(11), 1) == 0.1
         let mut v: Vec<f64> = (0..=10).rev().map(f64::from).collect();
         assert!((percentile(&mut v, 1.0) - 0.1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn values_near_the_float_limit_do_not_overflow() {
+        let mut v = [1e308, -1e308];
+        assert_eq!(percentile(&mut v, 50.0), 0.0);
+        let mut v = [f64::MAX, -f64::MAX, 0.0];
+        let p = percentile(&mut v, 10.0);
+        assert!(p.is_finite() && p < 0.0, "{p}");
+        let mut v = [f64::MAX, -f64::MAX];
+        assert_eq!(percentile(&mut v, 100.0), f64::MAX);
     }
 
     #[test]

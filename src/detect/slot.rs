@@ -2,8 +2,9 @@
 //!
 //! Workers take the current model once per batch, so a swap takes effect at the next batch and
 //! a batch is never scored by two models: no record is dropped or scored twice by a reload. A
-//! reload that fails (missing, corrupt, wrong version or feature count) changes nothing: the
-//! old model keeps serving and the error is kept for `/status`.
+//! reload that fails (missing, corrupt, wrong version or feature count, or refused by the
+//! caller's check, such as feature names that do not fit the configuration) changes nothing:
+//! the old model keeps serving and the error is kept for `/status`.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -55,8 +56,21 @@ impl ModelSlot {
     /// as the one serving, puts it in service. Blocking (file I/O and a checksum): call it off
     /// the async workers, e.g. with `spawn_blocking`.
     pub fn reload(&self, path: &Path) -> Result<Arc<Model>, ModelError> {
+        self.reload_if(path, |_| Ok(()))
+    }
+
+    /// As [`reload`](Self::reload), and `fits` must accept the new model too (the daemon
+    /// checks it against `detector.features`); its error is kept and returned as a refusal.
+    pub fn reload_if<E: From<ModelError> + std::fmt::Display>(
+        &self,
+        path: &Path,
+        fits: impl FnOnce(&Model) -> Result<(), E>,
+    ) -> Result<Arc<Model>, E> {
         let expected = self.current().n_features();
-        let result = Model::load(path).and_then(|m| m.check_features(expected).map(|()| m));
+        let result = Model::load(path)
+            .and_then(|m| m.check_features(expected).map(|()| m))
+            .map_err(E::from)
+            .and_then(|m| fits(&m).map(|()| m));
         let mut h = self.lock();
         match result {
             Ok(model) => {
@@ -129,5 +143,34 @@ mod tests {
         let h = slot.history();
         assert_eq!((h.reloads, h.failed_reloads), (1, 3));
         assert!(h.last_error.is_some());
+    }
+
+    #[test]
+    fn a_reload_the_caller_refuses_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.iforest");
+        write_model(&path, 2, 1);
+        let slot = ModelSlot::new(Model::load(&path).unwrap());
+        let first = slot.current().id().to_owned();
+        write_model(&path, 2, 2);
+        let refused = slot
+            .reload_if(&path, |m| {
+                Err(ModelError::Header {
+                    path: m.path().to_owned(),
+                    reason: "renamed features".into(),
+                })
+            })
+            .unwrap_err();
+        assert!(refused.to_string().contains("renamed features"));
+        assert_eq!(slot.current().id(), first, "the old model keeps serving");
+        let h = slot.history();
+        assert_eq!((h.reloads, h.failed_reloads), (0, 1));
+        assert!(h.last_error.unwrap().contains("renamed features"));
+        assert_ne!(
+            slot.reload_if(&path, |_| Ok::<(), ModelError>(()))
+                .unwrap()
+                .id(),
+            first
+        );
     }
 }

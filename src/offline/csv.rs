@@ -24,6 +24,12 @@ pub enum CsvError {
     },
     #[error("{}: no numeric feature columns", path.display())]
     NoFeatures { path: PathBuf },
+    #[error(
+        "{}: feature column {column:?} appears twice; features are matched to a record's \
+         fields by name, so each name must be unique",
+        path.display()
+    )]
+    DuplicateFeature { path: PathBuf, column: String },
     #[error("{}: column {column:?} is both a feature and the label", path.display())]
     LabelIsFeature { path: PathBuf, column: String },
     #[error("{}, line {line}, column {column:?}: {value:?} is not a finite number", path.display())]
@@ -132,6 +138,17 @@ pub fn read(path: &Path, columns: Columns<'_>, label: &str) -> Result<Table, Csv
     };
     if picked.is_empty() {
         return Err(CsvError::NoFeatures { path: path.into() });
+    }
+    if let Some(twice) = picked.iter().enumerate().find_map(|(k, &i)| {
+        picked[..k]
+            .iter()
+            .any(|&j| header[j] == header[i])
+            .then_some(i)
+    }) {
+        return Err(CsvError::DuplicateFeature {
+            path: path.into(),
+            column: header[twice].clone(),
+        });
     }
 
     let mut values = Vec::new();
@@ -248,5 +265,25 @@ mod tests {
 
         let err = read(Path::new("/nonexistent.csv"), Columns::Numeric, "label").unwrap_err();
         assert!(err.is_missing());
+    }
+
+    /// Features are matched to records by name, so a name may name one feature only.
+    #[test]
+    fn a_feature_named_twice_is_refused() {
+        let (_d, path) = write("a,b,a\n1,2,3\n");
+        let err = read(&path, Columns::Numeric, "label").unwrap_err();
+        assert!(
+            matches!(&err, CsvError::DuplicateFeature { column, .. } if column == "a"),
+            "{err}"
+        );
+        let (_d, path) = write("a,b\n1,2\n");
+        let twice = ["a".to_owned(), "a".to_owned()];
+        assert!(matches!(
+            read(&path, Columns::Named(&twice), "label"),
+            Err(CsvError::DuplicateFeature { .. })
+        ));
+        // A duplicate column that is not a feature is no one's business.
+        let (_d, path) = write("a,note,note\n1,x,y\n");
+        assert!(read(&path, Columns::Numeric, "label").is_ok());
     }
 }

@@ -30,6 +30,12 @@ pub enum TrainError {
     Csv(#[from] CsvError),
     #[error("{input}: {error}")]
     Forest { input: String, error: ForestError },
+    #[error(
+        "{input}: every feature is constant ({}): an Isolation Forest has nothing to split on, \
+         so every record would score alike; train on data that varies",
+        columns.join(", ")
+    )]
+    AllConstant { input: String, columns: Vec<String> },
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
@@ -41,7 +47,7 @@ impl TrainError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Csv(e) if e.is_missing() => exit::NO_INPUT,
-            Self::Csv(_) | Self::Forest { .. } => exit::DATA_ERR,
+            Self::Csv(_) | Self::Forest { .. } | Self::AllConstant { .. } => exit::DATA_ERR,
             Self::Model(_) | Self::Report(_) => exit::CANT_CREATE,
         }
     }
@@ -105,6 +111,9 @@ pub struct TrainSummary {
     /// Everything, including reading the input and writing the file.
     pub total_seconds: f64,
     pub report: Option<PathBuf>,
+    /// Problems with the training data that did not stop training (constant columns), for
+    /// stderr; the summary itself does not show them.
+    pub warnings: Vec<String>,
 }
 
 impl std::fmt::Display for TrainSummary {
@@ -144,6 +153,25 @@ impl std::fmt::Display for TrainSummary {
 pub fn train(options: &TrainOptions) -> Result<TrainSummary, TrainError> {
     let started = Instant::now();
     let (data, feature_names, source, defaults) = load(&options.input)?;
+    let constant = constant_columns(&data, &feature_names);
+    if !constant.is_empty() && constant.len() == feature_names.len() {
+        return Err(TrainError::AllConstant {
+            input: source,
+            columns: constant,
+        });
+    }
+    let warnings: Vec<String> = if constant.is_empty() {
+        Vec::new()
+    } else {
+        vec![format!(
+            "{source}: constant column{} {} (the same value in every row): the model never \
+             splits on {}, so a record is not judged on {}",
+            if constant.len() == 1 { "" } else { "s" },
+            constant.join(", "),
+            if constant.len() == 1 { "it" } else { "them" },
+            if constant.len() == 1 { "it" } else { "them" },
+        )]
+    };
     let params = ForestParams {
         n_estimators: options.trees.unwrap_or(defaults.n_estimators),
         max_samples: options.max_samples.unwrap_or(defaults.max_samples),
@@ -185,7 +213,27 @@ pub fn train(options: &TrainOptions) -> Result<TrainSummary, TrainError> {
         fit_seconds,
         total_seconds: started.elapsed().as_secs_f64(),
         report: options.report.clone(),
+        warnings,
     })
+}
+
+/// The names of the features that hold one value in every row of `data` (row-major, one
+/// value per name per row). With one row, all of them.
+fn constant_columns(data: &[f64], names: &[String]) -> Vec<String> {
+    let d = names.len();
+    if d == 0 || data.is_empty() {
+        return Vec::new();
+    }
+    names
+        .iter()
+        .enumerate()
+        .filter(|&(f, _)| {
+            let mut column = data.iter().skip(f).step_by(d);
+            let first = column.next();
+            column.all(|v| Some(v) == first)
+        })
+        .map(|(_, name)| name.clone())
+        .collect()
 }
 
 type Loaded = (Vec<f64>, Vec<String>, String, ForestParams);
@@ -368,6 +416,82 @@ mod tests {
         assert!(err.to_string().contains("line 3"), "{err}");
         assert_eq!(err.exit_code(), exit::DATA_ERR);
         assert!(!dir.path().join("m.iforest").exists());
+    }
+
+    fn csv(dir: &Path, text: &str) -> TrainInput {
+        let path = dir.join("d.csv");
+        std::fs::write(&path, text).unwrap();
+        TrainInput::Csv {
+            path,
+            features: None,
+            label: "label".into(),
+        }
+    }
+
+    /// Issue 11: 200 rows of `1,5` trained silently, and the model then flagged every record.
+    #[test]
+    fn all_constant_columns_are_refused_naming_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = csv(dir.path(), &format!("amount,hour\n{}", "1,5\n".repeat(200)));
+        let err = train(&options(dir.path(), input)).unwrap_err();
+        assert_eq!(err.exit_code(), exit::DATA_ERR);
+        let msg = err.to_string();
+        assert!(
+            msg.contains("d.csv: every feature is constant (amount, hour)"),
+            "{msg}"
+        );
+        assert!(!dir.path().join("m.iforest").exists());
+        // One row: nothing varies either.
+        let input = csv(dir.path(), "a,b\n1,2\n");
+        let err = train(&options(dir.path(), input)).unwrap_err();
+        assert!(
+            matches!(err, TrainError::AllConstant { ref columns, .. } if columns == &["a", "b"])
+        );
+    }
+
+    #[test]
+    fn a_constant_column_among_others_warns_and_trains() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::from("a,b,c,label\n");
+        for i in 0..100 {
+            text.push_str(&format!("{},5,-0,{}\n", i % 13, i % 2));
+        }
+        let summary = train(&options(dir.path(), csv(dir.path(), &text))).unwrap();
+        assert_eq!(summary.feature_names, ["a", "b", "c"]);
+        assert_eq!(summary.warnings.len(), 1, "{:?}", summary.warnings);
+        assert!(
+            summary.warnings[0].contains("constant columns b, c"),
+            "{:?}",
+            summary.warnings
+        );
+        // The summary (stdout) does not repeat it.
+        assert!(!summary.to_string().contains("constant"));
+        let varied = train(&options(dir.path(), TrainInput::Synthetic { seed: 1 })).unwrap();
+        assert!(varied.warnings.is_empty());
+    }
+
+    /// Issue 11: a column with -1e308 and 1e308 panicked training (exit 101); the training
+    /// ranges in the model header overflowed too.
+    #[test]
+    fn values_near_the_float_limit_train() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = csv(dir.path(), "x\n-1e308\n1e308\n");
+        let summary = train(&options(dir.path(), input)).unwrap();
+        assert_eq!(summary.rows, 2);
+        let model = Model::load(&summary.path).unwrap();
+        assert_eq!(model.decision(model.score(&[0.0])), 0.0);
+        let input = csv(
+            dir.path(),
+            "x,y\n-1.7976931348623157e308,1\n1.7976931348623157e308,2\n0,3\n5e-324,4\n",
+        );
+        let summary = train(&options(dir.path(), input)).unwrap();
+        assert!(summary.warnings.is_empty());
+        assert!(
+            Model::load(&summary.path)
+                .unwrap()
+                .score(&[1e308, 2.5])
+                .is_finite()
+        );
     }
 
     #[test]
