@@ -105,6 +105,9 @@ pub struct DetectorConfig {
     pub batch_max: usize,
     /// Longest a worker waits to fill a batch before scoring what it has.
     pub batch_linger_ms: u64,
+    /// Seconds this instance may hold no partition (after it first joined its group) before
+    /// health says so: CRITICAL if partitions look orphaned, else WARNING.
+    pub assignment_grace_s: u64,
 }
 
 impl Default for DetectorConfig {
@@ -116,6 +119,7 @@ impl Default for DetectorConfig {
             features: FeatureSpec::Field("data".into()),
             batch_max: 500,
             batch_linger_ms: 5,
+            assignment_grace_s: 20,
         }
     }
 }
@@ -404,6 +408,12 @@ impl Config {
             bad(
                 "detector.batch_linger_ms",
                 "must be <= 60000 (one minute)".into(),
+            );
+        }
+        if !(1..=3600).contains(&d.assignment_grace_s) {
+            bad(
+                "detector.assignment_grace_s",
+                "must be between 1 and 3600 (one hour)".into(),
             );
         }
 

@@ -1,7 +1,9 @@
 //! `anomalyd health`: one line and a Nagios exit code, for monitoring systems.
 //!
-//! 0 OK, 1 WARNING (degraded: a task failing repeatedly or hung, Slack alerts failing),
-//! 2 CRITICAL (not ready), 3 UNKNOWN (no socket, or no answer within the timeout).
+//! 0 OK, 1 WARNING (degraded: a task failing repeatedly or hung, Slack alerts failing, no
+//! partitions held past the grace, partitions of the input topic orphaned), 2 CRITICAL (not
+//! ready: the broker unreachable, not joined the group yet, no partitions held while some are
+//! orphaned, a critical task failing), 3 UNKNOWN (no socket, or no answer within the timeout).
 
 use std::path::Path;
 use std::time::Duration;
@@ -101,6 +103,9 @@ pub fn judge(s: &Value) -> Health {
             s["slack"]["last_error"].as_str().unwrap_or("failing")
         ));
     }
+    for w in s["warnings"].as_array().into_iter().flatten() {
+        problems.push(w.as_str().unwrap_or("?").to_owned());
+    }
     if s["model"]["last_error"].is_string() {
         problems.push(format!(
             "last reload refused: {}",
@@ -155,6 +160,16 @@ pub fn judge(s: &Value) -> Health {
             p["committed"],
             p["lag"],
             p["records"]
+        ));
+    }
+    for o in s["orphaned_partitions"].as_array().into_iter().flatten() {
+        detail.push(format!(
+            "partition {}/{} looks orphaned: committed={} high_watermark={} stalled={}s (owned by no live member)",
+            o["topic"].as_str().unwrap_or("?"),
+            o["partition"],
+            o["committed"],
+            o["high_watermark"],
+            o["stalled_s"]
         ));
     }
     Health {
