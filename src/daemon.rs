@@ -166,6 +166,8 @@ pub struct Daemon {
     lag_cache: Mutex<Vec<PartitionLag>>,
     link: Arc<BrokerLink>,
     orphan_watch: Mutex<OrphanWatch>,
+    /// The orphans found by the last look, so that health and the log agree.
+    orphans: Mutex<Vec<Orphan>>,
     /// A partition stalled this long counts as orphaned: the session timeout plus the
     /// auto-commit interval (see [`liveness`]).
     orphan_after: Duration,
@@ -214,6 +216,7 @@ impl Daemon {
             lag_cache: Mutex::new(Vec::new()),
             link,
             orphan_watch: Mutex::new(OrphanWatch::default()),
+            orphans: Mutex::new(Vec::new()),
             orphan_after,
             reloading: tokio::sync::Mutex::new(()),
         });
@@ -371,7 +374,7 @@ impl Daemon {
     /// [`liveness`]), then critical tasks failing or hung.
     fn judge(&self, hung: &[&'static str]) -> Judgement {
         let now = Instant::now();
-        let orphans = self.orphans(now);
+        let orphans = self.orphans();
         let mut j = liveness::judge(&Facts {
             unreachable: self.link.unreachable(now),
             joined: self.assignment.generations.load(Relaxed) > 0,
@@ -392,12 +395,13 @@ impl Daemon {
         j
     }
 
-    /// Partitions of the input topic that look owned by no live member (see [`liveness`]).
-    pub fn orphans(&self, now: Instant) -> Vec<Orphan> {
-        self.orphan_watch
+    /// Partitions of the input topic that looked owned by no live member at the last look
+    /// (see [`liveness`]).
+    pub fn orphans(&self) -> Vec<Orphan> {
+        self.orphans
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .orphans(now, self.orphan_after)
+            .clone()
     }
 
     /// Running tasks that have not beaten within `heartbeat_timeout_s`.
@@ -463,7 +467,7 @@ impl Daemon {
                 || self.slack_metrics.is_failing()
                 || !warnings.is_empty(),
             warnings,
-            orphaned_partitions: self.orphans(Instant::now()),
+            orphaned_partitions: self.orphans(),
             model: ModelStatus {
                 id: model.id().to_owned(),
                 kind: model.kind().to_owned(),
@@ -505,7 +509,7 @@ impl Daemon {
         let now = Instant::now();
         let held = self.assignment.partitions();
         let mut watch = self.orphan_watch.lock().unwrap_or_else(|p| p.into_inner());
-        let before = watch.orphans(now, self.orphan_after);
+        let before = self.orphans();
         let fresh = match survey {
             Some(Ok(seen)) => {
                 self.link.answered(now);
@@ -542,6 +546,7 @@ impl Daemon {
                 "partition no longer looks orphaned"
             );
         }
+        *self.orphans.lock().unwrap_or_else(|p| p.into_inner()) = after;
         *self.lag_cache.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
     }
 
