@@ -128,11 +128,10 @@ pub fn consumer_config(kafka: &KafkaConfig, group: &str) -> ClientConfig {
             // restarted member an empty assignment for good (issue 11).
             ("heartbeat.interval.ms", "1000"),
             ("session.timeout.ms", "6000"),
-            // The group thread polls all the time (workers score elsewhere, and a revoke's
-            // drain runs inside the poll, where this limit does not count), so this only
-            // bounds how long the broker waits for members to rejoin a rebalance: at least a
-            // drain's length (`shutdown_grace_s`, 30 s), far below the 5 minutes tansu would
-            // otherwise hold a rebalance for a member that does not come back.
+            // The group thread polls all the time (workers score elsewhere); its one long wait,
+            // a revoke's drain, is kept 5 s below this (source::consumer). So this mostly
+            // bounds how long the broker waits for members to rejoin a rebalance: 30 s, not
+            // librdkafka's 5 minutes.
             ("max.poll.interval.ms", "30000"),
         ],
     );

@@ -237,6 +237,17 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<Partition> {
         .collect()
 }
 
+/// How long a revoked partition's worker may take to finish its batch: as long as a shutdown
+/// may, but 5 s less than `max.poll.interval.ms`. The revoke callback runs on the group thread
+/// after librdkafka's poll has returned, so its wait counts against that limit, and passing
+/// it would make this member leave the group in the middle of the rebalance.
+fn drain_timeout(config: &Config) -> Duration {
+    let max_poll = crate::kafka::consumer_duration(&config.kafka, "max.poll.interval.ms");
+    Duration::from_secs(config.supervisor.shutdown_grace_s)
+        .min(max_poll.saturating_sub(Duration::from_secs(5)))
+        .max(Duration::from_secs(1))
+}
+
 /// Commits the stored offsets synchronously; having nothing new to commit is fine.
 fn commit<C: ConsumerContext>(consumer: &impl Consumer<C>) {
     match consumer.commit_consumer_state(CommitMode::Sync) {
@@ -266,8 +277,7 @@ pub async fn run(
         consumer: OnceLock::new(),
         workers: Mutex::new(BTreeMap::new()),
         failures: failures_tx,
-        // A revoked partition gets as long as a shutdown does to finish its batches.
-        drain_timeout: Duration::from_secs(config.supervisor.shutdown_grace_s),
+        drain_timeout: drain_timeout(config),
         assignment,
         link,
     };
@@ -338,5 +348,24 @@ async fn group_loop(
                 }
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PropertyValue;
+
+    #[test]
+    fn a_revoke_drain_stays_below_the_max_poll_interval() {
+        let mut config = Config::default();
+        assert_eq!(drain_timeout(&config), Duration::from_secs(25));
+        config.supervisor.shutdown_grace_s = 10;
+        assert_eq!(drain_timeout(&config), Duration::from_secs(10));
+        config
+            .kafka
+            .properties
+            .insert("max.poll.interval.ms".into(), PropertyValue::Int(3000));
+        assert_eq!(drain_timeout(&config), Duration::from_secs(1));
     }
 }
