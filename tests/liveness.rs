@@ -268,7 +268,7 @@ fn partitions_in(line: &str) -> Option<usize> {
 /// kill -9 mid-stream, restart with the same config and the shipped consumer defaults: the new
 /// process says why it is not ready while it waits, is assigned every partition within 30 s
 /// (a correctness bound; the figures measured are in docs/operations.md), and every anomaly
-/// of both halves of the stream is published (duplicates allowed).
+/// of the stream, before, during and after the kill, is published (duplicates allowed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_and_restarted_instance_is_assigned_and_scores_again_losing_nothing() {
     const N: u64 = 4_000;
@@ -284,7 +284,16 @@ async fn killed_and_restarted_instance_is_assigned_and_scores_again_losing_nothi
     );
     let expected = support::expected_anomalies(&model, SEED, 0.2, 0..N);
 
-    support::produce_generated(&input, SEED, 0..N / 2).await;
+    // The stream flows before, during and after the kill: 100 records every 100 ms.
+    let feeder = {
+        let input = input.clone();
+        tokio::spawn(async move {
+            for chunk in 0..N / 100 {
+                support::produce_generated(&input, SEED, chunk * 100..(chunk + 1) * 100).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
     let mut first = spawn_daemon(&path, &dir.path().join("first.log"));
     let early = support::read_topic(&output, Duration::from_secs(90), |g| g.len() >= 20).await;
     assert!(
@@ -293,8 +302,7 @@ async fn killed_and_restarted_instance_is_assigned_and_scores_again_losing_nothi
     );
     first.kill().expect("SIGKILL");
     first.wait().unwrap();
-    // The second half arrives while nobody scores.
-    support::produce_generated(&input, SEED, N / 2..N).await;
+    assert!(!feeder.is_finished(), "killed mid-stream");
 
     let restarted = Instant::now();
     let _second = spawn_daemon(&path, &dir.path().join("second.log"));
@@ -322,12 +330,10 @@ async fn killed_and_restarted_instance_is_assigned_and_scores_again_losing_nothi
         "while it waits, health says why: {reasons:?}"
     );
 
-    let all = support::read_topic(
-        &output,
-        Duration::from_secs(120),
-        support::covers(&expected),
-    )
-    .await;
+    feeder.await.expect("the stream was produced");
+    let stream_ended = restarted.elapsed();
+    let all =
+        support::read_topic(&output, Duration::from_secs(60), support::covers(&expected)).await;
     let got: BTreeSet<u64> = support::ids(&all).into_iter().collect();
     let missing: Vec<&u64> = expected.difference(&got).take(10).collect();
     assert!(
@@ -341,9 +347,11 @@ async fn killed_and_restarted_instance_is_assigned_and_scores_again_losing_nothi
         "only real anomalies are published"
     );
     println!(
-        "restart: all {} anomalies {:?} after the restart ({} published, {} duplicates)",
+        "restart: all {} anomalies {:?} after the restart, the stream having ended {:?} after \
+         it ({} published, {} duplicates)",
         expected.len(),
         restarted.elapsed(),
+        stream_ended,
         all.len(),
         all.len() - got.len()
     );

@@ -628,6 +628,16 @@ mod tests {
     }
 
     #[test]
+    fn the_assignment_grace_is_bounded() {
+        let mut c = Config::default();
+        for (grace, ok) in [(0, false), (1, true), (3600, true), (3601, false)] {
+            c.detector.assignment_grace_s = grace;
+            let keys: Vec<_> = c.validate().into_iter().map(|i| i.key).collect();
+            assert_eq!(keys.is_empty(), ok, "{grace}: {keys:?}");
+        }
+    }
+
+    #[test]
     fn managed_kafka_properties_are_refused() {
         let mut c = Config::default();
         c.kafka

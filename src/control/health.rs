@@ -167,7 +167,9 @@ pub fn judge(s: &Value) -> Health {
             "partition {}/{} looks orphaned: committed={} high_watermark={} stalled={}s (owned by no live member)",
             o["topic"].as_str().unwrap_or("?"),
             o["partition"],
-            o["committed"],
+            o["committed"]
+                .as_i64()
+                .map_or_else(|| "none".to_owned(), |c| c.to_string()),
             o["high_watermark"],
             o["stalled_s"]
         ));
@@ -246,6 +248,32 @@ mod tests {
             h.line
         );
         assert_eq!(judge(&status(true, true, None)).verdict, Verdict::Warning);
+    }
+
+    #[test]
+    fn warnings_and_orphans_are_shown() {
+        let mut s = status(true, false, None);
+        s["degraded"] = json!(true);
+        s["warnings"] = json!(["partitions t/1 look orphaned (owned by no live member)"]);
+        s["orphaned_partitions"] = json!([
+            {"topic": "t", "partition": 1, "committed": 40, "high_watermark": 90, "stalled_s": 14},
+            {"topic": "t", "partition": 2, "committed": null, "high_watermark": 7, "stalled_s": 12}
+        ]);
+        let h = judge(&s);
+        assert_eq!(h.verdict, Verdict::Warning);
+        assert!(
+            h.line
+                .ends_with("(partitions t/1 look orphaned (owned by no live member))"),
+            "{}",
+            h.line
+        );
+        assert_eq!(
+            &h.detail[h.detail.len() - 2..],
+            [
+                "partition t/1 looks orphaned: committed=40 high_watermark=90 stalled=14s (owned by no live member)",
+                "partition t/2 looks orphaned: committed=none high_watermark=7 stalled=12s (owned by no live member)"
+            ]
+        );
     }
 
     #[test]
