@@ -493,6 +493,7 @@ impl Daemon {
         let probe = Arc::clone(&self.lag_probe);
         let kafka = self.config.kafka.clone();
         let topic = self.config.detector.input_topic.clone();
+        let link = Arc::clone(&self.link);
         let survey = tokio::task::spawn_blocking(move || {
             let mut probe = probe.lock().unwrap_or_else(|p| p.into_inner());
             if probe.is_none() {
@@ -500,9 +501,11 @@ impl Daemon {
                     .map_err(|e| tracing::warn!(error = %e, "lag probe"))
                     .ok();
             }
-            probe
-                .as_ref()
-                .map(|p| p.survey(&topic, PROBE_TIMEOUT).map_err(|e| e.to_string()))
+            probe.as_ref().map(|p| {
+                // Reachable as soon as the metadata comes back, however long the rest takes.
+                p.survey(&topic, PROBE_TIMEOUT, || link.answered(Instant::now()))
+                    .map_err(|e| e.to_string())
+            })
         })
         .await
         .unwrap_or_else(|e| Some(Err(format!("lag probe task failed: {e}"))));
@@ -512,7 +515,6 @@ impl Daemon {
         let before = self.orphans();
         let fresh = match survey {
             Some(Ok(seen)) => {
-                self.link.answered(now);
                 watch.observe(now, &seen, &held);
                 seen.iter()
                     .filter(|o| held.contains(&(o.topic.clone(), o.partition)))
@@ -524,7 +526,11 @@ impl Daemon {
                 watch.forget();
                 Vec::new()
             }
-            None => Vec::new(),
+            None => {
+                self.link
+                    .failed("the lag probe could not be created (see the log)");
+                Vec::new()
+            }
         };
         let after = watch.orphans(now, self.orphan_after);
         drop(watch);

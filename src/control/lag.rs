@@ -42,11 +42,18 @@ impl LagProbe {
         })
     }
 
-    /// Blocking: the partitions of `topic` (one metadata request, whose failure is the error),
-    /// the group's committed offsets (one request) and each partition's watermarks. A
-    /// partition whose watermarks cannot be read is left out.
-    pub fn survey(&self, topic: &str, timeout: Duration) -> Result<Vec<Observation>, KafkaError> {
+    /// Blocking: the partitions of `topic` (one metadata request, whose failure is the error;
+    /// `answered` is called as soon as it succeeds), the group's committed offsets (one
+    /// request) and each partition's watermarks. A partition whose watermarks cannot be read
+    /// is left out.
+    pub fn survey(
+        &self,
+        topic: &str,
+        timeout: Duration,
+        answered: impl FnOnce(),
+    ) -> Result<Vec<Observation>, KafkaError> {
         let md = self.client.fetch_metadata(Some(topic), timeout)?;
+        answered();
         let mut tpl = TopicPartitionList::new();
         for t in md.topics().iter().filter(|t| t.name() == topic) {
             for p in t.partitions() {

@@ -19,9 +19,9 @@
 //! - **Orphaned partitions** ([`OrphanWatch`]). A partition is "owned by no live member" when
 //!   the group's committed offset has not moved for longer than the session timeout plus the
 //!   auto-commit interval while records were waiting past it (high watermark above it at every
-//!   look). A live owner commits at least once per auto-commit interval while it has records
-//!   to read, and a dead one is evicted after the session timeout on a sound broker, so this
-//!   does not fire on a healthy group. It needs nothing but offset fetches and watermarks,
+//!   look). A live anomalyd owner commits after every batch (librdkafka's auto-commit, every
+//!   interval, covers a lost commit), and a dead one is evicted after the session timeout on a
+//!   sound broker, so this does not fire on a healthy group. It needs nothing but offset fetches and watermarks,
 //!   which tansu 0.6.0 answers (its group state is not visible otherwise: a member killed
 //!   with SIGKILL stays listed in the group forever). The partitions this instance holds are
 //!   left out (its own workers are watched by the supervisor). Shown by `health -v` and
