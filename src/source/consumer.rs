@@ -357,6 +357,20 @@ mod tests {
     use crate::config::PropertyValue;
 
     #[test]
+    fn empty_since_counts_from_the_start_or_the_revoke_until_partitions_arrive() {
+        let a = Assignment::default();
+        let later = Instant::now() + Duration::from_secs(3);
+        assert!(a.empty_for(later).unwrap() >= Duration::from_secs(3));
+        a.set(vec![("t".into(), 1)]);
+        assert_eq!(a.empty_for(later), None);
+        a.set(Vec::new()); // revoked
+        let revoked = a.empty_for(later).unwrap();
+        a.set(Vec::new()); // an empty assignment keeps the clock running
+        assert_eq!(a.empty_for(later), Some(revoked));
+        assert!(a.empty_for(later).unwrap() > Duration::from_secs(2));
+    }
+
+    #[test]
     fn a_revoke_drain_stays_below_the_max_poll_interval() {
         let mut config = Config::default();
         assert_eq!(drain_timeout(&config), Duration::from_secs(25));
