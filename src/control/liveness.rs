@@ -22,8 +22,8 @@
 //!   look). A live anomalyd owner commits after every batch (librdkafka's auto-commit, every
 //!   interval, covers a lost commit), and a dead one is evicted after the session timeout on a
 //!   sound broker, so this does not fire on a healthy group. It needs nothing but offset fetches and watermarks,
-//!   which tansu 0.6.0 answers (its group state is not visible otherwise: a member killed
-//!   with SIGKILL stays listed in the group forever). The partitions this instance holds are
+//!   which tansu 0.6.0 answers; the group's own view is no help there, as tansu goes on
+//!   assigning partitions to a member killed with SIGKILL. The partitions this instance holds are
 //!   left out (its own workers are watched by the supervisor). Shown by `health -v` and
 //!   logged as a warning; health says WARNING.
 
