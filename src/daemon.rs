@@ -17,6 +17,7 @@ use tokio::net::UnixListener;
 
 use crate::config::{Config, FeatureMatch, FeatureSpec, SlackMode};
 use crate::control::lag::{LagProbe, PartitionLag};
+use crate::control::liveness::{self, BrokerLink, Facts, Judgement, Orphan, OrphanWatch};
 use crate::control::server::{self, ControlError};
 use crate::control::status::{ModelStatus, PartitionStatus, Status};
 use crate::detect::model::{Model, ModelError};
@@ -29,6 +30,13 @@ use crate::source::consumer::{self, Assignment};
 use crate::source::generator::Generator;
 use crate::supervisor::{RestartPolicy, Supervisor, TaskError, TaskState};
 use crate::{exit, notify};
+
+/// Longest one request of the lag probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+fn same(a: &Orphan, b: &Orphan) -> bool {
+    a.topic == b.topic && a.partition == b.partition
+}
 
 /// Tasks whose failure makes the daemon not ready (Slack alerts failing does not: Kafka work
 /// never waits on Slack).
@@ -212,6 +220,13 @@ pub struct Daemon {
     started: Instant,
     lag_probe: Arc<Mutex<Option<LagProbe>>>,
     lag_cache: Mutex<Vec<PartitionLag>>,
+    link: Arc<BrokerLink>,
+    orphan_watch: Mutex<OrphanWatch>,
+    /// The orphans found by the last look, so that health and the log agree.
+    orphans: Mutex<Vec<Orphan>>,
+    /// A partition stalled this long counts as orphaned: the session timeout plus the
+    /// auto-commit interval (see [`liveness`]).
+    orphan_after: Duration,
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
 }
@@ -242,6 +257,9 @@ impl Daemon {
             window: Duration::from_secs(sv.restart_window_s),
             ..RestartPolicy::default()
         };
+        let orphan_after = crate::kafka::consumer_duration(&config.kafka, "session.timeout.ms")
+            + crate::kafka::consumer_duration(&config.kafka, "auto.commit.interval.ms");
+        let link = Arc::new(BrokerLink::new(&config.kafka.brokers, Instant::now()));
         let daemon = Arc::new(Self {
             config: Arc::new(config),
             supervisor: Supervisor::new(policy),
@@ -252,6 +270,10 @@ impl Daemon {
             started: Instant::now(),
             lag_probe: Arc::new(Mutex::new(None)),
             lag_cache: Mutex::new(Vec::new()),
+            link,
+            orphan_watch: Mutex::new(OrphanWatch::default()),
+            orphans: Mutex::new(Vec::new()),
+            orphan_after,
             reloading: tokio::sync::Mutex::new(()),
         });
         daemon
@@ -334,15 +356,17 @@ impl Daemon {
         });
         let config = Arc::clone(&self.config);
         let assignment = Arc::clone(&self.assignment);
+        let link = Arc::clone(&self.link);
         self.supervisor
             .spawn("detector", move |status, shutdown| {
-                let (config, env, assignment) = (
+                let (config, env, assignment, link) = (
                     Arc::clone(&config),
                     Arc::clone(&env),
                     Arc::clone(&assignment),
+                    Arc::clone(&link),
                 );
                 async move {
-                    consumer::run(&config, env, assignment, status, shutdown)
+                    consumer::run(&config, env, assignment, link, status, shutdown)
                         .await
                         .map_err(TaskError::from)
                 }
@@ -406,24 +430,41 @@ impl Daemon {
 
     /// Why the daemon cannot do its job right now; empty when it can.
     pub fn not_ready(&self) -> Vec<String> {
-        self.not_ready_given(&self.hung_tasks())
+        self.judge(&self.hung_tasks()).not_ready
     }
 
-    fn not_ready_given(&self, hung: &[&'static str]) -> Vec<String> {
-        let mut reasons = Vec::new();
-        if self.assignment.generations.load(Relaxed) == 0 {
-            reasons.push("no partitions assigned yet (not joined the consumer group)".to_owned());
-        }
+    /// Readiness and warnings: the broker, the assignment and orphaned partitions (see
+    /// [`liveness`]), then critical tasks failing or hung.
+    fn judge(&self, hung: &[&'static str]) -> Judgement {
+        let now = Instant::now();
+        let orphans = self.orphans();
+        let mut j = liveness::judge(&Facts {
+            unreachable: self.link.unreachable(now),
+            joined: self.assignment.generations.load(Relaxed) > 0,
+            empty_for: self.assignment.empty_for(now),
+            grace: Duration::from_secs(self.config.detector.assignment_grace_s),
+            orphans: &orphans,
+            topic: &self.config.detector.input_topic,
+        });
         for t in self.supervisor.reports() {
             if CRITICAL_TASKS.contains(&t.name) && t.state == TaskState::Backoff {
                 let why = t.last_error.unwrap_or_default();
-                reasons.push(format!("task {} failing: {why}", t.name));
+                j.not_ready.push(format!("task {} failing: {why}", t.name));
             }
         }
         for name in hung {
-            reasons.push(format!("task {name} hung (no heartbeat)"));
+            j.not_ready.push(format!("task {name} hung (no heartbeat)"));
         }
-        reasons
+        j
+    }
+
+    /// Partitions of the input topic that looked owned by no live member at the last look
+    /// (see [`liveness`]).
+    pub fn orphans(&self) -> Vec<Orphan> {
+        self.orphans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Running tasks that have not beaten within `heartbeat_timeout_s`.
@@ -471,7 +512,10 @@ impl Daemon {
             .collect();
         let model = self.model.current();
         let hung = self.hung_tasks();
-        let not_ready = self.not_ready_given(&hung);
+        let Judgement {
+            not_ready,
+            warnings,
+        } = self.judge(&hung);
         let tasks = self.supervisor.reports();
         let history = self.model.history();
         Status {
@@ -483,7 +527,10 @@ impl Daemon {
             degraded: tasks.iter().any(|t| t.degraded)
                 || !hung.is_empty()
                 || history.last_error.is_some()
-                || self.slack_metrics.is_failing(),
+                || self.slack_metrics.is_failing()
+                || !warnings.is_empty(),
+            warnings,
+            orphaned_partitions: self.orphans(),
             model: ModelStatus {
                 id: model.id().to_owned(),
                 kind: model.kind().to_owned(),
@@ -500,27 +547,75 @@ impl Daemon {
         }
     }
 
-    /// Asks the broker for the committed offsets and high watermarks of the assigned
-    /// partitions (blocking calls, run off the async workers). The control server calls it
-    /// every few seconds, so that `/status` and `/metrics` answer at once.
+    /// Asks the broker for the partitions of the input topic, the group's committed offsets
+    /// and the high watermarks (blocking calls, run off the async workers); an answer tells
+    /// that the broker is reachable, the assigned partitions' lag is kept for `/status` and
+    /// `/metrics`, and the others feed the orphan watch. The control server calls it every few
+    /// seconds, so that `/status` and `/metrics` answer at once.
     pub async fn refresh_lag(&self) {
         let probe = Arc::clone(&self.lag_probe);
         let kafka = self.config.kafka.clone();
-        let parts = self.assignment.partitions();
-        let fresh = tokio::task::spawn_blocking(move || {
+        let topic = self.config.detector.input_topic.clone();
+        let link = Arc::clone(&self.link);
+        let survey = tokio::task::spawn_blocking(move || {
             let mut probe = probe.lock().unwrap_or_else(|p| p.into_inner());
             if probe.is_none() {
                 *probe = LagProbe::new(&kafka, &kafka.group_id)
                     .map_err(|e| tracing::warn!(error = %e, "lag probe"))
                     .ok();
             }
-            probe
-                .as_ref()
-                .map(|p| p.lag(&parts, Duration::from_secs(2)))
-                .unwrap_or_default()
+            probe.as_ref().map(|p| {
+                // Reachable as soon as the metadata comes back, however long the rest takes.
+                p.survey(&topic, PROBE_TIMEOUT, || link.answered(Instant::now()))
+                    .map_err(|e| e.to_string())
+            })
         })
         .await
-        .unwrap_or_default();
+        .unwrap_or_else(|e| Some(Err(format!("lag probe task failed: {e}"))));
+        let now = Instant::now();
+        let held = self.assignment.partitions();
+        let mut watch = self.orphan_watch.lock().unwrap_or_else(|p| p.into_inner());
+        let before = self.orphans();
+        let fresh = match survey {
+            Some(Ok(seen)) => {
+                watch.observe(now, &seen, &held);
+                seen.iter()
+                    .filter(|o| held.contains(&(o.topic.clone(), o.partition)))
+                    .map(PartitionLag::from)
+                    .collect()
+            }
+            Some(Err(e)) => {
+                self.link.failed(&e);
+                watch.forget();
+                Vec::new()
+            }
+            None => {
+                self.link
+                    .failed("the lag probe could not be created (see the log)");
+                Vec::new()
+            }
+        };
+        let after = watch.orphans(now, self.orphan_after);
+        drop(watch);
+        for o in after.iter().filter(|o| !before.iter().any(|b| same(b, o))) {
+            tracing::warn!(
+                topic = o.topic,
+                partition = o.partition,
+                committed = o.committed,
+                high_watermark = o.high_watermark,
+                stalled_s = o.stalled_s,
+                "partition looks orphaned: owned by no live member (its committed offset has not \
+                 moved for longer than the session timeout while records wait)"
+            );
+        }
+        for o in before.iter().filter(|o| !after.iter().any(|a| same(a, o))) {
+            tracing::info!(
+                topic = o.topic,
+                partition = o.partition,
+                "partition no longer looks orphaned"
+            );
+        }
+        *self.orphans.lock().unwrap_or_else(|p| p.into_inner()) = after;
         *self.lag_cache.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
     }
 

@@ -5,6 +5,8 @@
 //! logs a configuration warning for the other's), and last the settings that anomalyd's
 //! delivery guarantees rest on, so they always win (config validation refuses them anyway).
 
+use std::time::Duration;
+
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 
@@ -155,12 +157,42 @@ pub fn consumer_config(kafka: &KafkaConfig, group: &str) -> ClientConfig {
             ("fetch.max.bytes", "2097152"),
             // A new group starts at the oldest record: nothing already in the topic is skipped.
             ("auto.offset.reset", "earliest"),
+            // Liveness (README "Crashes and the consumer group", docs/operations.md): a member
+            // killed without leaving is evicted after the session timeout, so a restarted or
+            // surviving instance takes its partitions over in about 6 s rather than 45 s.
+            // Beats every second: with librdkafka's 3 s, tansu 0.6.0 was seen to hand a
+            // restarted member an empty assignment for good (issue 11).
+            ("heartbeat.interval.ms", "1000"),
+            ("session.timeout.ms", "6000"),
+            // The group thread polls all the time (workers score elsewhere); its one long wait,
+            // a revoke's drain, is kept 5 s below this (source::consumer). So this mostly
+            // bounds how long the broker waits for members to rejoin a rebalance: 30 s, not
+            // librdkafka's 5 minutes.
+            ("max.poll.interval.ms", "30000"),
         ],
     );
     cfg.set("group.id", group)
         .set("enable.auto.offset.store", "false")
         .set("enable.auto.commit", "true");
     cfg
+}
+
+/// The consumer setting `name` (a duration in milliseconds) in effect: the user's property,
+/// else anomalyd's default, else librdkafka's (`auto.commit.interval.ms` 5 s,
+/// `session.timeout.ms` 45 s, `heartbeat.interval.ms` 3 s, `max.poll.interval.ms` 300 s).
+pub fn consumer_duration(kafka: &KafkaConfig, name: &str) -> Duration {
+    let librdkafka = match name {
+        "auto.commit.interval.ms" => 5_000,
+        "session.timeout.ms" => 45_000,
+        "heartbeat.interval.ms" => 3_000,
+        "max.poll.interval.ms" => 300_000,
+        _ => 0,
+    };
+    let ms = consumer_config(kafka, "anomalyd")
+        .get(name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(librdkafka);
+    Duration::from_millis(ms)
 }
 
 /// An idempotent producer that waits for every in-sync replica: no duplicates from retries and
@@ -253,6 +285,26 @@ mod tests {
         assert_eq!(cfg.get("bootstrap.servers"), Some("127.0.0.1:9092"));
         assert_eq!(cfg.get("group.id"), Some("g"));
         assert_eq!(cfg.get("queued.min.messages"), Some("5000"));
+        assert_eq!(cfg.get("heartbeat.interval.ms"), Some("1000"));
+        assert_eq!(cfg.get("session.timeout.ms"), Some("6000"));
+        assert_eq!(cfg.get("max.poll.interval.ms"), Some("30000"));
+        assert_eq!(
+            consumer_duration(&kafka, "session.timeout.ms"),
+            Duration::from_secs(6)
+        );
+        assert_eq!(
+            consumer_duration(&kafka, "auto.commit.interval.ms"),
+            Duration::from_secs(5),
+            "librdkafka's default"
+        );
+        kafka
+            .properties
+            .insert("session.timeout.ms".into(), PropertyValue::Int(10_000));
+        assert_eq!(
+            consumer_duration(&kafka, "session.timeout.ms"),
+            Duration::from_secs(10),
+            "users may tune it"
+        );
         kafka
             .properties
             .insert("queued.min.messages".into(), PropertyValue::Int(500));

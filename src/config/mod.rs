@@ -121,6 +121,9 @@ pub struct DetectorConfig {
     pub batch_max: usize,
     /// Longest a worker waits to fill a batch before scoring what it has.
     pub batch_linger_ms: u64,
+    /// Seconds this instance may hold no partition (after it first joined its group) before
+    /// health says so: CRITICAL if partitions look orphaned, else WARNING.
+    pub assignment_grace_s: u64,
 }
 
 impl Default for DetectorConfig {
@@ -133,6 +136,7 @@ impl Default for DetectorConfig {
             match_features: FeatureMatch::ByName,
             batch_max: 500,
             batch_linger_ms: 5,
+            assignment_grace_s: 20,
         }
     }
 }
@@ -445,6 +449,12 @@ impl Config {
                 "must be <= 60000 (one minute)".into(),
             );
         }
+        if !(1..=3600).contains(&d.assignment_grace_s) {
+            bad(
+                "detector.assignment_grace_s",
+                "must be between 1 and 3600 (one hour)".into(),
+            );
+        }
 
         if self.model.path.as_os_str().is_empty() {
             bad("model.path", "must not be empty".into());
@@ -663,6 +673,16 @@ mod tests {
                 "generator.outlier_probability"
             ]
         );
+    }
+
+    #[test]
+    fn the_assignment_grace_is_bounded() {
+        let mut c = Config::default();
+        for (grace, ok) in [(0, false), (1, true), (3600, true), (3601, false)] {
+            c.detector.assignment_grace_s = grace;
+            let keys: Vec<_> = c.validate().into_iter().map(|i| i.key).collect();
+            assert_eq!(keys.is_empty(), ok, "{grace}: {keys:?}");
+        }
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! `anomalyd health`: one line and a Nagios exit code, for monitoring systems.
 //!
-//! 0 OK, 1 WARNING (degraded: a task failing repeatedly or hung, Slack alerts failing),
-//! 2 CRITICAL (not ready), 3 UNKNOWN (no socket, or no answer within the timeout).
+//! 0 OK, 1 WARNING (degraded: a task failing repeatedly or hung, Slack alerts failing, no
+//! partitions held past the grace, partitions of the input topic orphaned), 2 CRITICAL (not
+//! ready: the broker unreachable, not joined the group yet, no partitions held while some are
+//! orphaned, a critical task failing), 3 UNKNOWN (no socket, or no answer within the timeout).
 
 use std::path::Path;
 use std::time::Duration;
@@ -101,6 +103,9 @@ pub fn judge(s: &Value) -> Health {
             s["slack"]["last_error"].as_str().unwrap_or("failing")
         ));
     }
+    for w in s["warnings"].as_array().into_iter().flatten() {
+        problems.push(w.as_str().unwrap_or("?").to_owned());
+    }
     if s["model"]["last_error"].is_string() {
         problems.push(format!(
             "last reload refused: {}",
@@ -155,6 +160,18 @@ pub fn judge(s: &Value) -> Health {
             p["committed"],
             p["lag"],
             p["records"]
+        ));
+    }
+    for o in s["orphaned_partitions"].as_array().into_iter().flatten() {
+        detail.push(format!(
+            "partition {}/{} looks orphaned: committed={} high_watermark={} stalled={}s (owned by no live member)",
+            o["topic"].as_str().unwrap_or("?"),
+            o["partition"],
+            o["committed"]
+                .as_i64()
+                .map_or_else(|| "none".to_owned(), |c| c.to_string()),
+            o["high_watermark"],
+            o["stalled_s"]
         ));
     }
     Health {
@@ -231,6 +248,32 @@ mod tests {
             h.line
         );
         assert_eq!(judge(&status(true, true, None)).verdict, Verdict::Warning);
+    }
+
+    #[test]
+    fn warnings_and_orphans_are_shown() {
+        let mut s = status(true, false, None);
+        s["degraded"] = json!(true);
+        s["warnings"] = json!(["partitions t/1 look orphaned (owned by no live member)"]);
+        s["orphaned_partitions"] = json!([
+            {"topic": "t", "partition": 1, "committed": 40, "high_watermark": 90, "stalled_s": 14},
+            {"topic": "t", "partition": 2, "committed": null, "high_watermark": 7, "stalled_s": 12}
+        ]);
+        let h = judge(&s);
+        assert_eq!(h.verdict, Verdict::Warning);
+        assert!(
+            h.line
+                .ends_with("(partitions t/1 look orphaned (owned by no live member))"),
+            "{}",
+            h.line
+        );
+        assert_eq!(
+            &h.detail[h.detail.len() - 2..],
+            [
+                "partition t/1 looks orphaned: committed=40 high_watermark=90 stalled=14s (owned by no live member)",
+                "partition t/2 looks orphaned: committed=none high_watermark=7 stalled=12s (owned by no live member)"
+            ]
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! Consumer lag of the partitions this instance holds: the group's committed offset against
-//! the partition's high watermark, asked of the broker when `/status` or `/metrics` is read.
+//! Consumer lag of the input topic's partitions: the group's committed offset against the
+//! partition's high watermark, asked of the broker every few seconds. The partitions this
+//! instance holds give `/status` and `/metrics` their lag; the others feed the orphan watch
+//! ([`super::liveness::OrphanWatch`]), and the metadata answer tells that the broker is there.
 //!
 //! A separate client that never joins the group does the asking (offset fetches need only the
 //! group id), so a slow broker answer never blocks the detector's consumer.
@@ -11,6 +13,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
+use super::liveness::Observation;
 use crate::config::KafkaConfig;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -39,42 +42,60 @@ impl LagProbe {
         })
     }
 
-    /// Blocking: one offset fetch for all partitions, one watermark query per partition.
-    pub fn lag(&self, partitions: &[(String, i32)], timeout: Duration) -> Vec<PartitionLag> {
+    /// Blocking: the partitions of `topic` (one metadata request, whose failure is the error;
+    /// `answered` is called as soon as it succeeds), the group's committed offsets (one
+    /// request) and each partition's watermarks. A partition whose watermarks cannot be read
+    /// is left out.
+    pub fn survey(
+        &self,
+        topic: &str,
+        timeout: Duration,
+        answered: impl FnOnce(),
+    ) -> Result<Vec<Observation>, KafkaError> {
+        let md = self.client.fetch_metadata(Some(topic), timeout)?;
+        answered();
         let mut tpl = TopicPartitionList::new();
-        for (t, p) in partitions {
-            tpl.add_partition(t, *p);
+        for t in md.topics().iter().filter(|t| t.name() == topic) {
+            for p in t.partitions() {
+                tpl.add_partition(topic, p.id());
+            }
         }
+        let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         let committed = self.client.committed_offsets(tpl, timeout).ok();
-        partitions
-            .iter()
-            .map(|(topic, partition)| {
+        Ok(parts
+            .into_iter()
+            .filter_map(|partition| {
+                let (low, high) = self
+                    .client
+                    .fetch_watermarks(topic, partition, timeout)
+                    .ok()?;
                 let committed = committed
                     .as_ref()
-                    .and_then(|c| c.find_partition(topic, *partition))
+                    .and_then(|c| c.find_partition(topic, partition))
                     .and_then(|e| match e.offset() {
                         Offset::Offset(o) => Some(o),
                         _ => None,
                     });
-                let high_watermark = self
-                    .client
-                    .fetch_watermarks(topic, *partition, timeout)
-                    .ok()
-                    .map(|(_, high)| high);
-                let lag = match (committed, high_watermark) {
-                    (Some(c), Some(h)) => Some((h - c).max(0)),
-                    // Nothing committed yet: everything from the start is outstanding.
-                    (None, Some(h)) => Some(h),
-                    _ => None,
-                };
-                PartitionLag {
-                    topic: topic.clone(),
-                    partition: *partition,
+                Some(Observation {
+                    topic: topic.to_owned(),
+                    partition,
                     committed,
-                    high_watermark,
-                    lag,
-                }
+                    low,
+                    high,
+                })
             })
-            .collect()
+            .collect())
+    }
+}
+
+impl From<&Observation> for PartitionLag {
+    fn from(o: &Observation) -> Self {
+        Self {
+            topic: o.topic.clone(),
+            partition: o.partition,
+            committed: o.committed,
+            high_watermark: Some(o.high),
+            lag: Some((o.high - o.committed.unwrap_or(0)).max(0)),
+        }
     }
 }

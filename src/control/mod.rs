@@ -6,13 +6,15 @@
 //! - [`server`]: binding the socket safely and routing requests.
 //! - [`status`]: the `/status` document and the readiness rules.
 //! - [`prometheus`]: the `/metrics` text format.
-//! - [`lag`]: committed offsets and high watermarks of the assigned partitions.
+//! - [`lag`]: committed offsets and high watermarks of the input topic's partitions.
+//! - [`liveness`]: broker reachability, the assignment and orphaned partitions, judged.
 //! - [`client`] and [`health`]: `anomalyd ctl` and `anomalyd health`.
 
 pub mod client;
 pub mod health;
 pub mod http;
 pub mod lag;
+pub mod liveness;
 pub mod prometheus;
 pub mod server;
 pub mod status;

@@ -213,6 +213,11 @@ pub fn render(s: &Status) -> String {
         s.uptime_s.to_string(),
     );
     gauge(
+        "anomalyd_orphaned_partitions",
+        "Partitions of the input topic that look owned by no live member.",
+        s.orphaned_partitions.len().to_string(),
+    );
+    gauge(
         "anomalyd_assigned_partitions",
         "Partitions this instance holds.",
         s.partitions.len().to_string(),

@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use super::lag::PartitionLag;
+use super::liveness::Orphan;
 use crate::detect::slot::History;
 use crate::metrics::MetricsSnapshot;
 use crate::sinks::slack::SlackMetricsSnapshot;
@@ -15,8 +16,13 @@ pub struct Status {
     pub ready: bool,
     /// Why not ready; empty when ready.
     pub not_ready: Vec<String>,
-    /// A task fails repeatedly or hangs (health says WARNING).
+    /// A task fails repeatedly or hangs, or a warning below (health says WARNING).
     pub degraded: bool,
+    /// Degraded conditions that are not a task's: no partitions past the grace, orphaned
+    /// partitions.
+    pub warnings: Vec<String>,
+    /// Partitions of the input topic that look owned by no live member.
+    pub orphaned_partitions: Vec<Orphan>,
     pub model: ModelStatus,
     pub tasks: Vec<TaskReport>,
     pub partitions: Vec<PartitionStatus>,

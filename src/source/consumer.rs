@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock, Weak, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::control::liveness::BrokerLink;
 use crate::detect::worker::{PartitionWorker, WorkerEnv, WorkerError};
 use crate::supervisor::TaskStatus;
 
@@ -44,24 +45,57 @@ pub enum ConsumerError {
 type Partition = (String, i32);
 
 /// The partitions this member holds right now, for health and status reports.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Assignment {
-    partitions: Mutex<Vec<Partition>>,
+    partitions: Mutex<Held>,
     /// How many rebalances (assignments received) this member went through.
     pub generations: AtomicU64,
 }
 
+#[derive(Debug)]
+struct Held {
+    parts: Vec<Partition>,
+    /// Since when no partition is held (from the start until the first non-empty assignment).
+    empty_since: Option<Instant>,
+}
+
+impl Default for Assignment {
+    fn default() -> Self {
+        Self {
+            partitions: Mutex::new(Held {
+                parts: Vec::new(),
+                empty_since: Some(Instant::now()),
+            }),
+            generations: AtomicU64::new(0),
+        }
+    }
+}
+
 impl Assignment {
     pub fn partitions(&self) -> Vec<Partition> {
-        self.partitions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.lock().parts.clone()
+    }
+
+    /// How long no partition has been held at `now`; `None` while some are.
+    pub fn empty_for(&self, now: Instant) -> Option<Duration> {
+        self.lock()
+            .empty_since
+            .map(|t| now.saturating_duration_since(t))
     }
 
     fn set(&self, mut parts: Vec<Partition>) {
         parts.sort();
-        *self.partitions.lock().unwrap_or_else(|p| p.into_inner()) = parts;
+        let mut held = self.lock();
+        held.empty_since = match (parts.is_empty(), held.empty_since) {
+            (false, _) => None,
+            (true, Some(since)) => Some(since),
+            (true, None) => Some(Instant::now()),
+        };
+        held.parts = parts;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.partitions.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -81,11 +115,21 @@ pub struct GroupContext {
     /// Longest a revoke waits for a worker to finish its batch.
     drain_timeout: Duration,
     assignment: Arc<Assignment>,
+    /// Told when librdkafka finds every broker down.
+    link: Arc<BrokerLink>,
 }
 
 impl ClientContext for GroupContext {
     fn error(&self, error: KafkaError, reason: &str) {
+        note_broker_trouble(&self.link, &error, reason);
         tracing::warn!(error = %error, reason, "kafka consumer");
+    }
+}
+
+/// Passes librdkafka's "all brokers down" on to `link`; other errors are only logged.
+fn note_broker_trouble(link: &BrokerLink, error: &KafkaError, reason: &str) {
+    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+        link.all_down(Instant::now(), reason);
     }
 }
 
@@ -193,6 +237,17 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<Partition> {
         .collect()
 }
 
+/// How long a revoked partition's worker may take to finish its batch: as long as a shutdown
+/// may, but 5 s less than `max.poll.interval.ms`. The revoke callback runs on the group thread
+/// after librdkafka's poll has returned, so its wait counts against that limit, and passing
+/// it would make this member leave the group in the middle of the rebalance.
+fn drain_timeout(config: &Config) -> Duration {
+    let max_poll = crate::kafka::consumer_duration(&config.kafka, "max.poll.interval.ms");
+    Duration::from_secs(config.supervisor.shutdown_grace_s)
+        .min(max_poll.saturating_sub(Duration::from_secs(5)))
+        .max(Duration::from_secs(1))
+}
+
 /// Commits the stored offsets synchronously; having nothing new to commit is fine.
 fn commit<C: ConsumerContext>(consumer: &impl Consumer<C>) {
     match consumer.commit_consumer_state(CommitMode::Sync) {
@@ -211,6 +266,7 @@ pub async fn run(
     config: &Config,
     env: Arc<WorkerEnv>,
     assignment: Arc<Assignment>,
+    link: Arc<BrokerLink>,
     status: Arc<TaskStatus>,
     shutdown: CancellationToken,
 ) -> Result<(), ConsumerError> {
@@ -221,9 +277,9 @@ pub async fn run(
         consumer: OnceLock::new(),
         workers: Mutex::new(BTreeMap::new()),
         failures: failures_tx,
-        // A revoked partition gets as long as a shutdown does to finish its batches.
-        drain_timeout: Duration::from_secs(config.supervisor.shutdown_grace_s),
+        drain_timeout: drain_timeout(config),
         assignment,
+        link,
     };
     let consumer: StreamConsumer<GroupContext> =
         crate::kafka::consumer_config(&config.kafka, &config.kafka.group_id)
@@ -285,8 +341,45 @@ async fn group_loop(
                         tracing::error!(topic, partition, offset, error = %e, "rewind failed");
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "kafka consumer"),
+                // Error events arrive here, not through the context, in a consumer.
+                Err(e) => {
+                    note_broker_trouble(&consumer.context().link, &e, &e.to_string());
+                    tracing::warn!(error = %e, "kafka consumer");
+                }
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PropertyValue;
+
+    #[test]
+    fn empty_since_counts_from_the_start_or_the_revoke_until_partitions_arrive() {
+        let a = Assignment::default();
+        let later = Instant::now() + Duration::from_secs(3);
+        assert!(a.empty_for(later).unwrap() >= Duration::from_secs(3));
+        a.set(vec![("t".into(), 1)]);
+        assert_eq!(a.empty_for(later), None);
+        a.set(Vec::new()); // revoked
+        let revoked = a.empty_for(later).unwrap();
+        a.set(Vec::new()); // an empty assignment keeps the clock running
+        assert_eq!(a.empty_for(later), Some(revoked));
+        assert!(a.empty_for(later).unwrap() > Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_revoke_drain_stays_below_the_max_poll_interval() {
+        let mut config = Config::default();
+        assert_eq!(drain_timeout(&config), Duration::from_secs(25));
+        config.supervisor.shutdown_grace_s = 10;
+        assert_eq!(drain_timeout(&config), Duration::from_secs(10));
+        config
+            .kafka
+            .properties
+            .insert("max.poll.interval.ms".into(), PropertyValue::Int(3000));
+        assert_eq!(drain_timeout(&config), Duration::from_secs(1));
     }
 }

@@ -110,18 +110,8 @@ pub async fn pipeline_config(dir: &Path, model: &Path) -> Config {
         kafka: kafka_config(),
         ..Config::default()
     };
-    // A member that dies is noticed in seconds rather than librdkafka's default 45 s.
-    // tansu also holds a rebalance until the dead member's rebalance timeout
-    // (max.poll.interval.ms, 5 minutes by default) has passed.
-    for (k, v) in [
-        ("session.timeout.ms", 6000),
-        ("max.poll.interval.ms", 10_000),
-    ] {
-        config
-            .kafka
-            .properties
-            .insert(k.into(), anomalyd::config::PropertyValue::Int(v));
-    }
+    // The consumer's group timings are anomalyd's defaults (src/kafka.rs): the crash and
+    // liveness tests hold them to their promises.
     config.kafka.group_id = unique("detector");
     config.detector.input_topic = unique("transactions");
     config.detector.output_topic = unique("anomalies");
