@@ -1,9 +1,13 @@
-//! The daemon: turns a validated [`Config`] into running, supervised tasks, answers on the
-//! control socket, reloads its model on request, and stops gracefully.
+//! The daemon: turns a validated [`Config`] into running, supervised tasks (one consumer and
+//! its partition workers per `[detectors.NAME]`), answers on the control socket, reloads every
+//! detector's model on request, and stops gracefully.
 //!
 //! [`run`] is what `anomalyd run` calls: it starts everything, tells systemd when it is ready,
 //! feeds the watchdog while every task is alive, reloads on SIGHUP, and on SIGTERM drains
 //! within the grace period. Tests call it too, with hand-made [`Signals`].
+//!
+//! The control server does not know this type: it serves anything that implements
+//! [`Control`](crate::control::server::Control), which [`Daemon`] does.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
@@ -15,18 +19,21 @@ use rdkafka::producer::FutureProducer;
 use thiserror::Error;
 use tokio::net::UnixListener;
 
-use crate::config::{Config, FeatureMatch, FeatureSpec, SlackMode};
+use crate::config::{Config, DetectorConfig, FeatureMatch, FeatureSpec, SlackMode};
 use crate::control::lag::{LagProbe, PartitionLag};
 use crate::control::liveness::{self, BrokerLink, Facts, Judgement, Orphan, OrphanWatch};
-use crate::control::server::{self, ControlError};
-use crate::control::status::{ModelStatus, PartitionStatus, Status};
+use crate::control::server::{self, Control, ControlError};
+use crate::control::status::{
+    DetectorReload, DetectorStatus, ModelStatus, PartitionStatus, ReloadReport, Status,
+};
 use crate::detect::model::{Model, ModelError};
+use crate::detect::scorer::{ModelSource, Scorer};
 use crate::detect::slot::ModelSlot;
 use crate::detect::worker::WorkerEnv;
 use crate::metrics::Metrics;
 use crate::signals::{Signal, Signals};
 use crate::sinks::slack::{self, SlackMetrics};
-use crate::source::consumer::{self, Assignment};
+use crate::source::consumer::{self, Assignment, Subscription};
 use crate::source::generator::Generator;
 use crate::supervisor::{RestartPolicy, Supervisor, TaskError, TaskState};
 use crate::{exit, notify};
@@ -39,13 +46,23 @@ fn same(a: &Orphan, b: &Orphan) -> bool {
 }
 
 /// Tasks whose failure makes the daemon not ready (Slack alerts failing does not: Kafka work
-/// never waits on Slack).
-const CRITICAL_TASKS: &[&str] = &["detector", "control"];
+/// never waits on Slack); every detector's task (`detector:<name>`) is critical too.
+const CRITICAL_TASKS: &[&str] = &["control"];
+
+/// The supervised task of detector `name`.
+fn task_name(name: &str) -> String {
+    format!("detector:{name}")
+}
 
 #[derive(Debug, Error)]
 pub enum DaemonError {
-    #[error(transparent)]
-    Model(#[from] ModelError),
+    /// Detector `detector`'s model file is missing or damaged.
+    #[error("detector {detector}: {source}")]
+    Model {
+        detector: String,
+        #[source]
+        source: ModelError,
+    },
     #[error(transparent)]
     Features(#[from] FeatureMismatch),
     #[error("could not create the Kafka producer: {0}")]
@@ -71,8 +88,11 @@ impl DaemonError {
     /// shutdown (130, 143), 1 anything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Model(ModelError::Read { .. }) => exit::NO_INPUT,
-            Self::Model(_) => exit::DATA_ERR,
+            Self::Model {
+                source: ModelError::Read { .. },
+                ..
+            } => exit::NO_INPUT,
+            Self::Model { .. } => exit::DATA_ERR,
             Self::Features(_) => exit::CONFIG,
             Self::Interrupted { signal, .. } => signal.exit_code(),
             Self::Producer(_) | Self::Control(_) | Self::Grace(_) => exit::FAILURE,
@@ -80,14 +100,16 @@ impl DaemonError {
     }
 }
 
-/// The model does not fit `detector.features`: a configuration error, since either the
-/// configuration or `model.path` must change.
+/// The model does not fit `detectors.<name>.features`: a configuration error, since either
+/// the features or the model file must change.
 #[derive(Debug, Error)]
 #[error(
-    "detector.features: {configured} but the model {} (id {model_id}) has {} features ({}){why}",
+    "detectors.{detector}.features: {configured} but the model {} (id {model_id}) has {} features ({}){why}",
     path.display(), model_features.len(), model_features.join(", ")
 )]
 pub struct FeatureMismatch {
+    /// The `[detectors.NAME]` name.
+    pub detector: String,
     pub path: PathBuf,
     pub model_id: String,
     pub model_features: Vec<String>,
@@ -97,20 +119,37 @@ pub struct FeatureMismatch {
     pub why: String,
 }
 
-/// Loads `[model] path` and checks it against `[detector] features` and `match_features`: the
-/// one check both `anomalyd run` and `anomalyd check-config` make (and a reload), so they
-/// cannot disagree. Blocking (reads and verifies the whole file).
+/// Loads detector `name`'s model file and checks it against its `features` and
+/// `match_features`: the one check both `anomalyd run` and `anomalyd check-config` make (and
+/// a reload), so they cannot disagree. Blocking (reads and verifies the whole file).
 ///
 /// Errors: [`DaemonError::Model`] when the file is missing or damaged (wrong magic, version,
-/// checksum, ...), [`DaemonError::Features`] when it does not fit (see [`check_features`]).
-pub fn load_model(config: &Config) -> Result<Model, DaemonError> {
-    let model = Model::load(&config.model.path)?;
-    check_features(
-        &config.detector.features,
-        config.detector.match_features,
-        &model,
-    )?;
+/// checksum, ...) or the detector names no model file, [`DaemonError::Features`] when it does
+/// not fit (see [`check_features`]).
+pub fn load_model(name: &str, detector: &DetectorConfig) -> Result<Model, DaemonError> {
+    let model_error = |source| DaemonError::Model {
+        detector: name.to_owned(),
+        source,
+    };
+    // Validation guarantees a model path for the model scorer; say so rather than panic.
+    let path = detector.model.as_deref().ok_or_else(|| {
+        model_error(ModelError::Header {
+            path: Default::default(),
+            reason: format!("detectors.{name}.model is not set"),
+        })
+    })?;
+    let model = Model::load(path).map_err(model_error)?;
+    check_features(name, &detector.features, detector.match_features, &model)?;
     Ok(model)
+}
+
+/// [`load_model`] for every detector, in name order; the first failure is returned.
+pub fn load_models(config: &Config) -> Result<Vec<(String, Model)>, DaemonError> {
+    config
+        .detectors
+        .iter()
+        .map(|(name, d)| Ok((name.clone(), load_model(name, d)?)))
+        .collect()
 }
 
 /// With JSON pointers, the model must have one feature per pointer and, matching
@@ -124,6 +163,7 @@ pub fn load_model(config: &Config) -> Result<Model, DaemonError> {
 /// length is checked as it arrives (wrong lengths go to the dead-letter topic). The empty
 /// pointer (the whole record is the value) matches any name.
 pub fn check_features(
+    detector: &str,
     spec: &FeatureSpec,
     matching: FeatureMatch,
     model: &Model,
@@ -133,6 +173,7 @@ pub fn check_features(
     };
     let names = model.feature_names();
     let mismatch = |why: String| FeatureMismatch {
+        detector: detector.to_owned(),
         path: model.path().to_owned(),
         model_id: model.id().to_owned(),
         model_features: names.to_vec(),
@@ -178,7 +219,7 @@ pub fn check_features(
         }
     };
     Err(mismatch(format!(
-        ": {}{fix} (or set detector.match_features = \"by_position\" to feed pointer i to \
+        ": {}{fix} (or set detectors.{detector}.match_features = \"by_position\" to feed pointer i to \
          feature i whatever the names)",
         wrong.join("; ")
     )))
@@ -209,21 +250,281 @@ fn in_model_order<'a>(
         .collect()
 }
 
+/// Why a reloaded model file was refused.
+#[derive(Debug, Error)]
+enum Refusal {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Features(#[from] FeatureMismatch),
+}
+
+/// One running detector: its settings, its scorer, its consumer's assignment, its counters and
+/// what the broker says about its input topic.
+pub struct Detector {
+    name: String,
+    config: DetectorConfig,
+    subscription: Subscription,
+    slot: Arc<ModelSlot>,
+    source: Arc<ModelSource>,
+    metrics: Arc<Metrics>,
+    assignment: Arc<Assignment>,
+    lag_probe: Arc<Mutex<Option<LagProbe>>>,
+    lag_cache: Mutex<Vec<PartitionLag>>,
+    orphan_watch: Mutex<OrphanWatch>,
+    /// The orphans found by the last look, so that health and the log agree.
+    orphans: Mutex<Vec<Orphan>>,
+}
+
+impl Detector {
+    /// The `[detectors.NAME]` name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn config(&self) -> &DetectorConfig {
+        &self.config
+    }
+
+    /// The input topic and the consumer group this detector reads it with.
+    pub fn subscription(&self) -> &Subscription {
+        &self.subscription
+    }
+
+    /// The model serving this detector.
+    pub fn model(&self) -> &Arc<ModelSlot> {
+        &self.slot
+    }
+
+    /// This detector's counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn assignment(&self) -> &Arc<Assignment> {
+        &self.assignment
+    }
+
+    /// Partitions of the input topic that looked owned by no live member of this detector's
+    /// group at the last look (see [`liveness`]).
+    pub fn orphans(&self) -> Vec<Orphan> {
+        self.orphans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Re-reads this detector's model file and, if it is sound and fits the configured
+    /// features, puts it in service from the next batch; a refused file leaves the old model
+    /// serving. Blocking (file I/O and a checksum).
+    fn reload_blocking(&self) -> DetectorReload {
+        let name = self.name.clone();
+        let detector = &self.config;
+        // The same check as at start: a retrained model with its features renamed or
+        // reordered must not start serving.
+        let fits = |m: &Model| {
+            check_features(&name, &detector.features, detector.match_features, m)
+                .map_err(Refusal::from)
+        };
+        let result = self
+            .slot
+            .reload_if(&self.source.path, fits)
+            .map(|m| m.identity())
+            .map_err(|e| e.to_string());
+        match &result {
+            Ok(m) => tracing::info!(
+                detector = self.name,
+                model_id = m.id,
+                path = %m.path.display(),
+                "model reloaded"
+            ),
+            Err(e) => tracing::error!(
+                detector = self.name,
+                error = %e,
+                "model reload refused; the old model keeps serving"
+            ),
+        }
+        DetectorReload {
+            detector: self.name.clone(),
+            path: self.source.path.display().to_string(),
+            model: result.as_ref().ok().cloned(),
+            error: result.err(),
+        }
+    }
+
+    /// Readiness and warnings of this detector (see [`liveness`]), each prefixed with
+    /// `detector NAME: `.
+    fn judge(&self, link: &BrokerLink, now: Instant) -> Judgement {
+        let orphans = self.orphans();
+        let j = liveness::judge(&Facts {
+            unreachable: link.unreachable(now),
+            joined: self.assignment.generations.load(Relaxed) > 0,
+            empty_for: self.assignment.empty_for(now),
+            grace: Duration::from_secs(self.config.assignment_grace_s),
+            orphans: &orphans,
+            topic: &self.config.input_topic,
+        });
+        let named = |v: Vec<String>| {
+            v.into_iter()
+                .map(|r| format!("detector {}: {r}", self.name))
+                .collect()
+        };
+        Judgement {
+            not_ready: named(j.not_ready),
+            warnings: named(j.warnings),
+        }
+    }
+
+    fn status(&self, judgement: Judgement) -> DetectorStatus {
+        let lags = self
+            .lag_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let stats = self.metrics.partitions();
+        let partitions: Vec<PartitionStatus> = self
+            .assignment
+            .partitions()
+            .into_iter()
+            .map(|(topic, partition)| {
+                let s = stats
+                    .get(&(topic.clone(), partition))
+                    .cloned()
+                    .unwrap_or_default();
+                let offsets = lags
+                    .iter()
+                    .find(|l| l.topic == topic && l.partition == partition)
+                    .cloned()
+                    .unwrap_or(PartitionLag {
+                        topic,
+                        partition,
+                        committed: None,
+                        high_watermark: None,
+                        lag: None,
+                    });
+                PartitionStatus {
+                    offsets,
+                    records: s.records,
+                    anomalies: s.anomalies,
+                    dead_letters: s.dead_letters,
+                }
+            })
+            .collect();
+        let model = self.slot.current();
+        let counters = self.metrics.snapshot();
+        DetectorStatus {
+            name: self.name.clone(),
+            input_topic: self.subscription.topic.clone(),
+            group_id: self.subscription.group.clone(),
+            output_topic: self.config.output_topic.clone(),
+            dead_letter_topic: self.config.dead_letter_topic.clone(),
+            ready: judgement.not_ready.is_empty(),
+            not_ready: judgement.not_ready,
+            warnings: judgement.warnings,
+            orphaned_partitions: self.orphans(),
+            model: ModelStatus {
+                id: model.id().to_owned(),
+                kind: model.kind().to_owned(),
+                path: model.path().display().to_string(),
+                features: model.feature_names().to_vec(),
+                history: self.slot.history(),
+            },
+            lag: partitions.iter().filter_map(|p| p.offsets.lag).sum(),
+            partitions,
+            records: counters.records_in,
+            anomalies: counters.anomalies_out,
+            dead_letters: counters.dead_letters,
+        }
+    }
+
+    /// Asks the broker for the partitions of the input topic, this detector's group's
+    /// committed offsets and the high watermarks (blocking calls, run off the async workers);
+    /// see [`Daemon::refresh_lag`].
+    async fn refresh_lag(
+        &self,
+        kafka: &crate::config::KafkaConfig,
+        link: &Arc<BrokerLink>,
+        orphan_after: Duration,
+    ) {
+        let probe = Arc::clone(&self.lag_probe);
+        let kafka = kafka.clone();
+        let Subscription { topic, group } = self.subscription.clone();
+        let probe_link = Arc::clone(link);
+        let survey = tokio::task::spawn_blocking(move || {
+            let mut probe = probe.lock().unwrap_or_else(|p| p.into_inner());
+            if probe.is_none() {
+                *probe = LagProbe::new(&kafka, &group)
+                    .map_err(|e| tracing::warn!(error = %e, "lag probe"))
+                    .ok();
+            }
+            probe.as_ref().map(|p| {
+                // Reachable as soon as the metadata comes back, however long the rest takes.
+                p.survey(&topic, PROBE_TIMEOUT, || probe_link.answered(Instant::now()))
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .await
+        .unwrap_or_else(|e| Some(Err(format!("lag probe task failed: {e}"))));
+        let now = Instant::now();
+        let held = self.assignment.partitions();
+        let mut watch = self.orphan_watch.lock().unwrap_or_else(|p| p.into_inner());
+        let before = self.orphans();
+        let fresh = match survey {
+            Some(Ok(seen)) => {
+                watch.observe(now, &seen, &held);
+                seen.iter()
+                    .filter(|o| held.contains(&(o.topic.clone(), o.partition)))
+                    .map(PartitionLag::from)
+                    .collect()
+            }
+            Some(Err(e)) => {
+                link.failed(&e);
+                watch.forget();
+                Vec::new()
+            }
+            None => {
+                link.failed("the lag probe could not be created (see the log)");
+                Vec::new()
+            }
+        };
+        let after = watch.orphans(now, orphan_after);
+        drop(watch);
+        for o in after.iter().filter(|o| !before.iter().any(|b| same(b, o))) {
+            tracing::warn!(
+                detector = self.name,
+                topic = o.topic,
+                partition = o.partition,
+                committed = o.committed,
+                high_watermark = o.high_watermark,
+                stalled_s = o.stalled_s,
+                "partition looks orphaned: owned by no live member (its committed offset has not \
+                 moved for longer than the session timeout while records wait)"
+            );
+        }
+        for o in before.iter().filter(|o| !after.iter().any(|a| same(a, o))) {
+            tracing::info!(
+                detector = self.name,
+                topic = o.topic,
+                partition = o.partition,
+                "partition no longer looks orphaned"
+            );
+        }
+        *self.orphans.lock().unwrap_or_else(|p| p.into_inner()) = after;
+        *self.lag_cache.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+    }
+}
+
 /// A running daemon: its shared state, for the control socket and for tests.
 pub struct Daemon {
     config: Arc<Config>,
     supervisor: Supervisor,
+    /// Counters over every detector, and the generator's.
     metrics: Arc<Metrics>,
     slack_metrics: Arc<SlackMetrics>,
-    assignment: Arc<Assignment>,
-    model: Arc<ModelSlot>,
+    /// Every detector, in name order.
+    detectors: Vec<Arc<Detector>>,
     started: Instant,
-    lag_probe: Arc<Mutex<Option<LagProbe>>>,
-    lag_cache: Mutex<Vec<PartitionLag>>,
     link: Arc<BrokerLink>,
-    orphan_watch: Mutex<OrphanWatch>,
-    /// The orphans found by the last look, so that health and the log agree.
-    orphans: Mutex<Vec<Orphan>>,
     /// A partition stalled this long counts as orphaned: the session timeout plus the
     /// auto-commit interval (see [`liveness`]).
     orphan_after: Duration,
@@ -232,11 +533,14 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Loads the model, binds the control socket and starts every configured task. Fails only
-    /// on what a restart could not fix (a missing or mismatched model, a socket in use).
+    /// Loads every detector's model, binds the control socket and starts every configured
+    /// task. Fails only on what a restart could not fix (a missing or mismatched model, a
+    /// socket in use).
     pub async fn start(config: Config) -> Result<Arc<Self>, DaemonError> {
-        let model = load_model(&config)?;
-        tracing::info!(model_id = model.id(), path = %model.path().display(), features = model.n_features(), "model loaded");
+        let models = load_models(&config)?;
+        for (name, model) in &models {
+            tracing::info!(detector = name, model_id = model.id(), kind = model.kind(), path = %model.path().display(), features = model.n_features(), "model loaded");
+        }
         let producer: FutureProducer = crate::kafka::producer_config(&config.kafka)
             .create()
             .map_err(DaemonError::Producer)?;
@@ -260,19 +564,41 @@ impl Daemon {
         let orphan_after = crate::kafka::consumer_duration(&config.kafka, "session.timeout.ms")
             + crate::kafka::consumer_duration(&config.kafka, "auto.commit.interval.ms");
         let link = Arc::new(BrokerLink::new(&config.kafka.brokers, Instant::now()));
+        let detectors = models
+            .into_iter()
+            .map(|(name, model)| {
+                let d = config.detectors[&name].clone();
+                let slot = Arc::new(ModelSlot::new(model));
+                let source = Arc::new(ModelSource {
+                    slot: Arc::clone(&slot),
+                    path: d.model.clone().unwrap_or_default(),
+                });
+                Arc::new(Detector {
+                    subscription: Subscription {
+                        topic: d.input_topic.clone(),
+                        group: d.group(&config.kafka.group_id, &name),
+                    },
+                    name,
+                    config: d,
+                    slot,
+                    source,
+                    metrics: Arc::new(Metrics::default()),
+                    assignment: Arc::new(Assignment::default()),
+                    lag_probe: Arc::new(Mutex::new(None)),
+                    lag_cache: Mutex::new(Vec::new()),
+                    orphan_watch: Mutex::new(OrphanWatch::default()),
+                    orphans: Mutex::new(Vec::new()),
+                })
+            })
+            .collect();
         let daemon = Arc::new(Self {
             config: Arc::new(config),
             supervisor: Supervisor::new(policy),
             metrics: Arc::new(Metrics::default()),
             slack_metrics: Arc::new(SlackMetrics::default()),
-            assignment: Arc::new(Assignment::default()),
-            model: Arc::new(ModelSlot::new(model)),
+            detectors,
             started: Instant::now(),
-            lag_probe: Arc::new(Mutex::new(None)),
-            lag_cache: Mutex::new(Vec::new()),
             link,
-            orphan_watch: Mutex::new(OrphanWatch::default()),
-            orphans: Mutex::new(Vec::new()),
             orphan_after,
             reloading: tokio::sync::Mutex::new(()),
         });
@@ -323,18 +649,68 @@ impl Daemon {
         }
 
         if config.slack.mode != SlackMode::Off {
+            // The notifier reads one topic: the first detector's output topic. Detectors that
+            // write elsewhere are not alerted on (see docs/configuration.md).
+            if let Some(first) = self.detectors.first() {
+                let config = Arc::clone(&self.config);
+                let topic = first.config.output_topic.clone();
+                let metrics = Arc::clone(&self.slack_metrics);
+                self.supervisor
+                    .spawn("notifier", move |status, shutdown| {
+                        let (config, metrics, topic) =
+                            (Arc::clone(&config), Arc::clone(&metrics), topic.clone());
+                        async move {
+                            slack::run(
+                                &config.slack,
+                                &config.kafka,
+                                &topic,
+                                &metrics,
+                                || status.heartbeat(),
+                                shutdown,
+                            )
+                            .await
+                            .map_err(TaskError::from)
+                        }
+                    })
+                    .await;
+            }
+        }
+
+        for detector in &self.detectors {
+            let d = &detector.config;
+            let env = Arc::new(WorkerEnv {
+                detector: detector.name.clone(),
+                producer: producer.clone(),
+                scorer: Arc::clone(&detector.source) as _,
+                features: d.features.clone(),
+                output_topic: d.output_topic.clone(),
+                dead_letter_topic: d.dead_letter_topic.clone(),
+                batch_max: d.batch_max,
+                batch_linger: Duration::from_millis(d.batch_linger_ms),
+                metrics: Arc::clone(&detector.metrics),
+                total: Arc::clone(&self.metrics),
+            });
             let config = Arc::clone(&self.config);
-            let metrics = Arc::clone(&self.slack_metrics);
+            let detector = Arc::clone(detector);
+            let link = Arc::clone(&self.link);
+            // Task names live as long as the process; one per detector, made once.
+            let name: &'static str = Box::leak(task_name(&detector.name).into_boxed_str());
             self.supervisor
-                .spawn("notifier", move |status, shutdown| {
-                    let (config, metrics) = (Arc::clone(&config), Arc::clone(&metrics));
+                .spawn(name, move |status, shutdown| {
+                    let (config, env, detector, link) = (
+                        Arc::clone(&config),
+                        Arc::clone(&env),
+                        Arc::clone(&detector),
+                        Arc::clone(&link),
+                    );
                     async move {
-                        slack::run(
-                            &config.slack,
-                            &config.kafka,
-                            &config.detector.output_topic,
-                            &metrics,
-                            || status.heartbeat(),
+                        consumer::run(
+                            &config,
+                            &detector.subscription,
+                            env,
+                            Arc::clone(&detector.assignment),
+                            link,
+                            status,
                             shutdown,
                         )
                         .await
@@ -343,128 +719,99 @@ impl Daemon {
                 })
                 .await;
         }
-
-        let env = Arc::new(WorkerEnv {
-            producer,
-            model: Arc::clone(&self.model),
-            features: config.detector.features.clone(),
-            output_topic: config.detector.output_topic.clone(),
-            dead_letter_topic: config.detector.dead_letter_topic.clone(),
-            batch_max: config.detector.batch_max,
-            batch_linger: Duration::from_millis(config.detector.batch_linger_ms),
-            metrics: Arc::clone(&self.metrics),
-        });
-        let config = Arc::clone(&self.config);
-        let assignment = Arc::clone(&self.assignment);
-        let link = Arc::clone(&self.link);
-        self.supervisor
-            .spawn("detector", move |status, shutdown| {
-                let (config, env, assignment, link) = (
-                    Arc::clone(&config),
-                    Arc::clone(&env),
-                    Arc::clone(&assignment),
-                    Arc::clone(&link),
-                );
-                async move {
-                    consumer::run(&config, env, assignment, link, status, shutdown)
-                        .await
-                        .map_err(TaskError::from)
-                }
-            })
-            .await;
     }
 
     pub fn config(&self) -> &Config {
         &self.config
     }
 
+    /// Counters over every detector (and the generator's).
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 
-    pub fn assignment(&self) -> &Arc<Assignment> {
-        &self.assignment
+    /// Every detector, in name order.
+    pub fn detectors(&self) -> &[Arc<Detector>] {
+        &self.detectors
+    }
+
+    /// The detector called `name`.
+    pub fn detector(&self, name: &str) -> Option<&Arc<Detector>> {
+        self.detectors.iter().find(|d| d.name == name)
     }
 
     pub fn slack_metrics(&self) -> &Arc<SlackMetrics> {
         &self.slack_metrics
     }
 
-    pub fn model(&self) -> &Arc<ModelSlot> {
-        &self.model
-    }
-
     pub fn supervisor(&self) -> &Supervisor {
         &self.supervisor
     }
 
-    /// Re-reads the model file and, if it is sound, puts it in service from the next batch.
-    /// A refused file leaves the old model serving. Tells systemd RELOADING, then READY.
-    pub async fn reload(&self) -> Result<Arc<Model>, String> {
+    /// Re-reads every detector's model file; each is validated on its own, so a refused file
+    /// leaves only its detector on its old model. Tells systemd RELOADING, then READY. The
+    /// report lists every detector's result.
+    pub async fn reload(&self) -> ReloadReport {
         let _one_at_a_time = self.reloading.lock().await;
         notify::reloading();
-        let slot = Arc::clone(&self.model);
-        let path = self.config.model.path.clone();
-        let detector = self.config.detector.clone();
-        // The same check as at start: a retrained model with its features renamed or reordered
-        // must not start serving.
-        let fits = move |m: &Model| {
-            check_features(&detector.features, detector.match_features, m)
-                .map_err(DaemonError::from)
-        };
-        let result = tokio::task::spawn_blocking(move || slot.reload_if(&path, fits))
-            .await
-            .map_err(|e| format!("reload task failed: {e}"))
-            .and_then(|r| r.map_err(|e| e.to_string()));
-        match &result {
-            Ok(m) => {
-                tracing::info!(model_id = m.id(), path = %m.path().display(), "model reloaded")
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "model reload refused; the old model keeps serving")
-            }
+        let mut detectors = Vec::with_capacity(self.detectors.len());
+        for d in &self.detectors {
+            let d = Arc::clone(d);
+            let name = d.name.clone();
+            let path = d.source.path.display().to_string();
+            detectors.push(
+                tokio::task::spawn_blocking(move || d.reload_blocking())
+                    .await
+                    .unwrap_or_else(|e| DetectorReload {
+                        detector: name,
+                        path,
+                        model: None,
+                        error: Some(format!("reload task failed: {e}")),
+                    }),
+            );
         }
         notify::ready(&self.status_line());
-        result
+        ReloadReport { detectors }
     }
 
     /// Why the daemon cannot do its job right now; empty when it can.
     pub fn not_ready(&self) -> Vec<String> {
-        self.judge(&self.hung_tasks()).not_ready
+        self.judge(&self.hung_tasks()).0.not_ready
     }
 
-    /// Readiness and warnings: the broker, the assignment and orphaned partitions (see
-    /// [`liveness`]), then critical tasks failing or hung.
-    fn judge(&self, hung: &[&'static str]) -> Judgement {
+    /// Readiness and warnings: each detector's broker, assignment and orphaned partitions
+    /// (see [`liveness`]), then critical tasks failing or hung. Also each detector's own.
+    fn judge(&self, hung: &[&'static str]) -> (Judgement, Vec<Judgement>) {
         let now = Instant::now();
-        let orphans = self.orphans();
-        let mut j = liveness::judge(&Facts {
-            unreachable: self.link.unreachable(now),
-            joined: self.assignment.generations.load(Relaxed) > 0,
-            empty_for: self.assignment.empty_for(now),
-            grace: Duration::from_secs(self.config.detector.assignment_grace_s),
-            orphans: &orphans,
-            topic: &self.config.detector.input_topic,
-        });
-        for t in self.supervisor.reports() {
+        let mut all = Judgement::default();
+        let mut each = Vec::with_capacity(self.detectors.len());
+        let reports = self.supervisor.reports();
+        for d in &self.detectors {
+            let mut j = d.judge(&self.link, now);
+            let task = task_name(&d.name);
+            for t in reports.iter().filter(|t| t.name == task) {
+                if t.state == TaskState::Backoff {
+                    let why = t.last_error.clone().unwrap_or_default();
+                    j.not_ready.push(format!("task {} failing: {why}", t.name));
+                }
+            }
+            for name in hung.iter().filter(|n| **n == task) {
+                j.not_ready.push(format!("task {name} hung (no heartbeat)"));
+            }
+            all.not_ready.extend(j.not_ready.iter().cloned());
+            all.warnings.extend(j.warnings.iter().cloned());
+            each.push(j);
+        }
+        for t in &reports {
             if CRITICAL_TASKS.contains(&t.name) && t.state == TaskState::Backoff {
-                let why = t.last_error.unwrap_or_default();
-                j.not_ready.push(format!("task {} failing: {why}", t.name));
+                let why = t.last_error.clone().unwrap_or_default();
+                all.not_ready.push(format!("task {} failing: {why}", t.name));
             }
         }
-        for name in hung {
-            j.not_ready.push(format!("task {name} hung (no heartbeat)"));
+        for name in hung.iter().filter(|n| !n.starts_with("detector:")) {
+            all.not_ready.push(format!("task {name} hung (no heartbeat)"));
         }
-        j
-    }
-
-    /// Partitions of the input topic that looked owned by no live member at the last look
-    /// (see [`liveness`]).
-    pub fn orphans(&self) -> Vec<Orphan> {
-        self.orphans
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        (all, each)
     }
 
     /// Running tasks that have not beaten within `heartbeat_timeout_s`.
@@ -476,48 +823,24 @@ impl Daemon {
 
     /// The `/status` document, from memory: lag comes from the last [`Daemon::refresh_lag`].
     pub fn status(&self) -> Status {
-        let lags = self
-            .lag_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let stats = self.metrics.partitions();
-        let partitions: Vec<PartitionStatus> = self
-            .assignment
-            .partitions()
-            .into_iter()
-            .map(|(topic, partition)| {
-                let s = stats
-                    .get(&(topic.clone(), partition))
-                    .cloned()
-                    .unwrap_or_default();
-                let offsets = lags
-                    .iter()
-                    .find(|l| l.topic == topic && l.partition == partition)
-                    .cloned()
-                    .unwrap_or(PartitionLag {
-                        topic,
-                        partition,
-                        committed: None,
-                        high_watermark: None,
-                        lag: None,
-                    });
-                PartitionStatus {
-                    offsets,
-                    records: s.records,
-                    anomalies: s.anomalies,
-                    dead_letters: s.dead_letters,
-                }
-            })
-            .collect();
-        let model = self.model.current();
         let hung = self.hung_tasks();
-        let Judgement {
-            not_ready,
-            warnings,
-        } = self.judge(&hung);
+        let (
+            Judgement {
+                not_ready,
+                warnings,
+            },
+            each,
+        ) = self.judge(&hung);
+        let detectors: Vec<DetectorStatus> = self
+            .detectors
+            .iter()
+            .zip(each)
+            .map(|(d, j)| d.status(j))
+            .collect();
         let tasks = self.supervisor.reports();
-        let history = self.model.history();
+        let refused = detectors
+            .iter()
+            .any(|d| d.model.history.last_error.is_some());
         Status {
             version: env!("CARGO_PKG_VERSION"),
             uptime_s: self.started.elapsed().as_secs(),
@@ -526,107 +849,55 @@ impl Daemon {
             // A refused reload is degraded too: the operator's new model is not serving.
             degraded: tasks.iter().any(|t| t.degraded)
                 || !hung.is_empty()
-                || history.last_error.is_some()
+                || refused
                 || self.slack_metrics.is_failing()
                 || !warnings.is_empty(),
             warnings,
-            orphaned_partitions: self.orphans(),
-            model: ModelStatus {
-                id: model.id().to_owned(),
-                kind: model.kind().to_owned(),
-                path: model.path().display().to_string(),
-                features: model.feature_names().to_vec(),
-                history,
-            },
             tasks,
-            lag: partitions.iter().filter_map(|p| p.offsets.lag).sum(),
-            partitions,
+            lag: detectors.iter().map(|d| d.lag).sum(),
+            detectors,
             counters: self.metrics.snapshot(),
             slack: (self.config.slack.mode != SlackMode::Off)
                 .then(|| self.slack_metrics.snapshot()),
         }
     }
 
-    /// Asks the broker for the partitions of the input topic, the group's committed offsets
-    /// and the high watermarks (blocking calls, run off the async workers); an answer tells
-    /// that the broker is reachable, the assigned partitions' lag is kept for `/status` and
-    /// `/metrics`, and the others feed the orphan watch. The control server calls it every few
-    /// seconds, so that `/status` and `/metrics` answer at once.
+    /// Refreshes every detector's lag and orphan watch from the broker (see
+    /// [`liveness`]): an answer tells that the broker is reachable, the assigned partitions'
+    /// lag is kept for `/status` and `/metrics`, and the others feed the orphan watch. The
+    /// control server calls it every few seconds, so that `/status` and `/metrics` answer at
+    /// once.
     pub async fn refresh_lag(&self) {
-        let probe = Arc::clone(&self.lag_probe);
-        let kafka = self.config.kafka.clone();
-        let topic = self.config.detector.input_topic.clone();
-        let link = Arc::clone(&self.link);
-        let survey = tokio::task::spawn_blocking(move || {
-            let mut probe = probe.lock().unwrap_or_else(|p| p.into_inner());
-            if probe.is_none() {
-                *probe = LagProbe::new(&kafka, &kafka.group_id)
-                    .map_err(|e| tracing::warn!(error = %e, "lag probe"))
-                    .ok();
-            }
-            probe.as_ref().map(|p| {
-                // Reachable as soon as the metadata comes back, however long the rest takes.
-                p.survey(&topic, PROBE_TIMEOUT, || link.answered(Instant::now()))
-                    .map_err(|e| e.to_string())
-            })
-        })
-        .await
-        .unwrap_or_else(|e| Some(Err(format!("lag probe task failed: {e}"))));
-        let now = Instant::now();
-        let held = self.assignment.partitions();
-        let mut watch = self.orphan_watch.lock().unwrap_or_else(|p| p.into_inner());
-        let before = self.orphans();
-        let fresh = match survey {
-            Some(Ok(seen)) => {
-                watch.observe(now, &seen, &held);
-                seen.iter()
-                    .filter(|o| held.contains(&(o.topic.clone(), o.partition)))
-                    .map(PartitionLag::from)
-                    .collect()
-            }
-            Some(Err(e)) => {
-                self.link.failed(&e);
-                watch.forget();
-                Vec::new()
-            }
-            None => {
-                self.link
-                    .failed("the lag probe could not be created (see the log)");
-                Vec::new()
-            }
-        };
-        let after = watch.orphans(now, self.orphan_after);
-        drop(watch);
-        for o in after.iter().filter(|o| !before.iter().any(|b| same(b, o))) {
-            tracing::warn!(
-                topic = o.topic,
-                partition = o.partition,
-                committed = o.committed,
-                high_watermark = o.high_watermark,
-                stalled_s = o.stalled_s,
-                "partition looks orphaned: owned by no live member (its committed offset has not \
-                 moved for longer than the session timeout while records wait)"
-            );
+        for d in &self.detectors {
+            d.refresh_lag(&self.config.kafka, &self.link, self.orphan_after)
+                .await;
         }
-        for o in before.iter().filter(|o| !after.iter().any(|a| same(a, o))) {
-            tracing::info!(
-                topic = o.topic,
-                partition = o.partition,
-                "partition no longer looks orphaned"
-            );
-        }
-        *self.orphans.lock().unwrap_or_else(|p| p.into_inner()) = after;
-        *self.lag_cache.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
     }
 
     /// A short line for systemd's STATUS=.
     fn status_line(&self) -> String {
+        let models: Vec<String> = self
+            .detectors
+            .iter()
+            .map(|d| format!("{} {}", d.name, d.slot.current().id()))
+            .collect();
+        let partitions: usize = self
+            .detectors
+            .iter()
+            .map(|d| d.assignment.partitions().len())
+            .sum();
         format!(
-            "model {}; {} partitions; {} records scored",
-            self.model.current().id(),
-            self.assignment.partitions().len(),
+            "models {}; {partitions} partitions; {} records scored",
+            models.join(", "),
             self.metrics.records_in.load(Relaxed)
         )
+    }
+
+    /// Whether every detector's consumer has joined its group.
+    fn all_joined(&self) -> bool {
+        self.detectors
+            .iter()
+            .all(|d| d.assignment.generations.load(Relaxed) > 0)
     }
 
     /// Stops taking records, lets every worker finish its batch and commit, leaves the
@@ -666,6 +937,24 @@ impl Daemon {
     }
 }
 
+impl Control for Daemon {
+    fn not_ready(&self) -> Vec<String> {
+        Daemon::not_ready(self)
+    }
+
+    fn status(&self) -> Status {
+        Daemon::status(self)
+    }
+
+    async fn reload(&self) -> ReloadReport {
+        Daemon::reload(self).await
+    }
+
+    async fn refresh_lag(&self) {
+        Daemon::refresh_lag(self).await
+    }
+}
+
 /// `x` rounded to `decimals` places, for log fields people read.
 fn round_to(x: f64, decimals: i32) -> f64 {
     let scale = 10f64.powi(decimals);
@@ -677,12 +966,12 @@ pub async fn run(config: Config, mut signals: Signals) -> Result<(), DaemonError
     let grace = Duration::from_secs(config.supervisor.shutdown_grace_s);
     let daemon = Daemon::start(config).await?;
 
-    // READY=1 once the consumer has joined its group (socket and model are ready already);
+    // READY=1 once every detector's consumer has joined its group (socket and model are ready already);
     // from then on, feed the watchdog while no task is hung.
     let lifecycle = {
         let daemon = Arc::clone(&daemon);
         tokio::spawn(async move {
-            while daemon.assignment.generations.load(Relaxed) == 0 {
+            while !daemon.all_joined() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             tracing::info!("ready");

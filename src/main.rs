@@ -100,26 +100,29 @@ fn check_config(args: &CheckConfigArgs) -> ExitCode {
             None => fail(&format!("check-config: no key {key}"), exit::USAGE),
         };
     }
-    match daemon::load_model(&c) {
+    match daemon::load_models(&c) {
         Ok(_) => done("ok"),
         Err(e) => fail(&daemon_error(&e, &located), e.exit_code()),
     }
 }
 
 /// A daemon error as printed: model problems are placed at the key that names the model or
-/// the features (`./anomalyd.toml:42:8: model.path: ...`).
+/// the features (`./anomalyd.toml:42:8: detectors.transactions.model: ...`).
 fn daemon_error(e: &DaemonError, located: &Located) -> String {
     match e {
         // Both echo configured values (the path, the pointers): cut, as configuration errors
-        // are. A features error's text starts with `detector.features: `.
-        DaemonError::Model(_) => format!(
-            "{}: model.path: {}",
-            origin(located, "model.path"),
-            config::shorten(&e.to_string())
-        ),
-        DaemonError::Features(_) => format!(
+        // are. A features error's text starts with `detectors.<name>.features: `.
+        DaemonError::Model { detector, source } => {
+            let key = format!("detectors.{detector}.model");
+            format!(
+                "{}: {key}: {}",
+                origin(located, &key),
+                config::shorten(&source.to_string())
+            )
+        }
+        DaemonError::Features(f) => format!(
             "{}: {}",
-            origin(located, "detector.features"),
+            origin(located, &format!("detectors.{}.features", f.detector)),
             config::shorten(&e.to_string())
         ),
         _ => e.to_string(),

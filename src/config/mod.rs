@@ -5,6 +5,7 @@
 //! runs the semantic checks in [`Config::validate`]; every error it reports names where the
 //! offending value came from (file, line and column, or the environment variable) and its key.
 
+mod librdkafka;
 mod load;
 
 use std::collections::BTreeMap;
@@ -13,6 +14,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use librdkafka::property_problem;
 pub use load::{
     CONFIG_VAR, ConfigError, ConfigErrors, DEFAULT_PATH, ENV_PREFIX, LOCAL_NAME, Located, NO_FILE,
     Origin, Rule, defaults_with_env, load, load_located, load_with_env, locate, origin_of, resolve,
@@ -24,8 +26,16 @@ pub use load::{
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub kafka: KafkaConfig,
-    pub detector: DetectorConfig,
-    pub model: ModelConfig,
+    /// `[detectors.NAME]`: every detector, by name (`[a-z0-9_-]`, at most 64 characters).
+    /// At least one is needed to `run`; none is the built-in default.
+    pub detectors: BTreeMap<String, DetectorConfig>,
+    /// The single `[detector]` section of earlier versions: refused by [`Config::validate`]
+    /// with the way to convert it (kept as a field so the message can be precise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detector: Option<serde_json::Value>,
+    /// The single `[model]` section of earlier versions: refused likewise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<serde_json::Value>,
     pub generator: GeneratorConfig,
     pub slack: SlackConfig,
     pub control: ControlConfig,
@@ -104,41 +114,135 @@ pub const MANAGED_PROPERTIES: &[&str] = &[
     "isolation.level",
 ];
 
-/// `[detector]`: where records come from, where results go, and how they are batched.
+/// `[detectors.NAME]`: one detector: where its records come from, how they are read and
+/// scored, where its results go, and how they are batched. Every detector has its own
+/// consumer group and its own partition workers, so two detectors on one topic each see
+/// every record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DetectorConfig {
+    /// Topic of the records to score. Required.
     pub input_topic: String,
-    pub output_topic: String,
-    pub dead_letter_topic: String,
+    /// How a record is read: `"json"` (one JSON value per Kafka record).
+    pub format: RecordFormat,
     /// Either the name of a field holding `[x, y, ...]` (or `[[x, y, ...]]`), or a list of JSON
     /// pointers, one per feature.
     pub features: FeatureSpec,
     /// How JSON pointers are matched to the model's features: by name (the default), or by
     /// position when the user says so.
     pub match_features: FeatureMatch,
+    /// Which scorer: inferred from the scorer's own key when left out (`model` gives
+    /// [`ScorerKind::Model`]); when given, it must agree with that key.
+    pub scorer: Option<ScorerKind>,
+    /// The model file (any kind the file's header names). Relative paths are resolved
+    /// against the working directory.
+    pub model: Option<PathBuf>,
+    /// Topic the anomalies are published to. Required.
+    pub output_topic: String,
+    /// Topic for records that cannot be scored. Required.
+    pub dead_letter_topic: String,
     /// Most records scored in one batch.
     pub batch_max: usize,
     /// Longest a worker waits to fill a batch before scoring what it has.
     pub batch_linger_ms: u64,
-    /// Seconds this instance may hold no partition (after it first joined its group) before
+    /// Seconds this detector may hold no partition (after it first joined its group) before
     /// health says so: CRITICAL if partitions look orphaned, else WARNING.
     pub assignment_grace_s: u64,
+    /// Consumer group; default `<kafka.group_id>-<NAME>`.
+    pub group_id: Option<String>,
 }
 
 impl Default for DetectorConfig {
     fn default() -> Self {
         Self {
-            input_topic: "transactions".into(),
-            output_topic: "anomalies".into(),
-            dead_letter_topic: "transactions.dead-letter".into(),
+            input_topic: String::new(),
+            format: RecordFormat::Json,
             features: FeatureSpec::Field("data".into()),
             match_features: FeatureMatch::ByName,
+            scorer: None,
+            model: None,
+            output_topic: String::new(),
+            dead_letter_topic: String::new(),
             batch_max: 500,
             batch_linger_ms: 5,
             assignment_grace_s: 20,
+            group_id: None,
         }
     }
+}
+
+impl DetectorConfig {
+    /// The scorer this detector uses: the explicit `scorer`, else the one whose key is set.
+    /// `None` when neither says (a configuration error that [`Config::validate`] reports).
+    pub fn scorer_kind(&self) -> Option<ScorerKind> {
+        self.scorer
+            .or_else(|| self.model.as_ref().map(|_| ScorerKind::Model))
+    }
+
+    /// The consumer group: `group_id`, else `<kafka_group>-<name>`.
+    pub fn group(&self, kafka_group: &str, name: &str) -> String {
+        self.group_id
+            .clone()
+            .unwrap_or_else(|| format!("{kafka_group}-{name}"))
+    }
+
+    /// What the records on `output_topic` look like, for the check that detectors sharing an
+    /// output topic agree: the scorer kind and the features. Two detectors with the same
+    /// schema write anomalies that a reader can take alike; the model files may differ (an
+    /// A/B comparison keeps one topic and tells the anomalies apart by `detector`).
+    fn schema(&self) -> (Option<ScorerKind>, &FeatureSpec) {
+        (self.scorer_kind(), &self.features)
+    }
+}
+
+/// `[detectors.NAME] format`: how a Kafka record's value is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordFormat {
+    /// One JSON value per record; features are found by `features`.
+    #[default]
+    Json,
+}
+
+/// `[detectors.NAME] scorer`: what scores the records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScorerKind {
+    /// A model file (`model = "path"`); its header names its kind.
+    Model,
+}
+
+impl fmt::Display for ScorerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Model => "model",
+        })
+    }
+}
+
+/// Longest detector name: it becomes part of a consumer group, a metric label and a key.
+pub const MAX_DETECTOR_NAME: usize = 64;
+
+/// Why `name` cannot name a detector: names are 1..=64 characters of `[a-z0-9_-]`, so that
+/// the environment override `ANOMALYD_DETECTORS__<NAME>__<KEY>` (lower-cased by the loader)
+/// finds it, and it is safe in a metric label and a group id.
+pub fn detector_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("a detector name must not be empty".into());
+    }
+    if name.len() > MAX_DETECTOR_NAME {
+        return Some(format!(
+            "a detector name is at most {MAX_DETECTOR_NAME} characters"
+        ));
+    }
+    name.chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-')))
+        .map(|c| {
+            format!(
+                "detector name {name:?} has {c:?}; names use only a-z, 0-9, '_' and '-' (so that \
+                 ANOMALYD_DETECTORS__<NAME>__<KEY> can reach it)"
+            )
+        })
 }
 
 /// How feature values are found in a JSON record.
@@ -151,7 +255,7 @@ pub enum FeatureSpec {
     Pointers(Vec<String>),
 }
 
-/// `[detector] match_features`: how `features` (JSON pointers) are matched to the features
+/// `[detectors.NAME] match_features`: how `features` (JSON pointers) are matched to the features
 /// the model was trained on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -163,22 +267,6 @@ pub enum FeatureMatch {
     /// Pointer `i` feeds the model's feature `i`, whatever the names; only the count is
     /// checked. For models whose column names differ from the record's field names.
     ByPosition,
-}
-
-/// `[model]`: the model file the detector scores with.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ModelConfig {
-    /// Relative paths are resolved against the working directory.
-    pub path: PathBuf,
-}
-
-impl Default for ModelConfig {
-    fn default() -> Self {
-        Self {
-            path: "/var/lib/anomalyd/model.iforest".into(),
-        }
-    }
 }
 
 /// `[generator]`: synthetic transactions for demos and load tests.
@@ -392,73 +480,41 @@ impl Config {
                     "is set by anomalyd itself and cannot be overridden (it guards delivery guarantees)"
                         .into(),
                 );
-            } else if let Some(why) = crate::kafka::property_problem(name, &value.as_checked()) {
+            } else if let Some(why) = property_problem(name, &value.as_checked()) {
                 bad(&format!("kafka.properties.{name}"), why);
             }
         }
 
-        let d = &self.detector;
-        for (key, topic) in [
-            ("detector.input_topic", &d.input_topic),
-            ("detector.output_topic", &d.output_topic),
-            ("detector.dead_letter_topic", &d.dead_letter_topic),
-        ] {
-            if let Some(why) = topic_problem(topic) {
-                bad(key, why);
-            }
-        }
-        if d.output_topic == d.input_topic {
+        if self.detector.is_some() {
             bad(
-                "detector.output_topic",
-                "must differ from detector.input_topic (anomalies would be scored again)".into(),
+                "detector",
+                "the single [detector] section is gone: move its keys to a named detector, \
+                 [detectors.<name>] (e.g. [detectors.transactions]), with input_topic, \
+                 output_topic and dead_letter_topic written out, and model = \"<the old \
+                 [model] path>\" in it"
+                    .into(),
             );
         }
-        if d.dead_letter_topic == d.input_topic {
+        if self.model.is_some() {
             bad(
-                "detector.dead_letter_topic",
-                "must differ from detector.input_topic (bad records would loop)".into(),
+                "model",
+                "the [model] section is gone: write model = \"<path>\" in the \
+                 [detectors.<name>] table that scores with it"
+                    .into(),
             );
         }
-        match &d.features {
-            FeatureSpec::Field(name) if name.trim().is_empty() => {
-                bad("detector.features", "field name must not be empty".into())
-            }
-            FeatureSpec::Pointers(ptrs) if ptrs.is_empty() => bad(
-                "detector.features",
-                "needs at least one JSON pointer, or a field name".into(),
-            ),
-            FeatureSpec::Pointers(ptrs) => {
-                for p in ptrs.iter().filter(|p| !p.starts_with('/')) {
-                    bad(
-                        "detector.features",
-                        format!("{p:?} is not a JSON pointer (it must start with '/')"),
-                    );
-                }
-            }
-            FeatureSpec::Field(_) => {}
-        }
-        if d.batch_max < 1 {
-            bad("detector.batch_max", "must be >= 1".into());
-        }
-        if d.batch_max > 100_000 {
-            bad("detector.batch_max", "must be <= 100000".into());
-        }
-        if d.batch_linger_ms > 60_000 {
+        if self.detectors.is_empty() && self.detector.is_none() {
             bad(
-                "detector.batch_linger_ms",
-                "must be <= 60000 (one minute)".into(),
+                NO_DETECTOR_KEY,
+                "no detector: add a [detectors.<name>] table with input_topic, output_topic, \
+                 dead_letter_topic, features and model"
+                    .into(),
             );
         }
-        if !(1..=3600).contains(&d.assignment_grace_s) {
-            bad(
-                "detector.assignment_grace_s",
-                "must be between 1 and 3600 (one hour)".into(),
-            );
+        for (name, d) in &self.detectors {
+            validate_detector(name, d, &mut bad);
         }
-
-        if self.model.path.as_os_str().is_empty() {
-            bad("model.path", "must not be empty".into());
-        }
+        self.validate_between_detectors(&mut bad);
 
         let g = &self.generator;
         if let Some(why) = topic_problem(&g.topic) {
@@ -571,6 +627,63 @@ impl Config {
         out
     }
 
+    /// Checks across detectors: an output topic is written with one schema (see
+    /// [`DetectorConfig`]'s scorer kind and features), no detector reads what one writes, and
+    /// no two detectors read one topic in one consumer group (they would split its records
+    /// rather than each see all of them).
+    fn validate_between_detectors(&self, bad: &mut impl FnMut(&str, String)) {
+        let all: Vec<(&String, &DetectorConfig)> = self.detectors.iter().collect();
+        for (i, (name, d)) in all.iter().enumerate() {
+            for (other, o) in &all[..i] {
+                if d.output_topic == o.output_topic && d.schema() != o.schema() {
+                    bad(
+                        &format!("detectors.{name}.output_topic"),
+                        format!(
+                            "{:?} is also detector {other}'s output topic, with another schema \
+                             (scorer {} and features {}, against {} and {}): detectors sharing \
+                             an output topic need the same scorer kind and features",
+                            d.output_topic,
+                            kind_name(d.scorer_kind()),
+                            features_text(&d.features),
+                            kind_name(o.scorer_kind()),
+                            features_text(&o.features),
+                        ),
+                    );
+                }
+                if d.input_topic == o.input_topic
+                    && d.group(&self.kafka.group_id, name) == o.group(&self.kafka.group_id, other)
+                {
+                    bad(
+                        &format!("detectors.{name}.group_id"),
+                        format!(
+                            "detector {other} reads {:?} in the same consumer group {:?}: they \
+                             would split its records; give one another group_id",
+                            d.input_topic,
+                            d.group(&self.kafka.group_id, name)
+                        ),
+                    );
+                }
+            }
+            for (other, o) in &all {
+                if o.input_topic == d.output_topic || o.input_topic == d.dead_letter_topic {
+                    bad(
+                        &format!("detectors.{name}.output_topic"),
+                        format!(
+                            "detector {other} reads {:?}, which detector {name} writes: \
+                             its results would be scored again",
+                            o.input_topic
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// The detectors, in name order.
+    pub fn detector_names(&self) -> Vec<&str> {
+        self.detectors.keys().map(String::as_str).collect()
+    }
+
     /// The resolved value of a dotted key such as `model.path` (`check-config --get`): strings
     /// as they are, anything else as JSON; `None` for a key the configuration does not have.
     /// Keys under `kafka.properties` hold dots themselves (`kafka.properties.linger.ms`);
@@ -600,11 +713,17 @@ impl Config {
 
     /// Every topic the daemon reads or writes, without duplicates (`check-config --topics`).
     pub fn topics(&self) -> Vec<&str> {
-        let mut topics = vec![
-            self.detector.input_topic.as_str(),
-            self.detector.output_topic.as_str(),
-            self.detector.dead_letter_topic.as_str(),
-        ];
+        let mut topics: Vec<&str> = self
+            .detectors
+            .values()
+            .flat_map(|d| {
+                [
+                    d.input_topic.as_str(),
+                    d.output_topic.as_str(),
+                    d.dead_letter_topic.as_str(),
+                ]
+            })
+            .collect();
         if self.generator.enabled {
             topics.push(self.generator.topic.as_str());
         }
@@ -625,6 +744,100 @@ pub fn is_secret_property(name: &str) -> bool {
         || name.contains("secret")
         || name.ends_with(".pem")
         || name == "sasl.oauthbearer.config"
+}
+
+/// The key that names "no detector at all".
+pub const NO_DETECTOR_KEY: &str = "detectors";
+
+/// One detector's own checks, with keys `detectors.<name>.<key>`.
+fn validate_detector(name: &str, d: &DetectorConfig, bad: &mut impl FnMut(&str, String)) {
+    let key = |k: &str| format!("detectors.{name}.{k}");
+    if let Some(why) = detector_name_problem(name) {
+        bad(&format!("detectors.{name}"), why);
+    }
+    for (k, topic) in [
+        ("input_topic", &d.input_topic),
+        ("output_topic", &d.output_topic),
+        ("dead_letter_topic", &d.dead_letter_topic),
+    ] {
+        if topic.is_empty() {
+            bad(&key(k), "must be set (a Kafka topic name)".into());
+        } else if let Some(why) = topic_problem(topic) {
+            bad(&key(k), why);
+        }
+    }
+    if !d.input_topic.is_empty() && d.output_topic == d.input_topic {
+        bad(
+            &key("output_topic"),
+            "must differ from input_topic (anomalies would be scored again)".into(),
+        );
+    }
+    if !d.input_topic.is_empty() && d.dead_letter_topic == d.input_topic {
+        bad(
+            &key("dead_letter_topic"),
+            "must differ from input_topic (bad records would loop)".into(),
+        );
+    }
+    match &d.features {
+        FeatureSpec::Field(field) if field.trim().is_empty() => {
+            bad(&key("features"), "field name must not be empty".into())
+        }
+        FeatureSpec::Pointers(ptrs) if ptrs.is_empty() => bad(
+            &key("features"),
+            "needs at least one JSON pointer, or a field name".into(),
+        ),
+        FeatureSpec::Pointers(ptrs) => {
+            for p in ptrs.iter().filter(|p| !p.starts_with('/')) {
+                bad(
+                    &key("features"),
+                    format!("{p:?} is not a JSON pointer (it must start with '/')"),
+                );
+            }
+        }
+        FeatureSpec::Field(_) => {}
+    }
+    match (d.scorer, &d.model) {
+        (None | Some(ScorerKind::Model), Some(path)) if path.as_os_str().is_empty() => {
+            bad(&key("model"), "must not be empty".into())
+        }
+        (None | Some(ScorerKind::Model), Some(_)) => {}
+        (_, None) => bad(
+            &key("model"),
+            "the detector has no scorer: set model = \"<model file>\"".into(),
+        ),
+    }
+    if d.batch_max < 1 {
+        bad(&key("batch_max"), "must be >= 1".into());
+    }
+    if d.batch_max > 100_000 {
+        bad(&key("batch_max"), "must be <= 100000".into());
+    }
+    if d.batch_linger_ms > 60_000 {
+        bad(&key("batch_linger_ms"), "must be <= 60000 (one minute)".into());
+    }
+    if !(1..=3600).contains(&d.assignment_grace_s) {
+        bad(
+            &key("assignment_grace_s"),
+            "must be between 1 and 3600 (one hour)".into(),
+        );
+    }
+    if d.group_id.as_ref().is_some_and(|g| g.trim().is_empty()) {
+        bad(
+            &key("group_id"),
+            "must not be empty (leave it out for <kafka.group_id>-<name>)".into(),
+        );
+    }
+}
+
+fn kind_name(kind: Option<ScorerKind>) -> String {
+    kind.map_or_else(|| "none".to_owned(), |k| k.to_string())
+}
+
+fn features_text(f: &FeatureSpec) -> String {
+    match f {
+        FeatureSpec::Field(name) => format!("{name:?}"),
+        FeatureSpec::Pointers(p) => format!("{p:?}"),
+    }
 }
 
 /// Kafka's own topic-name rule: 1..=249 characters of `[a-zA-Z0-9._-]`.

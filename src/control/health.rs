@@ -70,10 +70,24 @@ pub fn judge(s: &Value) -> Health {
         Some(_) if s["slack"]["failing"] == true => "failing",
         Some(_) => "ok",
     };
-    let model = s["model"]["id"].as_str().unwrap_or("?");
+    let detectors = s["detectors"].as_array().cloned().unwrap_or_default();
+    let models: Vec<String> = detectors
+        .iter()
+        .map(|d| {
+            format!(
+                "{}:{}",
+                d["name"].as_str().unwrap_or("?"),
+                d["model"]["id"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    let partitions: usize = detectors
+        .iter()
+        .map(|d| d["partitions"].as_array().map_or(0, Vec::len))
+        .sum();
     let facts = format!(
-        "model={model} partitions={} lag={} slack={slack}",
-        s["partitions"].as_array().map_or(0, Vec::len),
+        "detectors={} partitions={partitions} lag={} slack={slack}",
+        models.join(","),
         s["lag"].as_i64().unwrap_or(0),
     );
     let version = s["version"].as_str().unwrap_or("?");
@@ -106,11 +120,13 @@ pub fn judge(s: &Value) -> Health {
     for w in s["warnings"].as_array().into_iter().flatten() {
         problems.push(w.as_str().unwrap_or("?").to_owned());
     }
-    if s["model"]["last_error"].is_string() {
-        problems.push(format!(
-            "last reload refused: {}",
-            s["model"]["last_error"].as_str().unwrap_or_default()
-        ));
+    for d in &detectors {
+        if let Some(e) = d["model"]["last_error"].as_str() {
+            problems.push(format!(
+                "detector {}: last reload refused: {e}",
+                d["name"].as_str().unwrap_or("?")
+            ));
+        }
     }
 
     let (verdict, line) = if s["ready"] != true {
@@ -152,27 +168,46 @@ pub fn judge(s: &Value) -> Health {
             )
         })
         .collect();
-    for p in s["partitions"].as_array().into_iter().flatten() {
+    for d in &detectors {
+        let name = d["name"].as_str().unwrap_or("?");
         detail.push(format!(
-            "partition {}/{} committed={} lag={} records={}",
-            p["topic"].as_str().unwrap_or("?"),
-            p["partition"],
-            p["committed"],
-            p["lag"],
-            p["records"]
+            "detector {name} {} model={} kind={} input={} group={} output={} lag={} records={} \
+             anomalies={} dead_letters={}",
+            if d["ready"] == true { "ready" } else { "not-ready" },
+            d["model"]["id"].as_str().unwrap_or("?"),
+            d["model"]["kind"].as_str().unwrap_or("?"),
+            d["input_topic"].as_str().unwrap_or("?"),
+            d["group_id"].as_str().unwrap_or("?"),
+            d["output_topic"].as_str().unwrap_or("?"),
+            d["lag"],
+            d["records"],
+            d["anomalies"],
+            d["dead_letters"]
+                .as_object()
+                .map_or(0, |m| m.values().filter_map(Value::as_u64).sum::<u64>()),
         ));
-    }
-    for o in s["orphaned_partitions"].as_array().into_iter().flatten() {
-        detail.push(format!(
-            "partition {}/{} looks orphaned: committed={} high_watermark={} stalled={}s (owned by no live member)",
-            o["topic"].as_str().unwrap_or("?"),
-            o["partition"],
-            o["committed"]
-                .as_i64()
-                .map_or_else(|| "none".to_owned(), |c| c.to_string()),
-            o["high_watermark"],
-            o["stalled_s"]
-        ));
+        for p in d["partitions"].as_array().into_iter().flatten() {
+            detail.push(format!(
+                "  partition {}/{} committed={} lag={} records={}",
+                p["topic"].as_str().unwrap_or("?"),
+                p["partition"],
+                p["committed"],
+                p["lag"],
+                p["records"]
+            ));
+        }
+        for o in d["orphaned_partitions"].as_array().into_iter().flatten() {
+            detail.push(format!(
+                "  partition {}/{} looks orphaned: committed={} high_watermark={} stalled={}s (owned by no live member)",
+                o["topic"].as_str().unwrap_or("?"),
+                o["partition"],
+                o["committed"]
+                    .as_i64()
+                    .map_or_else(|| "none".to_owned(), |c| c.to_string()),
+                o["high_watermark"],
+                o["stalled_s"]
+            ));
+        }
     }
     Health {
         verdict,
@@ -198,7 +233,7 @@ mod tests {
 
     fn status(ready: bool, degraded: bool, notifier_state: Option<&str>) -> Value {
         let mut tasks =
-            vec![json!({"name": "detector", "state": "running", "restarts": 0, "degraded": false})];
+            vec![json!({"name": "detector:tx", "state": "running", "restarts": 0, "degraded": false})];
         if let Some(state) = notifier_state {
             tasks.push(json!({"name": "notifier", "state": state, "restarts": 3,
                               "degraded": false, "last_error": "invalid_auth"}));
@@ -206,9 +241,14 @@ mod tests {
         json!({
             "version": "0.1.0", "uptime_s": 10_800, "ready": ready, "degraded": degraded,
             "not_ready": if ready { json!([]) } else { json!(["no partitions assigned yet"]) },
-            "model": {"id": "3fa2c1", "last_error": null},
             "tasks": tasks,
-            "partitions": [{"topic": "t", "partition": 0, "committed": 5, "lag": 12, "records": 5}],
+            "detectors": [{
+                "name": "tx", "ready": ready, "input_topic": "t", "group_id": "g-tx",
+                "output_topic": "a", "lag": 12, "records": 5, "anomalies": 1,
+                "dead_letters": {"not_json": 2},
+                "model": {"id": "3fa2c1", "kind": "isolation_forest", "last_error": null},
+                "partitions": [{"topic": "t", "partition": 0, "committed": 5, "lag": 12, "records": 5}],
+            }],
             "lag": 12,
         })
     }
@@ -219,7 +259,15 @@ mod tests {
         assert_eq!(h.verdict, Verdict::Ok);
         assert_eq!(
             h.line,
-            "OK anomalyd 0.1.0 up 3h model=3fa2c1 partitions=1 lag=12 slack=ok"
+            "OK anomalyd 0.1.0 up 3h detectors=tx:3fa2c1 partitions=1 lag=12 slack=ok"
+        );
+        assert_eq!(
+            h.detail[1..],
+            [
+                "detector tx ready model=3fa2c1 kind=isolation_forest input=t group=g-tx \
+                 output=a lag=12 records=5 anomalies=1 dead_letters=2",
+                "  partition t/0 committed=5 lag=12 records=5"
+            ]
         );
         assert_eq!(
             judge(&status(true, false, None)).line.rsplit(' ').next(),
@@ -255,7 +303,7 @@ mod tests {
         let mut s = status(true, false, None);
         s["degraded"] = json!(true);
         s["warnings"] = json!(["partitions t/1 look orphaned (owned by no live member)"]);
-        s["orphaned_partitions"] = json!([
+        s["detectors"][0]["orphaned_partitions"] = json!([
             {"topic": "t", "partition": 1, "committed": 40, "high_watermark": 90, "stalled_s": 14},
             {"topic": "t", "partition": 2, "committed": null, "high_watermark": 7, "stalled_s": 12}
         ]);
@@ -270,9 +318,23 @@ mod tests {
         assert_eq!(
             &h.detail[h.detail.len() - 2..],
             [
-                "partition t/1 looks orphaned: committed=40 high_watermark=90 stalled=14s (owned by no live member)",
-                "partition t/2 looks orphaned: committed=none high_watermark=7 stalled=12s (owned by no live member)"
+                "  partition t/1 looks orphaned: committed=40 high_watermark=90 stalled=14s (owned by no live member)",
+                "  partition t/2 looks orphaned: committed=none high_watermark=7 stalled=12s (owned by no live member)"
             ]
+        );
+    }
+
+    #[test]
+    fn a_refused_reload_names_its_detector() {
+        let mut s = status(true, true, None);
+        s["detectors"][0]["model"]["last_error"] = json!("bad checksum");
+        let h = judge(&s);
+        assert_eq!(h.verdict, Verdict::Warning);
+        assert!(
+            h.line
+                .ends_with("(detector tx: last reload refused: bad checksum)"),
+            "{}",
+            h.line
         );
     }
 

@@ -1,8 +1,12 @@
 //! `/metrics` in the Prometheus text exposition format 0.0.4.
+//!
+//! Per-detector series carry a `detector` label (records, anomalies, dead letters, reloads,
+//! partitions, lag, the model in service); batches, the latency histograms and the
+//! generator's counters are the daemon's, over every detector.
 
 use std::fmt::Write;
 
-use super::status::Status;
+use super::status::{DetectorStatus, Status};
 use crate::metrics::HistogramSnapshot;
 use crate::supervisor::TaskState;
 
@@ -14,13 +18,11 @@ pub fn render(s: &Status) -> String {
         family(&mut out, name, help, "counter");
         let _ = writeln!(out, "{name} {v}");
     };
-    counter("anomalyd_records_total", "Records scored.", c.records_in);
     counter(
-        "anomalyd_anomalies_total",
-        "Anomalies published.",
-        c.anomalies_out,
+        "anomalyd_batches_total",
+        "Batches scored, by every detector.",
+        c.batches,
     );
-    counter("anomalyd_batches_total", "Batches scored.", c.batches);
     counter(
         "anomalyd_generated_total",
         "Records written by the generator and acknowledged.",
@@ -31,15 +33,41 @@ pub fn render(s: &Status) -> String {
         "Generated records drawn as outliers (uniform over the square), acknowledged.",
         c.generated_outliers,
     );
-    counter(
+    let per_detector = |out: &mut String, name: &str, help: &str, kind: &str, v: &dyn Fn(&DetectorStatus) -> String| {
+        family(out, name, help, kind);
+        for d in &s.detectors {
+            let _ = writeln!(out, "{name}{{detector=\"{}\"}} {}", escape(&d.name), v(d));
+        }
+    };
+    per_detector(&mut out, "anomalyd_records_total", "Records scored.", "counter", &|d| d.records.to_string());
+    per_detector(&mut out, "anomalyd_anomalies_total", "Anomalies published.", "counter", &|d| d.anomalies.to_string());
+    per_detector(
+        &mut out,
         "anomalyd_model_reloads_total",
         "Model reloads that put a new model in service.",
-        s.model.history.reloads,
+        "counter",
+        &|d| d.model.history.reloads.to_string(),
     );
-    counter(
+    per_detector(
+        &mut out,
         "anomalyd_model_reload_failures_total",
         "Model reloads refused (the old model kept serving).",
-        s.model.history.failed_reloads,
+        "counter",
+        &|d| d.model.history.failed_reloads.to_string(),
+    );
+    per_detector(
+        &mut out,
+        "anomalyd_orphaned_partitions",
+        "Partitions of the input topic that look owned by no live member of the detector's group.",
+        "gauge",
+        &|d| d.orphaned_partitions.len().to_string(),
+    );
+    per_detector(
+        &mut out,
+        "anomalyd_assigned_partitions",
+        "Partitions this instance holds.",
+        "gauge",
+        &|d| d.partitions.len().to_string(),
     );
 
     family(
@@ -48,11 +76,14 @@ pub fn render(s: &Status) -> String {
         "Records sent to the dead-letter topic, by reason.",
         "counter",
     );
-    for (reason, n) in &c.dead_letters {
-        let _ = writeln!(
-            out,
-            "anomalyd_dead_letters_total{{reason=\"{reason}\"}} {n}"
-        );
+    for d in &s.detectors {
+        for (reason, n) in &d.dead_letters {
+            let _ = writeln!(
+                out,
+                "anomalyd_dead_letters_total{{detector=\"{}\",reason=\"{reason}\"}} {n}",
+                escape(&d.name)
+            );
+        }
     }
 
     histogram(
@@ -110,14 +141,17 @@ pub fn render(s: &Status) -> String {
         "Records not yet processed on each assigned partition.",
         "gauge",
     );
-    for p in &s.partitions {
-        if let Some(lag) = p.offsets.lag {
-            let _ = writeln!(
-                out,
-                "anomalyd_partition_lag{{topic=\"{}\",partition=\"{}\"}} {lag}",
-                escape(&p.offsets.topic),
-                p.offsets.partition
-            );
+    for d in &s.detectors {
+        for p in &d.partitions {
+            if let Some(lag) = p.offsets.lag {
+                let _ = writeln!(
+                    out,
+                    "anomalyd_partition_lag{{detector=\"{}\",topic=\"{}\",partition=\"{}\"}} {lag}",
+                    escape(&d.name),
+                    escape(&p.offsets.topic),
+                    p.offsets.partition
+                );
+            }
         }
     }
 
@@ -212,28 +246,21 @@ pub fn render(s: &Status) -> String {
         "Seconds since start.",
         s.uptime_s.to_string(),
     );
-    gauge(
-        "anomalyd_orphaned_partitions",
-        "Partitions of the input topic that look owned by no live member.",
-        s.orphaned_partitions.len().to_string(),
-    );
-    gauge(
-        "anomalyd_assigned_partitions",
-        "Partitions this instance holds.",
-        s.partitions.len().to_string(),
-    );
     family(
         &mut out,
         "anomalyd_model_info",
-        "The model in service.",
+        "The model in service, per detector.",
         "gauge",
     );
-    let _ = writeln!(
-        out,
-        "anomalyd_model_info{{id=\"{}\",kind=\"{}\"}} 1",
-        escape(&s.model.id),
-        escape(&s.model.kind)
-    );
+    for d in &s.detectors {
+        let _ = writeln!(
+            out,
+            "anomalyd_model_info{{detector=\"{}\",id=\"{}\",kind=\"{}\"}} 1",
+            escape(&d.name),
+            escape(&d.model.id),
+            escape(&d.model.kind)
+        );
+    }
     out
 }
 

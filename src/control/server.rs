@@ -1,8 +1,12 @@
 //! Serving the control socket: binding it safely, then one short-lived task per connection.
+//!
+//! The server knows the daemon only through the [`Control`] trait (the daemon implements it),
+//! so this module does not depend on `daemon`, which depends on it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::future::Future;
 use std::time::Duration;
 
 use thiserror::Error;
@@ -10,8 +14,20 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
 use super::http::{self, Request, Response};
-use crate::daemon::Daemon;
+use super::status::{ReloadReport, Status};
 use crate::supervisor::TaskStatus;
+
+/// What the control socket asks of the daemon.
+pub trait Control: Send + Sync + 'static {
+    /// Why the daemon cannot do its job right now; empty when it can (`/ready`).
+    fn not_ready(&self) -> Vec<String>;
+    /// The `/status` document (also rendered as `/metrics`).
+    fn status(&self) -> Status;
+    /// Reloads every detector's model file (`POST /reload`).
+    fn reload(&self) -> impl Future<Output = ReloadReport> + Send;
+    /// Refreshes lag and liveness facts from the broker; called every [`LAG_REFRESH`].
+    fn refresh_lag(&self) -> impl Future<Output = ()> + Send;
+}
 
 #[derive(Debug, Error)]
 pub enum ControlError {
@@ -51,9 +67,9 @@ pub async fn bind(path: &Path) -> Result<UnixListener, ControlError> {
 }
 
 /// Answers requests until `shutdown`. Beats `status` every second so a hung server is seen.
-pub async fn serve(
+pub async fn serve<D: Control>(
     listener: Arc<UnixListener>,
-    daemon: Arc<Daemon>,
+    daemon: Arc<D>,
     status: Arc<TaskStatus>,
     shutdown: CancellationToken,
 ) -> Result<(), ControlError> {
@@ -74,7 +90,7 @@ pub async fn serve(
             conn = listener.accept() => match conn {
                 Ok((stream, _)) => {
                     let daemon = Arc::clone(&daemon);
-                    tokio::spawn(async move { handle(stream, &daemon).await });
+                    tokio::spawn(async move { handle(stream, daemon.as_ref()).await });
                 }
                 Err(e) => tracing::warn!(error = %e, "control socket accept failed"),
             },
@@ -82,7 +98,7 @@ pub async fn serve(
     }
 }
 
-async fn handle(mut stream: UnixStream, daemon: &Daemon) {
+async fn handle<D: Control>(mut stream: UnixStream, daemon: &D) {
     let req = match tokio::time::timeout(Duration::from_secs(5), http::read_request(&mut stream))
         .await
     {
@@ -106,7 +122,7 @@ async fn handle(mut stream: UnixStream, daemon: &Daemon) {
     }
 }
 
-async fn route(req: &Request, daemon: &Daemon) -> Response {
+async fn route<D: Control>(req: &Request, daemon: &D) -> Response {
     match (req.method.as_str(), req.path.as_str()) {
         ("GET", "/live") => Response::text(200, "live\n"),
         ("GET", "/ready") => {
@@ -123,13 +139,14 @@ async fn route(req: &Request, daemon: &Daemon) -> Response {
             content_type: "text/plain; version=0.0.4; charset=utf-8",
             body: super::prometheus::render(&daemon.status()),
         },
-        ("POST", "/reload") => match daemon.reload().await {
-            Ok(model) => Response::json(
-                200,
-                &serde_json::json!({"reloaded": true, "model_id": model.id(), "path": model.path()}),
-            ),
-            Err(e) => Response::json(422, &serde_json::json!({"reloaded": false, "error": e})),
-        },
+        ("POST", "/reload") => {
+            let report = daemon.reload().await;
+            let ok = report.all_ok();
+            Response::json(
+                if ok { 200 } else { 422 },
+                &serde_json::json!({"reloaded": ok, "detectors": report.detectors}),
+            )
+        }
         (_, "/live" | "/ready" | "/status" | "/metrics" | "/reload") => {
             Response::text(405, "method not allowed\n")
         }

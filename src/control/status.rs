@@ -1,9 +1,12 @@
 //! The `/status` document: everything an operator asks first, in one JSON object.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use super::lag::PartitionLag;
 use super::liveness::Orphan;
+use crate::detect::scorer::ScorerIdentity;
 use crate::detect::slot::History;
 use crate::metrics::MetricsSnapshot;
 use crate::sinks::slack::SlackMetricsSnapshot;
@@ -19,18 +22,77 @@ pub struct Status {
     /// A task fails repeatedly or hangs, or a warning below (health says WARNING).
     pub degraded: bool,
     /// Degraded conditions that are not a task's: no partitions past the grace, orphaned
-    /// partitions.
+    /// partitions (each detector's, prefixed `detector NAME: `).
     pub warnings: Vec<String>,
-    /// Partitions of the input topic that look owned by no live member.
-    pub orphaned_partitions: Vec<Orphan>,
-    pub model: ModelStatus,
     pub tasks: Vec<TaskReport>,
-    pub partitions: Vec<PartitionStatus>,
-    /// Sum of the known lags.
+    /// Sum of the known lags of every detector.
     pub lag: i64,
+    /// Every detector, in name order.
+    pub detectors: Vec<DetectorStatus>,
+    /// Counters over every detector (and the generator's).
     pub counters: MetricsSnapshot,
     /// Slack alerts; absent when `[slack] mode = "off"`.
     pub slack: Option<SlackMetricsSnapshot>,
+}
+
+/// One `[detectors.NAME]`: what it reads and writes, its model, partitions, lag and counts.
+#[derive(Debug, Clone, Serialize)]
+pub struct DetectorStatus {
+    pub name: String,
+    pub input_topic: String,
+    /// The consumer group it reads `input_topic` with.
+    pub group_id: String,
+    pub output_topic: String,
+    pub dead_letter_topic: String,
+    /// Whether this detector can do its job (see `not_ready`).
+    pub ready: bool,
+    pub not_ready: Vec<String>,
+    pub warnings: Vec<String>,
+    /// Partitions of its input topic that look owned by no live member of its group.
+    pub orphaned_partitions: Vec<Orphan>,
+    pub model: ModelStatus,
+    pub partitions: Vec<PartitionStatus>,
+    /// Sum of the known lags of its partitions.
+    pub lag: i64,
+    /// Records scored, anomalies published and dead letters by reason, since start.
+    pub records: u64,
+    pub anomalies: u64,
+    pub dead_letters: BTreeMap<&'static str, u64>,
+}
+
+/// One detector's reload: the model now serving, or why the file was refused (the old
+/// model keeps serving).
+#[derive(Debug, Clone, Serialize)]
+pub struct DetectorReload {
+    pub detector: String,
+    /// The model file that was read.
+    pub path: String,
+    /// The new model, when accepted.
+    pub model: Option<ScorerIdentity>,
+    /// Why the file was refused.
+    pub error: Option<String>,
+}
+
+/// The answer to a reload: every detector's result. `POST /reload` answers 200 when every
+/// file was accepted, 422 when any was refused; the body is this, with `reloaded` = all ok.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadReport {
+    pub detectors: Vec<DetectorReload>,
+}
+
+impl ReloadReport {
+    /// Whether every detector's file was accepted.
+    pub fn all_ok(&self) -> bool {
+        self.detectors.iter().all(|d| d.error.is_none())
+    }
+
+    /// The refused detectors' errors, one `detector NAME: why` each.
+    pub fn errors(&self) -> Vec<String> {
+        self.detectors
+            .iter()
+            .filter_map(|d| Some(format!("detector {}: {}", d.detector, d.error.as_ref()?)))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

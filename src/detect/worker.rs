@@ -19,22 +19,28 @@ use thiserror::Error;
 use tokio::sync::watch;
 
 use super::features::{FeatureExtractor, Rejection};
-use super::slot::ModelSlot;
+use super::scorer::{Batch, Needs, Scored, ScorerSource};
 use crate::config::FeatureSpec;
 use crate::metrics::{Metrics, PartitionStats};
 use crate::sinks::anomalies::{Detection, anomaly_record};
 use crate::sinks::{Pending, SinkError, SourceRef, dead_letter, enqueue};
 
-/// What every worker shares.
+/// What every worker of one detector shares.
 pub struct WorkerEnv {
+    /// The `[detectors.NAME]` name, published in every anomaly.
+    pub detector: String,
     pub producer: FutureProducer,
-    pub model: Arc<ModelSlot>,
+    /// The scorer serving now, taken once per batch.
+    pub scorer: Arc<dyn ScorerSource>,
     pub features: FeatureSpec,
     pub output_topic: String,
     pub dead_letter_topic: String,
     pub batch_max: usize,
     pub batch_linger: Duration,
+    /// This detector's counters.
     pub metrics: Arc<Metrics>,
+    /// The daemon's counters over every detector.
+    pub total: Arc<Metrics>,
 }
 
 #[derive(Debug, Error)]
@@ -152,44 +158,58 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
     async fn score_and_publish(&self, batch: &[OwnedMessage]) -> Result<InFlight, WorkerError> {
         let last = batch.last().expect("a batch has at least one record");
         let env = self.env;
-        let model = env.model.current();
-        let extractor = FeatureExtractor::new(env.features.clone(), model.n_features());
+        let scorer = env.scorer.current();
+        let needs = scorer.needs();
+        let nf = match needs {
+            Needs::Features(n) => n,
+            Needs::Record => 0,
+        };
+        let extractor = FeatureExtractor::new(env.features.clone(), nf);
 
         let started = Instant::now();
-        let mut rows = Vec::with_capacity(batch.len() * model.n_features());
+        let mut rows = Vec::with_capacity(batch.len() * nf);
         let mut scorable = Vec::with_capacity(batch.len());
         let mut rejected = Vec::new();
         for (i, m) in batch.iter().enumerate() {
-            let outcome = FeatureExtractor::parse(m.payload())
-                .and_then(|v| extractor.extract(&v, &mut rows).map(|()| v));
+            let outcome = FeatureExtractor::parse(m.payload()).and_then(|v| match needs {
+                Needs::Features(_) => extractor.extract(&v, &mut rows).map(|()| v),
+                Needs::Record => Ok(v),
+            });
             match outcome {
                 Ok(v) => scorable.push((i, v)),
                 Err(r) => rejected.push((i, r)),
             }
         }
-        let mut scores = vec![0.0; scorable.len()];
-        model.score_batch(&rows, &mut scores);
-        env.metrics
-            .score_latency
-            .observe_duration(started.elapsed());
+        let mut scored = vec![Scored::default(); scorable.len()];
+        {
+            let records: Vec<&serde_json::Value> = scorable.iter().map(|(_, v)| v).collect();
+            let input = Batch {
+                rows: &rows,
+                records: &records,
+            };
+            scorer.score_batch(&input, &mut scored);
+        }
+        let elapsed = started.elapsed();
+        for m in [&env.metrics, &env.total] {
+            m.score_latency.observe_duration(elapsed);
+        }
 
         let produced = Instant::now();
         let now = SystemTime::now();
-        let nf = model.n_features();
         let mut pending: Vec<(Pending, Option<i64>)> = Vec::new();
         for (k, (i, value)) in scorable.into_iter().enumerate() {
-            let decision = model.decision(scores[k]);
+            let Scored { score, decision } = scored[k];
             if decision >= 0.0 {
                 continue;
             }
             let m = &batch[i];
             let from = self.source(m);
             let detection = Detection {
-                score: scores[k],
+                score,
                 decision,
                 features: &rows[k * nf..(k + 1) * nf],
             };
-            let record = anomaly_record(value, &detection, &model, &from, now);
+            let record = anomaly_record(value, &detection, &env.detector, &*scorer, &from, now);
             let payload = serde_json::to_vec(&record).expect("a JSON value always serialises");
             let mut out = FutureRecord::to(&env.output_topic).payload(&payload);
             if let Some(key) = m.key() {
@@ -227,14 +247,16 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
                     .map(|d| d.as_millis() as i64 - ms)
                     .unwrap_or(0)
                     .max(0);
-                env.metrics
-                    .end_to_end_latency
-                    .observe(age as f64 / 1e3 + b.produced.elapsed().as_secs_f64());
+                let seconds = age as f64 / 1e3 + b.produced.elapsed().as_secs_f64();
+                for m in [&env.metrics, &env.total] {
+                    m.end_to_end_latency.observe(seconds);
+                }
             }
         }
-        env.metrics
-            .delivery_latency
-            .observe_duration(b.produced.elapsed());
+        let delivery = b.produced.elapsed();
+        for m in [&env.metrics, &env.total] {
+            m.delivery_latency.observe_duration(delivery);
+        }
 
         // Every result of this batch (and, settling in order, of every earlier one) is in
         // Kafka: now, and only now, the offset may move.
@@ -258,15 +280,18 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
             tracing::warn!(topic = self.topic, partition = self.partition, error = %e, "offset commit failed; a later one will cover it");
         }
 
-        let m = &env.metrics;
-        m.records_in.fetch_add(b.records, Relaxed);
-        m.anomalies_out.fetch_add(b.anomalies, Relaxed);
-        m.batches.fetch_add(1, Relaxed);
-        m.batch_size.observe(b.records as f64);
-        for reason in &b.rejected {
-            m.dead_letter(reason);
+        for m in [&env.metrics, &env.total] {
+            m.records_in.fetch_add(b.records, Relaxed);
+            m.anomalies_out.fetch_add(b.anomalies, Relaxed);
+            m.batches.fetch_add(1, Relaxed);
+            m.batch_size.observe(b.records as f64);
+            for reason in &b.rejected {
+                m.dead_letter(reason);
+            }
         }
-        m.partition_batch(
+        // Per partition only in the detector's own counters: two detectors on one topic hold
+        // the same partitions.
+        env.metrics.partition_batch(
             self.topic,
             self.partition,
             &PartitionStats {

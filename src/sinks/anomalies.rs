@@ -1,5 +1,6 @@
 //! The anomaly record published to the output topic: the source record's fields unchanged,
-//! plus what the model said about it, which model said it, and why (`explanation`).
+//! plus what the scorer said about it, which detector and which scorer said it, and why
+//! (`explanation`).
 
 use std::time::SystemTime;
 
@@ -7,6 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::SourceRef;
 use crate::detect::model::Model;
+use crate::detect::scorer::Scorer;
 
 /// One scored record that the model flagged.
 #[derive(Debug, Clone, Copy)]
@@ -19,33 +21,31 @@ pub struct Detection<'a> {
 }
 
 /// Builds the anomaly record. A source record that is a JSON object keeps its fields at the top
-/// level; any other JSON value is kept whole under `record`.
+/// level; any other JSON value is kept whole under `record`. `detector` is the name of the
+/// `[detectors.NAME]` that flagged it; `model` is the scorer's [identity](Scorer::identity).
 pub fn anomaly_record(
     source: Value,
     detection: &Detection<'_>,
-    model: &Model,
+    detector: &str,
+    scorer: &dyn Scorer,
     from: &SourceRef<'_>,
     detected_at: SystemTime,
 ) -> Value {
+    let explanation = scorer.explain(detection.features, &source);
     let mut out = match source {
         Value::Object(map) => map,
         other => Map::from_iter([("record".to_owned(), other)]),
     };
     out.insert("score".into(), json!(detection.score));
     out.insert("decision".into(), json!(detection.decision));
-    out.insert(
-        "model".into(),
-        json!({"id": model.id(), "kind": model.kind(), "path": model.path()}),
-    );
+    out.insert("detector".into(), Value::String(detector.to_owned()));
+    out.insert("model".into(), json!(scorer.identity()));
     out.insert("source".into(), json!(from));
     out.insert(
         "detected_at".into(),
         Value::String(humantime::format_rfc3339_millis(detected_at).to_string()),
     );
-    out.insert(
-        "explanation".into(),
-        Value::Array(explanation(detection.features, model)),
-    );
+    out.insert("explanation".into(), explanation);
     Value::Object(out)
 }
 

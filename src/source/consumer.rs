@@ -259,11 +259,19 @@ fn commit<C: ConsumerContext>(consumer: &impl Consumer<C>) {
     }
 }
 
-/// Runs the detector's consumer until `shutdown` is cancelled (then drains every worker,
+/// What one detector's consumer reads: its input topic, in its own consumer group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub topic: String,
+    pub group: String,
+}
+
+/// Runs one detector's consumer until `shutdown` is cancelled (then drains every worker,
 /// commits and leaves the group) or a worker fails (then does the same and returns the error,
 /// so the supervisor can start a fresh consumer from the committed offsets).
 pub async fn run(
     config: &Config,
+    subscription: &Subscription,
     env: Arc<WorkerEnv>,
     assignment: Arc<Assignment>,
     link: Arc<BrokerLink>,
@@ -282,12 +290,12 @@ pub async fn run(
         link,
     };
     let consumer: StreamConsumer<GroupContext> =
-        crate::kafka::consumer_config(&config.kafka, &config.kafka.group_id)
+        crate::kafka::consumer_config(&config.kafka, &subscription.group)
             .create_with_context(context)
             .map_err(ConsumerError::Create)?;
     let consumer = Arc::new(consumer);
     let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
-    let topic = config.detector.input_topic.clone();
+    let topic = subscription.topic.clone();
     consumer
         .subscribe(&[&topic])
         .map_err(|source| ConsumerError::Subscribe {
