@@ -459,8 +459,10 @@ impl Detector {
             }
             probe.as_ref().map(|p| {
                 // Reachable as soon as the metadata comes back, however long the rest takes.
-                p.survey(&topic, PROBE_TIMEOUT, || probe_link.answered(Instant::now()))
-                    .map_err(|e| e.to_string())
+                p.survey(&topic, PROBE_TIMEOUT, || {
+                    probe_link.answered(Instant::now())
+                })
+                .map_err(|e| e.to_string())
             })
         })
         .await
@@ -805,11 +807,13 @@ impl Daemon {
         for t in &reports {
             if CRITICAL_TASKS.contains(&t.name) && t.state == TaskState::Backoff {
                 let why = t.last_error.clone().unwrap_or_default();
-                all.not_ready.push(format!("task {} failing: {why}", t.name));
+                all.not_ready
+                    .push(format!("task {} failing: {why}", t.name));
             }
         }
         for name in hung.iter().filter(|n| !n.starts_with("detector:")) {
-            all.not_ready.push(format!("task {name} hung (no heartbeat)"));
+            all.not_ready
+                .push(format!("task {name} hung (no heartbeat)"));
         }
         (all, each)
     }
@@ -1045,21 +1049,22 @@ mod tests {
         assert_eq!(model.feature_names(), ["x0", "x1"]);
 
         // A field's arrays name nothing: checked per record.
-        assert!(check_features(&FeatureSpec::Field("data".into()), ByName, &model).is_ok());
-        assert!(check_features(&pointers(&["/x0", "/x1"]), ByName, &model).is_ok());
+        assert!(check_features("tx", &FeatureSpec::Field("data".into()), ByName, &model).is_ok());
+        assert!(check_features("tx", &pointers(&["/x0", "/x1"]), ByName, &model).is_ok());
         // The last reference token counts, unescaped; the empty pointer matches anything.
-        assert!(check_features(&pointers(&["/point/x0", "/x1"]), ByName, &model).is_ok());
-        assert!(check_features(&pointers(&["", "/x1"]), ByName, &model).is_ok());
+        assert!(check_features("tx", &pointers(&["/point/x0", "/x1"]), ByName, &model).is_ok());
+        assert!(check_features("tx", &pointers(&["", "/x1"]), ByName, &model).is_ok());
 
-        let count = check_features(&pointers(&["/a", "/b", "/c"]), ByName, &model).unwrap_err();
+        let count =
+            check_features("tx", &pointers(&["/a", "/b", "/c"]), ByName, &model).unwrap_err();
         let msg = count.to_string();
         assert!(
-            msg.starts_with("detector.features: 3 JSON pointers (/a, /b, /c) but the model")
+            msg.starts_with("detectors.tx.features: 3 JSON pointers (/a, /b, /c) but the model")
                 && msg.contains("m.iforest")
                 && msg.ends_with("has 2 features (x0, x1)"),
             "{msg}"
         );
-        let swapped = check_features(&pointers(&["/x1", "/x0"]), ByName, &model)
+        let swapped = check_features("tx", &pointers(&["/x1", "/x0"]), ByName, &model)
             .unwrap_err()
             .to_string();
         assert!(
@@ -1067,7 +1072,7 @@ mod tests {
                 && swapped.contains("pointer 2 (/x0) reads `x0` where the model expects `x1`"),
             "{swapped}"
         );
-        let escaped = check_features(&pointers(&["/a~1x0", "/x1"]), ByName, &model)
+        let escaped = check_features("tx", &pointers(&["/a~1x0", "/x1"]), ByName, &model)
             .unwrap_err()
             .to_string();
         assert!(escaped.contains("reads `a/x0`"), "{escaped}");
@@ -1082,10 +1087,12 @@ mod tests {
             "{swapped}"
         );
         // By position, when the user says so: only the count counts.
-        assert!(check_features(&pointers(&["/x1", "/x0"]), ByPosition, &model).is_ok());
-        assert!(check_features(&pointers(&["/a", "/b"]), ByPosition, &model).is_ok());
-        assert!(check_features(&pointers(&["/a"]), ByPosition, &model).is_err());
-        assert!(check_features(&FeatureSpec::Field("data".into()), ByPosition, &model).is_ok());
+        assert!(check_features("tx", &pointers(&["/x1", "/x0"]), ByPosition, &model).is_ok());
+        assert!(check_features("tx", &pointers(&["/a", "/b"]), ByPosition, &model).is_ok());
+        assert!(check_features("tx", &pointers(&["/a"]), ByPosition, &model).is_err());
+        assert!(
+            check_features("tx", &FeatureSpec::Field("data".into()), ByPosition, &model).is_ok()
+        );
 
         assert_eq!(
             DaemonError::from(count).exit_code(),
@@ -1097,21 +1104,28 @@ mod tests {
     #[test]
     fn model_problems_have_their_exit_codes() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.model.path = dir.path().join("absent.iforest");
-        let missing = load_model(&config).unwrap_err();
+        let path = dir.path().join("absent.iforest");
+        let detector = DetectorConfig {
+            model: Some(path.clone()),
+            ..DetectorConfig::default()
+        };
+        let missing = load_model("tx", &detector).unwrap_err();
         assert_eq!(missing.exit_code(), exit::NO_INPUT, "{missing}");
-        std::fs::write(&config.model.path, b"not a model").unwrap();
-        let damaged = load_model(&config).unwrap_err();
+        assert!(
+            missing.to_string().starts_with("detector tx: "),
+            "{missing}"
+        );
+        std::fs::write(&path, b"not a model").unwrap();
+        let damaged = load_model("tx", &detector).unwrap_err();
         assert_eq!(damaged.exit_code(), exit::DATA_ERR, "{damaged}");
         let interrupted = DaemonError::Interrupted {
             signal: Signal::Interrupt,
-            still_running: vec!["generator", "detector"],
+            still_running: vec!["generator", "detector:tx"],
         };
         assert_eq!(interrupted.exit_code(), 130);
         assert_eq!(
             interrupted.to_string(),
-            "second SIGINT during shutdown: stopped at once; still running: generator, detector"
+            "second SIGINT during shutdown: stopped at once; still running: generator, detector:tx"
         );
     }
 }

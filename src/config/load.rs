@@ -318,7 +318,7 @@ pub fn load_with_env(
         invalid
             .into_iter()
             .map(|inv| {
-                let origin = match vars.iter().find(|v| v.key == inv.key) {
+                let origin = match vars.iter().find(|v| v.sets(&inv.key)) {
                     Some(var) => Origin::Env(var.name.clone()),
                     None => table
                         .as_ref()
@@ -384,7 +384,7 @@ pub fn defaults_with_env(
         invalid
             .into_iter()
             .map(|inv| ConfigError::Invalid {
-                origin: match vars.iter().find(|v| v.key == inv.key) {
+                origin: match vars.iter().find(|v| v.sets(&inv.key)) {
                     Some(var) => Origin::Env(var.name.clone()),
                     None => Origin::FileAsWhole(origin.to_owned()),
                 },
@@ -524,6 +524,16 @@ struct EnvVar {
 impl EnvVar {
     const METADATA_PREFIX: &'static str = "environment variable ";
 
+    /// Whether this variable sets `key` or something inside it (`ANOMALYD_DETECTOR__BATCH_MAX`
+    /// is inside `detector`).
+    fn sets(&self, key: &str) -> bool {
+        self.key == key
+            || self
+                .key
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.starts_with('.'))
+    }
+
     fn parse((name, value): (String, String)) -> Option<Self> {
         let rest = name.strip_prefix(ENV_PREFIX)?;
         if rest.is_empty() || ENV_NOT_KEYS.contains(&name.as_str()) {
@@ -589,7 +599,57 @@ mod tests {
     use super::*;
     use crate::config::{FeatureSpec, PropertyValue};
 
+    /// The keys a detector cannot do without, each added to `[detectors.tx]` unless the
+    /// test sets it.
+    const REQUIRED: [(&str, &str); 4] = [
+        ("input_topic", "\"transactions\""),
+        ("output_topic", "\"anomalies\""),
+        ("dead_letter_topic", "\"transactions.dead-letter\""),
+        ("model", "\"m.iforest\""),
+    ];
+
+    /// `text` with a valid `[detectors.tx]`: the required keys it lacks are added at the end
+    /// of that table (or a whole table at the end of the file), so every line the test wrote
+    /// keeps its number.
+    fn with_detector(text: &str) -> String {
+        let Some(start) = text.find("[detectors.tx]") else {
+            let keys: String = REQUIRED
+                .iter()
+                .map(|(k, v)| format!("{k} = {v}\n"))
+                .collect();
+            return format!("{text}\n[detectors.tx]\n{keys}");
+        };
+        let body_start = start + "[detectors.tx]".len();
+        let end = text[body_start..]
+            .find("\n[")
+            .map_or(text.len(), |i| body_start + i + 1);
+        let body = &text[body_start..end];
+        let missing: String = REQUIRED
+            .iter()
+            .filter(|(k, _)| {
+                !body
+                    .lines()
+                    .any(|l| l.trim_start().starts_with(&format!("{k} =")))
+            })
+            .map(|(k, v)| format!("{k} = {v}\n"))
+            .collect();
+        let sep = if text[..end].ends_with('\n') {
+            ""
+        } else {
+            "\n"
+        };
+        format!("{}{sep}{missing}{}", &text[..end], &text[end..])
+    }
+
     fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("anomalyd.toml");
+        std::fs::write(&path, with_detector(text)).unwrap();
+        (dir, path)
+    }
+
+    /// A file written as is.
+    fn write_raw(text: &str) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("anomalyd.toml");
         std::fs::write(&path, text).unwrap();
@@ -676,22 +736,95 @@ mod tests {
     fn without_a_file_defaults_and_environment_apply() {
         let c = defaults_with_env(env(&[("ANOMALYD_KAFKA__BROKERS", "h:1")])).unwrap();
         assert_eq!(c.kafka.brokers, "h:1");
-        assert_eq!(c.detector.batch_max, Config::default().detector.batch_max);
+        assert!(c.detectors.is_empty(), "no detector is fine without a file");
         let msg = one_error(defaults_with_env(env(&[(
             "ANOMALYD_DETECTOR__BATCH_MAX",
             "0",
         )])));
+        assert!(
+            msg.starts_with(
+                "environment variable ANOMALYD_DETECTOR__BATCH_MAX: detector: the single [detector] section is gone"
+            ),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_file_without_a_detector_is_refused_naming_the_key() {
+        let (_d, path) = write_raw("[kafka]\nbrokers = \"a:1\"\n");
+        let msg = one_error(load_with_env(&path, no_env()));
+        assert!(
+            msg.starts_with(&format!("{}: detectors: no detector", path.display())),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn the_old_shape_is_refused_at_its_line() {
+        let (_d, path) =
+            write_raw("[detector]\ninput_topic = \"t\"\n\n[model]\npath = \"m.iforest\"\n");
+        let errs = load_with_env(&path, no_env()).unwrap_err().0;
+        let msgs: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(msgs.len(), 2, "{msgs:?}");
+        assert!(
+            msgs[0].contains(":1:1: detector: the single [detector] section is gone"),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs[1].contains(":4:1: model: the [model] section is gone"),
+            "{msgs:?}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_scorer_or_format_names_its_key() {
+        let (_d, path) = write("[detectors.tx]\nscorer = \"neural\"\n");
+        let msg = one_error(load_with_env(&path, no_env()));
+        assert!(
+            msg.contains(":2:10: detectors.tx.scorer: unknown variant `neural`"),
+            "{msg}"
+        );
+        let (_d, path) = write("[detectors.tx]\nformat = \"xml\"\n");
+        let msg = one_error(load_with_env(&path, no_env()));
+        assert!(
+            msg.contains(":2:10: detectors.tx.format: unknown variant `xml`"),
+            "{msg}"
+        );
+        let (_d, path) = write("[detectors.tx]\nneural_net = \"x.onnx\"\n");
+        let msg = one_error(load_with_env(&path, no_env()));
+        assert!(
+            msg.contains(":2:1: detectors.tx.neural_net: unknown field"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn env_overrides_a_named_detector() {
+        let (_d, path) = write(
+            "[detectors.transactions]\ninput_topic = \"t\"\noutput_topic = \"a\"\ndead_letter_topic = \"d\"\nmodel = \"m\"\n",
+        );
+        let c = load_with_env(
+            &path,
+            env(&[("ANOMALYD_DETECTORS__TRANSACTIONS__BATCH_MAX", "7")]),
+        )
+        .unwrap();
+        assert_eq!(c.detectors["transactions"].batch_max, 7);
+        let msg = one_error(load_with_env(
+            &path,
+            env(&[("ANOMALYD_DETECTORS__TRANSACTIONS__BATCH_MAX", "0")]),
+        ));
         assert_eq!(
             msg,
-            "environment variable ANOMALYD_DETECTOR__BATCH_MAX: detector.batch_max: must be >= 1"
+            "environment variable ANOMALYD_DETECTORS__TRANSACTIONS__BATCH_MAX: detectors.transactions.batch_max: must be >= 1"
         );
     }
 
     #[test]
     fn origin_of_a_key_is_its_variable_or_its_line() {
-        let (_d, path) = write("[kafka]\nbrokers = \"a:1\"\n\n[detector]\nfeatures = [\"/a\"]\n");
+        let (_d, path) =
+            write("[kafka]\nbrokers = \"a:1\"\n\n[detectors.tx]\nfeatures = [\"/a\"]\n");
         assert_eq!(
-            origin_of(&path, "detector.features", no_env()),
+            origin_of(&path, "detectors.tx.features", no_env()),
             Origin::File {
                 path: path.clone(),
                 line: 5,
@@ -701,10 +834,10 @@ mod tests {
         assert_eq!(
             origin_of(
                 &path,
-                "detector.features",
-                env(&[("ANOMALYD_DETECTOR__FEATURES", "[\"/b\"]")])
+                "detectors.tx.features",
+                env(&[("ANOMALYD_DETECTORS__TX__FEATURES", "[\"/b\"]")])
             ),
-            Origin::Env("ANOMALYD_DETECTOR__FEATURES".into())
+            Origin::Env("ANOMALYD_DETECTORS__TX__FEATURES".into())
         );
         assert_eq!(
             origin_of(&path, "model.path", no_env()),
@@ -713,16 +846,19 @@ mod tests {
     }
 
     #[test]
-    fn empty_file_gives_defaults() {
+    fn a_file_with_only_a_detector_gives_defaults_elsewhere() {
         let (_d, path) = write("");
-        assert_eq!(load_with_env(&path, no_env()).unwrap(), Config::default());
+        let c = load_with_env(&path, no_env()).unwrap();
+        assert_eq!(c.kafka, Config::default().kafka);
+        assert_eq!(c.detectors["tx"].batch_max, 500);
+        assert_eq!(c.detector_names(), ["tx"]);
     }
 
     #[test]
     fn file_values_override_defaults() {
         let (_d, path) = write(
             "[kafka]\nbrokers = \"k1:9092,k2:9092\"\n[kafka.properties]\n\"fetch.wait.max.ms\" = 10\n\
-             [detector]\nfeatures = [\"/t\", \"/p\"]\nbatch_max = 64\n",
+             [detectors.tx]\nfeatures = [\"/t\", \"/p\"]\nbatch_max = 64\n",
         );
         let c = load_with_env(&path, no_env()).unwrap();
         assert_eq!(c.kafka.brokers, "k1:9092,k2:9092");
@@ -731,19 +867,20 @@ mod tests {
             PropertyValue::Int(10)
         );
         assert_eq!(
-            c.detector.features,
+            c.detectors["tx"].features,
             FeatureSpec::Pointers(vec!["/t".into(), "/p".into()])
         );
-        assert_eq!(c.detector.batch_max, 64);
-        assert_eq!(c.detector.input_topic, "transactions");
+        assert_eq!(c.detectors["tx"].batch_max, 64);
+        assert_eq!(c.detectors["tx"].input_topic, "transactions");
+        assert_eq!(c.detectors["tx"].group_id, None);
     }
 
     #[test]
     fn unknown_key_names_file_line_column_and_key() {
-        let (_d, path) = write("[kafka]\nbrokers = \"a:1\"\n\n[detector]\nbatch_mx = 3\n");
+        let (_d, path) = write("[kafka]\nbrokers = \"a:1\"\n\n[detectors.tx]\nbatch_mx = 3\n");
         let msg = one_error(load_with_env(&path, no_env()));
         let expected = format!(
-            "{}:5:1: detector.batch_mx: unknown field `batch_mx`",
+            "{}:5:1: detectors.tx.batch_mx: unknown field `batch_mx`",
             path.display()
         );
         assert!(msg.starts_with(&expected), "{msg}");
@@ -758,10 +895,10 @@ mod tests {
 
     #[test]
     fn wrong_type_names_line_and_key() {
-        let (_d, path) = write("[detector]\nbatch_max = \"many\"\n");
+        let (_d, path) = write("[detectors.tx]\nbatch_max = \"many\"\n");
         let msg = one_error(load_with_env(&path, no_env()));
         assert!(
-            msg.contains(":2:13: detector.batch_max: invalid type: string \"many\""),
+            msg.contains(":2:13: detectors.tx.batch_max: invalid type: string \"many\""),
             "{msg}"
         );
     }
@@ -786,19 +923,19 @@ mod tests {
 
     #[test]
     fn env_overrides_file() {
-        let (_d, path) = write("[kafka]\nbrokers = \"a:1\"\n[detector]\nbatch_max = 10\n");
+        let (_d, path) = write("[kafka]\nbrokers = \"a:1\"\n[detectors.tx]\nbatch_max = 10\n");
         let c = load_with_env(
             &path,
             env(&[
                 ("ANOMALYD_KAFKA__BROKERS", "127.0.0.1:19092"),
-                ("ANOMALYD_DETECTOR__BATCH_MAX", "20"),
+                ("ANOMALYD_DETECTORS__TX__BATCH_MAX", "20"),
                 ("ANOMALYD_CONFIG", "/somewhere/else.toml"),
                 ("UNRELATED", "x"),
             ]),
         )
         .unwrap();
         assert_eq!(c.kafka.brokers, "127.0.0.1:19092");
-        assert_eq!(c.detector.batch_max, 20);
+        assert_eq!(c.detectors["tx"].batch_max, 20);
     }
 
     #[test]
@@ -881,10 +1018,10 @@ mod tests {
         let (_d, path) = write("");
         let msg = one_error(load_with_env(
             &path,
-            env(&[("ANOMALYD_DETECTOR__BATCH_MAX", "lots")]),
+            env(&[("ANOMALYD_DETECTORS__TX__BATCH_MAX", "lots")]),
         ));
         assert!(
-            msg.starts_with("environment variable ANOMALYD_DETECTOR__BATCH_MAX:"),
+            msg.starts_with("environment variable ANOMALYD_DETECTORS__TX__BATCH_MAX:"),
             "{msg}"
         );
     }
@@ -892,29 +1029,29 @@ mod tests {
     #[test]
     fn semantic_errors_are_all_reported_with_positions() {
         let (_d, path) =
-            write("[detector]\nbatch_max = 0\n\n[generator]\noutlier_probability = 2.0\n");
+            write("[generator]\noutlier_probability = 2.0\n\n[detectors.tx]\nbatch_max = 0\n");
         let errs = load_with_env(&path, no_env()).unwrap_err().0;
         let msgs: Vec<String> = errs.iter().map(ToString::to_string).collect();
         let p = path.display();
         assert_eq!(
             msgs,
             [
-                format!("{p}:2:13: detector.batch_max: must be >= 1"),
-                format!("{p}:5:23: generator.outlier_probability: must be between 0 and 1"),
+                format!("{p}:5:13: detectors.tx.batch_max: must be >= 1"),
+                format!("{p}:2:23: generator.outlier_probability: must be between 0 and 1"),
             ]
         );
     }
 
     #[test]
     fn semantic_error_from_env_names_the_variable() {
-        let (_d, path) = write("[detector]\nbatch_max = 10\n");
+        let (_d, path) = write("[detectors.tx]\nbatch_max = 10\n");
         let msg = one_error(load_with_env(
             &path,
-            env(&[("ANOMALYD_DETECTOR__BATCH_MAX", "0")]),
+            env(&[("ANOMALYD_DETECTORS__TX__BATCH_MAX", "0")]),
         ));
         assert_eq!(
             msg,
-            "environment variable ANOMALYD_DETECTOR__BATCH_MAX: detector.batch_max: must be >= 1"
+            "environment variable ANOMALYD_DETECTORS__TX__BATCH_MAX: detectors.tx.batch_max: must be >= 1"
         );
     }
 
@@ -924,16 +1061,16 @@ mod tests {
         let huge = "x".repeat(5 << 20);
         for (text, key) in [
             (
-                format!("[detector]\nbatch_max = \"{huge}\"\n"),
-                "detector.batch_max",
+                format!("[detectors.tx]\nbatch_max = \"{huge}\"\n"),
+                "detectors.tx.batch_max",
             ),
             (
-                format!("[detector]\ninput_topic = \"a {huge}\"\n"),
-                "detector.input_topic",
+                format!("[detectors.tx]\ninput_topic = \"a {huge}\"\n"),
+                "detectors.tx.input_topic",
             ),
             (
-                format!("[detector]\nfeatures = [\"{huge}\"]\n"),
-                "detector.features",
+                format!("[detectors.tx]\nfeatures = [\"{huge}\"]\n"),
+                "detectors.tx.features",
             ),
             (format!("[slack]\nmode = \"{huge}\"\n"), "slack.mode"),
             (
@@ -956,7 +1093,7 @@ mod tests {
             assert!(msg.contains(key), "{msg}");
         }
         let topic = format!("a {}", "x".repeat(200));
-        let (_d, path) = write(&format!("[detector]\ninput_topic = \"{topic}\"\n"));
+        let (_d, path) = write(&format!("[detectors.tx]\ninput_topic = \"{topic}\"\n"));
         let Err(errors) = load_with_env(&path, no_env()) else {
             panic!("accepted")
         };

@@ -664,7 +664,8 @@ impl Config {
                     );
                 }
             }
-            for (other, o) in &all {
+            // A detector's own topics are checked by validate_detector.
+            for (other, o) in all.iter().filter(|(other, _)| other != name) {
                 if o.input_topic == d.output_topic || o.input_topic == d.dead_letter_topic {
                     bad(
                         &format!("detectors.{name}.output_topic"),
@@ -813,7 +814,10 @@ fn validate_detector(name: &str, d: &DetectorConfig, bad: &mut impl FnMut(&str, 
         bad(&key("batch_max"), "must be <= 100000".into());
     }
     if d.batch_linger_ms > 60_000 {
-        bad(&key("batch_linger_ms"), "must be <= 60000 (one minute)".into());
+        bad(
+            &key("batch_linger_ms"),
+            "must be <= 60000 (one minute)".into(),
+        );
     }
     if !(1..=3600).contains(&d.assignment_grace_s) {
         bad(
@@ -866,33 +870,149 @@ fn topic_problem(topic: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    fn detector(input: &str, output: &str, model: &str) -> DetectorConfig {
+        DetectorConfig {
+            input_topic: input.into(),
+            output_topic: output.into(),
+            dead_letter_topic: format!("{input}.dead-letter"),
+            model: Some(model.into()),
+            ..DetectorConfig::default()
+        }
+    }
+
+    /// A valid configuration with one detector, `tx`.
+    fn one() -> Config {
+        let mut c = Config::default();
+        c.detectors.insert(
+            "tx".into(),
+            detector("transactions", "anomalies", "m.iforest"),
+        );
+        c
+    }
+
+    fn keys(c: &Config) -> Vec<String> {
+        c.validate().into_iter().map(|i| i.key).collect()
+    }
+
     #[test]
-    fn defaults_are_valid() {
-        assert_eq!(Config::default().validate(), vec![]);
+    fn one_detector_is_valid_and_none_is_an_error() {
+        assert_eq!(one().validate(), vec![]);
+        let none = Config::default().validate();
+        assert_eq!(none.len(), 1);
+        assert_eq!(none[0].key, NO_DETECTOR_KEY);
+        assert!(none[0].message.contains("[detectors.<name>]"), "{none:?}");
     }
 
     #[test]
     fn validate_reports_every_problem_with_its_key() {
-        let mut c = Config::default();
-        c.detector.batch_max = 0;
+        let mut c = one();
+        let d = c.detectors.get_mut("tx").unwrap();
+        d.batch_max = 0;
+        d.output_topic = d.input_topic.clone();
         c.generator.outlier_probability = 1.5;
-        c.detector.output_topic = c.detector.input_topic.clone();
-        let keys: Vec<_> = c.validate().into_iter().map(|i| i.key).collect();
         assert_eq!(
-            keys,
+            keys(&c),
             [
-                "detector.output_topic",
-                "detector.batch_max",
+                "detectors.tx.output_topic",
+                "detectors.tx.batch_max",
                 "generator.outlier_probability"
             ]
         );
     }
 
     #[test]
-    fn the_assignment_grace_is_bounded() {
+    fn a_detector_needs_its_topics_and_a_scorer() {
         let mut c = Config::default();
+        c.detectors.insert("tx".into(), DetectorConfig::default());
+        assert_eq!(
+            keys(&c),
+            [
+                "detectors.tx.input_topic",
+                "detectors.tx.output_topic",
+                "detectors.tx.dead_letter_topic",
+                "detectors.tx.model",
+            ]
+        );
+    }
+
+    #[test]
+    fn detector_names_are_lower_case_words() {
+        for (name, ok) in [
+            ("transactions", true),
+            ("a-b_9", true),
+            ("Upper", false),
+            ("has space", false),
+            ("dot.ted", false),
+            ("", false),
+        ] {
+            let mut c = Config::default();
+            c.detectors
+                .insert(name.into(), detector("in", "out", "m.iforest"));
+            let k = keys(&c);
+            assert_eq!(k.is_empty(), ok, "{name:?}: {k:?}");
+            if !ok {
+                assert_eq!(k, [format!("detectors.{name}")]);
+            }
+        }
+    }
+
+    #[test]
+    fn two_detectors_on_one_topic_get_their_own_groups() {
+        let mut c = one();
+        c.detectors.insert(
+            "ab".into(),
+            detector("transactions", "anomalies-b", "b.iforest"),
+        );
+        assert_eq!(c.validate(), vec![]);
+        assert_eq!(c.detectors["tx"].group("anomalyd", "tx"), "anomalyd-tx");
+        assert_eq!(c.detectors["ab"].group("anomalyd", "ab"), "anomalyd-ab");
+        // The same group by hand: they would split the records.
+        c.detectors.get_mut("ab").unwrap().group_id = Some("anomalyd-tx".into());
+        assert_eq!(keys(&c), ["detectors.tx.group_id"]);
+    }
+
+    #[test]
+    fn one_output_topic_takes_one_schema() {
+        let mut c = one();
+        // Same features and scorer kind, another model file: an A/B pair may share a topic.
+        c.detectors
+            .insert("ab".into(), detector("other", "anomalies", "b.iforest"));
+        assert_eq!(c.validate(), vec![]);
+        c.detectors.get_mut("ab").unwrap().features =
+            FeatureSpec::Pointers(vec!["/a".into(), "/b".into()]);
+        let errs = c.validate();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].key, "detectors.tx.output_topic");
+        assert!(errs[0].message.contains("another schema"), "{errs:?}");
+    }
+
+    #[test]
+    fn a_detector_may_not_read_what_one_writes() {
+        let mut c = one();
+        c.detectors.insert(
+            "loop".into(),
+            detector("anomalies", "anomalies-2", "b.iforest"),
+        );
+        assert_eq!(keys(&c), ["detectors.tx.output_topic"]);
+    }
+
+    #[test]
+    fn the_old_single_detector_shape_is_refused_with_the_way_out() {
+        let mut c = Config::default();
+        c.detector = Some(serde_json::json!({"input_topic": "t"}));
+        c.model = Some(serde_json::json!({"path": "m.iforest"}));
+        let errs = c.validate();
+        let k: Vec<_> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(k, ["detector", "model"]);
+        assert!(errs[0].message.contains("[detectors.transactions]"));
+        assert!(errs[1].message.contains("model = \"<path>\""));
+    }
+
+    #[test]
+    fn the_assignment_grace_is_bounded() {
+        let mut c = one();
         for (grace, ok) in [(0, false), (1, true), (3600, true), (3601, false)] {
-            c.detector.assignment_grace_s = grace;
+            c.detectors.get_mut("tx").unwrap().assignment_grace_s = grace;
             let keys: Vec<_> = c.validate().into_iter().map(|i| i.key).collect();
             assert_eq!(keys.is_empty(), ok, "{grace}: {keys:?}");
         }
@@ -900,7 +1020,7 @@ mod tests {
 
     #[test]
     fn managed_kafka_properties_are_refused() {
-        let mut c = Config::default();
+        let mut c = one();
         c.kafka
             .properties
             .insert("enable.auto.offset.store".into(), PropertyValue::Bool(true));
@@ -915,7 +1035,7 @@ mod tests {
     /// Issue 11: check-config accepted a 200-character socket path and `run` then exited 1.
     #[test]
     fn a_socket_path_longer_than_sun_path_is_refused() {
-        let mut c = Config::default();
+        let mut c = one();
         c.control.socket = PathBuf::from(format!("/tmp/{}", "s".repeat(102)));
         assert_eq!(c.control.socket.as_os_str().len(), 107);
         assert_eq!(c.validate(), vec![]);
@@ -937,13 +1057,13 @@ mod tests {
             ),
             ("fetch.wait.max.ms", PropertyValue::String("1.5".into())),
         ] {
-            let mut c = Config::default();
+            let mut c = one();
             c.kafka.properties.insert(name.into(), value.clone());
             let errs = c.validate();
             assert_eq!(errs.len(), 1, "{name} = {value:?}");
             assert_eq!(errs[0].key, format!("kafka.properties.{name}"));
         }
-        let mut c = Config::default();
+        let mut c = one();
         c.kafka
             .properties
             .insert("linger.ms".into(), PropertyValue::Float(2.5));
@@ -965,8 +1085,9 @@ mod tests {
 
     #[test]
     fn json_pointers_must_start_with_slash() {
-        let mut c = Config::default();
-        c.detector.features = FeatureSpec::Pointers(vec!["/a".into(), "b".into()]);
+        let mut c = one();
+        c.detectors.get_mut("tx").unwrap().features =
+            FeatureSpec::Pointers(vec!["/a".into(), "b".into()]);
         let errs = c.validate();
         assert_eq!(errs.len(), 1);
         assert!(errs[0].message.contains("\"b\""), "{:?}", errs[0]);
@@ -974,7 +1095,7 @@ mod tests {
 
     #[test]
     fn topics_are_listed_once() {
-        let mut c = Config::default();
+        let mut c = one();
         assert_eq!(
             c.topics(),
             ["transactions", "anomalies", "transactions.dead-letter"]
@@ -983,11 +1104,26 @@ mod tests {
         assert_eq!(c.topics().len(), 3);
         c.generator.topic = "other".into();
         assert_eq!(c.topics().len(), 4);
+        c.detectors.insert(
+            "ab".into(),
+            detector("transactions", "anomalies-b", "b.iforest"),
+        );
+        assert_eq!(
+            c.topics(),
+            [
+                "transactions",
+                "anomalies-b",
+                "transactions.dead-letter",
+                "anomalies",
+                "other"
+            ]
+        );
+        assert_eq!(c.detector_names(), ["ab", "tx"]);
     }
 
     #[test]
     fn slack_settings_are_checked() {
-        let mut c = Config::default();
+        let mut c = one();
         c.slack.mode = SlackMode::Bot;
         c.slack.api_base = "slack.com/api".into();
         c.slack.group_id = Some(" ".into());
@@ -1010,7 +1146,7 @@ mod tests {
             ]
         );
         // The base URL only matters in bot mode.
-        let mut c = Config::default();
+        let mut c = one();
         c.slack.mode = SlackMode::Log;
         c.slack.api_base = String::new();
         assert_eq!(c.validate(), vec![]);

@@ -173,7 +173,11 @@ pub fn judge(s: &Value) -> Health {
         detail.push(format!(
             "detector {name} {} model={} kind={} input={} group={} output={} lag={} records={} \
              anomalies={} dead_letters={}",
-            if d["ready"] == true { "ready" } else { "not-ready" },
+            if d["ready"] == true {
+                "ready"
+            } else {
+                "not-ready"
+            },
             d["model"]["id"].as_str().unwrap_or("?"),
             d["model"]["kind"].as_str().unwrap_or("?"),
             d["input_topic"].as_str().unwrap_or("?"),
@@ -232,8 +236,9 @@ mod tests {
     use serde_json::json;
 
     fn status(ready: bool, degraded: bool, notifier_state: Option<&str>) -> Value {
-        let mut tasks =
-            vec![json!({"name": "detector:tx", "state": "running", "restarts": 0, "degraded": false})];
+        let mut tasks = vec![
+            json!({"name": "detector:tx", "state": "running", "restarts": 0, "degraded": false}),
+        ];
         if let Some(state) = notifier_state {
             tasks.push(json!({"name": "notifier", "state": state, "restarts": 3,
                               "degraded": false, "last_error": "invalid_auth"}));
@@ -262,7 +267,7 @@ mod tests {
             "OK anomalyd 0.1.0 up 3h detectors=tx:3fa2c1 partitions=1 lag=12 slack=ok"
         );
         assert_eq!(
-            h.detail[1..],
+            h.detail[h.detail.len() - 2..],
             [
                 "detector tx ready model=3fa2c1 kind=isolation_forest input=t group=g-tx \
                  output=a lag=12 records=5 anomalies=1 dead_letters=2",

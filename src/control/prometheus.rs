@@ -33,14 +33,30 @@ pub fn render(s: &Status) -> String {
         "Generated records drawn as outliers (uniform over the square), acknowledged.",
         c.generated_outliers,
     );
-    let per_detector = |out: &mut String, name: &str, help: &str, kind: &str, v: &dyn Fn(&DetectorStatus) -> String| {
+    let per_detector = |out: &mut String,
+                        name: &str,
+                        help: &str,
+                        kind: &str,
+                        v: &dyn Fn(&DetectorStatus) -> String| {
         family(out, name, help, kind);
         for d in &s.detectors {
             let _ = writeln!(out, "{name}{{detector=\"{}\"}} {}", escape(&d.name), v(d));
         }
     };
-    per_detector(&mut out, "anomalyd_records_total", "Records scored.", "counter", &|d| d.records.to_string());
-    per_detector(&mut out, "anomalyd_anomalies_total", "Anomalies published.", "counter", &|d| d.anomalies.to_string());
+    per_detector(
+        &mut out,
+        "anomalyd_records_total",
+        "Records scored.",
+        "counter",
+        &|d| d.records.to_string(),
+    );
+    per_detector(
+        &mut out,
+        "anomalyd_anomalies_total",
+        "Anomalies published.",
+        "counter",
+        &|d| d.anomalies.to_string(),
+    );
     per_detector(
         &mut out,
         "anomalyd_model_reloads_total",

@@ -3,10 +3,10 @@
 //! The server knows the daemon only through the [`Control`] trait (the daemon implements it),
 //! so this module does not depend on `daemon`, which depends on it.
 
+use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::future::Future;
 use std::time::Duration;
 
 use thiserror::Error;

@@ -223,9 +223,15 @@ mod tests {
     fn labels_are_off_unless_configured() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("anomalyd.toml");
-        std::fs::write(&path, "[generator]\nenabled = true\n").unwrap();
+        let detector = "[detectors.tx]\ninput_topic = \"t\"\noutput_topic = \"a\"\n\
+                        dead_letter_topic = \"d\"\nmodel = \"m.iforest\"\n";
+        std::fs::write(&path, format!("[generator]\nenabled = true\n{detector}")).unwrap();
         assert!(!crate::config::load(&path).unwrap().generator.label_outliers);
-        std::fs::write(&path, "[generator]\nlabel_outliers = true\n").unwrap();
+        std::fs::write(
+            &path,
+            format!("[generator]\nlabel_outliers = true\n{detector}"),
+        )
+        .unwrap();
         assert!(crate::config::load(&path).unwrap().generator.label_outliers);
     }
 

@@ -97,6 +97,7 @@ mod tests {
                 decision: -0.3,
                 features: &[9.0, 9.0],
             },
+            "tx",
             &model,
             &SourceRef {
                 topic: "transactions",
