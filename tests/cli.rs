@@ -54,7 +54,10 @@ fn shipped_config_is_valid() {
     let dir = tempfile::tempdir().unwrap();
     let model = train(dir.path());
     let model = model.to_str().unwrap();
-    let out = check(&repo_config(), &[("ANOMALYD_MODEL__PATH", model)]);
+    let out = check(
+        &repo_config(),
+        &[("ANOMALYD_DETECTORS__TRANSACTIONS__MODEL", model)],
+    );
     assert_eq!(text(&out.stdout), "ok\n", "stderr: {}", text(&out.stderr));
     assert_eq!(out.status.code(), Some(0));
 }
@@ -69,8 +72,9 @@ fn a_missing_damaged_or_mismatched_model_fails_check_config_and_run_alike() {
         std::fs::write(
             &config,
             format!(
-                "[kafka]\nbrokers = \"127.0.0.1:1\"\n\n[detector]\nfeatures = {features}\n\n\
-                 [model]\npath = \"{}\"\n\n[control]\nsocket = \"{}\"\n",
+                "[kafka]\nbrokers = \"127.0.0.1:1\"\n\n[detectors.transactions]\nfeatures = {features}\n\
+                 model = \"{}\"\ninput_topic = \"transactions\"\noutput_topic = \"anomalies\"\n\
+                 dead_letter_topic = \"transactions.dead-letter\"\n\n[control]\nsocket = \"{}\"\n",
                 model.display(),
                 dir.path().join("s.sock").display()
             ),
@@ -98,14 +102,19 @@ fn a_missing_damaged_or_mismatched_model_fails_check_config_and_run_alike() {
     let absent = dir.path().join("absent.iforest");
     write(&absent, "\"data\"");
     let get = anomalyd()
-        .args(["check-config", "--get", "model.path", "--config"])
+        .args([
+            "check-config",
+            "--get",
+            "detectors.transactions.model",
+            "--config",
+        ])
         .arg(&config)
         .output()
         .unwrap();
     assert_eq!(text(&get.stdout), format!("{}\n", absent.display()));
 
     let at = format!(
-        "{}:8:8: model.path: model file {}",
+        "{}:6:9: detectors.transactions.model: model file {}",
         config.display(),
         absent.display()
     );
@@ -122,7 +131,7 @@ fn a_missing_damaged_or_mismatched_model_fails_check_config_and_run_alike() {
     both(
         65,
         &[
-            "model.path: model file",
+            "detectors.transactions.model: model file",
             "damaged.iforest",
             "checksum mismatch",
         ],
@@ -130,12 +139,18 @@ fn a_missing_damaged_or_mismatched_model_fails_check_config_and_run_alike() {
 
     write(&model, "[\"/x0\", \"/x1\", \"/x2\"]");
     let at = format!(
-        "{}:5:12: detector.features: 3 JSON pointers",
+        "{}:5:12: detectors.transactions.features: 3 JSON pointers",
         config.display()
     );
     both(78, &[&at, "seed.iforest", "has 2 features (x0, x1)"]);
     write(&model, "[\"/x1\", \"/x0\"]");
-    both(78, &["detector.features", "where the model expects `x0`"]);
+    both(
+        78,
+        &[
+            "detectors.transactions.features",
+            "where the model expects `x0`",
+        ],
+    );
 }
 
 #[test]
@@ -155,7 +170,7 @@ fn misspelled_key_exits_78_naming_file_line_and_key() {
     assert_eq!(text(&out.stdout), "");
     let stderr = text(&out.stderr);
     let expected = format!(
-        "{}:{line}:1: detector.batch_mx: unknown field",
+        "{}:{line}:1: detectors.transactions.batch_mx: unknown field",
         bad.display()
     );
     assert!(stderr.contains(&expected), "{stderr}");
@@ -175,11 +190,15 @@ fn missing_file_exits_78() {
 
 #[test]
 fn env_override_is_validated() {
-    let out = check(&repo_config(), &[("ANOMALYD_DETECTOR__BATCH_MAX", "0")]);
+    let out = check(
+        &repo_config(),
+        &[("ANOMALYD_DETECTORS__TRANSACTIONS__BATCH_MAX", "0")],
+    );
     assert_eq!(out.status.code(), Some(78));
     assert!(
-        text(&out.stderr)
-            .contains("ANOMALYD_DETECTOR__BATCH_MAX: detector.batch_max: must be >= 1"),
+        text(&out.stderr).contains(
+            "ANOMALYD_DETECTORS__TRANSACTIONS__BATCH_MAX: detectors.transactions.batch_max: must be >= 1"
+        ),
         "{}",
         text(&out.stderr)
     );
@@ -198,9 +217,9 @@ fn the_working_directory_file_is_found_without_config() {
     std::fs::write(
         dir.path().join("anomalyd.toml"),
         format!(
-            "[model]\npath = \"{}\"\n[control]\nsocket = \"{}\"\n",
-            model.display(),
-            socket.display()
+            "[control]\nsocket = \"{}\"\n{}",
+            socket.display(),
+            detector_table(&model, "")
         ),
     )
     .unwrap();
@@ -301,7 +320,11 @@ fn without_any_file_run_refuses_and_health_uses_the_default_socket() {
 #[test]
 fn config_path_comes_from_environment() {
     let out = anomalyd()
-        .args(["check-config", "--get", "detector.input_topic"])
+        .args([
+            "check-config",
+            "--get",
+            "detectors.transactions.input_topic",
+        ])
         .env("ANOMALYD_CONFIG", repo_config())
         .output()
         .unwrap();
@@ -321,7 +344,7 @@ fn topics_are_listed_with_overrides_applied() {
     let out = cmd
         .args(["check-config", "--topics", "--config"])
         .arg(repo_config())
-        .env("ANOMALYD_DETECTOR__OUTPUT_TOPIC", "flagged")
+        .env("ANOMALYD_DETECTORS__TRANSACTIONS__OUTPUT_TOPIC", "flagged")
         .output()
         .unwrap();
     assert_eq!(
@@ -338,18 +361,21 @@ fn one_value_is_printed_with_overrides_applied() {
         anomalyd()
             .args(["check-config", "--get", key, "--config"])
             .arg(repo_config())
-            .env("ANOMALYD_DETECTOR__BATCH_MAX", "64")
+            .env("ANOMALYD_DETECTORS__TRANSACTIONS__BATCH_MAX", "64")
             .output()
             .unwrap()
     };
-    let out = get("model.path");
+    let out = get("detectors.transactions.model");
     assert_eq!(
         text(&out.stdout),
         "models/seed.iforest\n",
         "{}",
         text(&out.stderr)
     );
-    assert_eq!(text(&get("detector.batch_max").stdout), "64\n");
+    assert_eq!(
+        text(&get("detectors.transactions.batch_max").stdout),
+        "64\n"
+    );
     // A librdkafka property whose name has dots of its own.
     assert_eq!(
         text(&get("kafka.properties.fetch.wait.max.ms").stdout),
@@ -371,9 +397,9 @@ fn one_value_is_printed_with_overrides_applied() {
         "{printed}"
     );
     assert!(!printed.contains("hunter2"));
-    let out = get("detector.batch_mx");
+    let out = get("detectors.transactions.batch_mx");
     assert_eq!(out.status.code(), Some(64));
-    assert!(text(&out.stderr).contains("no key detector.batch_mx"));
+    assert!(text(&out.stderr).contains("no key detectors.transactions.batch_mx"));
     assert!(out.stdout.is_empty());
 }
 
@@ -417,11 +443,11 @@ fn second_sigint_during_a_slow_drain_stops_at_once_with_130() {
     std::fs::write(
         &config,
         format!(
-            "[kafka]\nbrokers = \"127.0.0.1:1\"\n[model]\npath = \"{}\"\n\
+            "[kafka]\nbrokers = \"127.0.0.1:1\"\n\
              [generator]\nenabled = true\nrate = 1000\n[control]\nsocket = \"{}\"\n\
-             [supervisor]\nshutdown_grace_s = 60\n[log]\nlevel = \"info,rdkafka=off\"\n",
-            model.display(),
-            dir.path().join("s.sock").display()
+             [supervisor]\nshutdown_grace_s = 60\n[log]\nlevel = \"info,rdkafka=off\"\n{}",
+            dir.path().join("s.sock").display(),
+            detector_table(&model, "")
         ),
     )
     .unwrap();
@@ -607,9 +633,9 @@ fn a_closed_stdout_ends_every_command_quietly() {
     std::fs::write(
         &config,
         format!(
-            "[model]\npath = \"{}\"\n[control]\nsocket = \"{}\"\n",
-            model.display(),
-            d.join("s.sock").display()
+            "[control]\nsocket = \"{}\"\n{}",
+            d.join("s.sock").display(),
+            detector_table(&model, "")
         ),
     )
     .unwrap();
@@ -633,7 +659,13 @@ fn a_closed_stdout_ends_every_command_quietly() {
         (vec!["check-config", "--config", &config], 0),
         (vec!["check-config", "--config", &config, "--topics"], 0),
         (
-            vec!["check-config", "--config", &config, "--get", "model.path"],
+            vec![
+                "check-config",
+                "--config",
+                &config,
+                "--get",
+                "detectors.transactions.model",
+            ],
             0,
         ),
         (vec!["health", "--socket", &socket, "-v"], 3),
@@ -687,15 +719,24 @@ fn a_closed_stdout_ends_every_command_quietly() {
     assert!(said.contains("control socket bound"), "{said}");
 }
 
-/// Writes a configuration with the given `[detector]`/other sections after a standard head.
-fn config_with(dir: &Path, model: &Path, extra: &str) -> PathBuf {
+/// `[detectors.transactions]` with its topics and `model` (and `extra` keys), to end a file.
+fn detector_table(model: &Path, extra: &str) -> String {
+    format!(
+        "[detectors.transactions]\ninput_topic = \"transactions\"\noutput_topic = \"anomalies\"\n\
+         dead_letter_topic = \"transactions.dead-letter\"\nmodel = \"{}\"\n{extra}",
+        model.display()
+    )
+}
+
+/// Writes a configuration: a standard head (4 lines), `extra` sections from line 5, then the
+/// detector with `detector` keys of its own.
+fn config_with(dir: &Path, model: &Path, detector: &str, extra: &str) -> PathBuf {
     let config = dir.join("anomalyd.toml");
     std::fs::write(
         &config,
         format!(
-            "[kafka]\nbrokers = \"127.0.0.1:1\"\n[model]\npath = \"{}\"\n\
-             [log]\nlevel = \"info,rdkafka=off\"\n{extra}",
-            model.display()
+            "[kafka]\nbrokers = \"127.0.0.1:1\"\n[log]\nlevel = \"info,rdkafka=off\"\n{extra}{}",
+            detector_table(model, detector)
         ),
     )
     .unwrap();
@@ -717,11 +758,7 @@ fn features_in_another_order_than_the_models_are_refused_unless_by_position() {
     let socket = d.join("s.sock");
     let control = format!("[control]\nsocket = \"{}\"\n", socket.display());
 
-    let config = config_with(
-        d,
-        &model,
-        &format!("[detector]\nfeatures = [\"/hour\", \"/amount\"]\n{control}"),
-    );
+    let config = config_with(d, &model, "features = [\"/hour\", \"/amount\"]\n", &control);
     let run = anomalyd()
         .args(["run", "--config"])
         .arg(&config)
@@ -731,7 +768,7 @@ fn features_in_another_order_than_the_models_are_refused_unless_by_position() {
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(78), "{what}: {stderr}");
         for s in [
-            "detector.features: 2 JSON pointers (/hour, /amount)",
+            "detectors.transactions.features: 2 JSON pointers (/hour, /amount)",
             "has 2 features (amount, hour)",
             "features = [\"/amount\", \"/hour\"]",
             "match_features = \"by_position\"",
@@ -744,10 +781,8 @@ fn features_in_another_order_than_the_models_are_refused_unless_by_position() {
     let config = config_with(
         d,
         &model,
-        &format!(
-            "[detector]\nfeatures = [\"/hour\", \"/amount\"]\nmatch_features = \"by_position\"\n\
-             {control}"
-        ),
+        "features = [\"/hour\", \"/amount\"]\nmatch_features = \"by_position\"\n",
+        &control,
     );
     let out = check(&config, &[]);
     assert_eq!(text(&out.stdout), "ok\n", "{}", text(&out.stderr));
@@ -767,11 +802,7 @@ fn features_in_another_order_than_the_models_are_refused_unless_by_position() {
         "{said}"
     );
     // The model's own order by name, of course, is fine.
-    let config = config_with(
-        d,
-        &model,
-        &format!("[detector]\nfeatures = [\"/amount\", \"/hour\"]\n{control}"),
-    );
+    let config = config_with(d, &model, "features = [\"/amount\", \"/hour\"]\n", &control);
     assert_eq!(text(&check(&config, &[]).stdout), "ok\n");
 }
 
@@ -787,6 +818,7 @@ fn values_that_would_fail_later_or_flood_the_terminal_are_config_errors() {
     let config = config_with(
         d,
         &model,
+        "",
         &format!("[control]\nsocket = \"{long_socket}\"\n"),
     );
     let run = anomalyd()
@@ -798,7 +830,7 @@ fn values_that_would_fail_later_or_flood_the_terminal_are_config_errors() {
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(78), "{what}: {stderr}");
         assert!(
-            stderr.contains(":8:10: control.socket: is 200 bytes long")
+            stderr.contains(":6:10: control.socket: is 200 bytes long")
                 && stderr.contains("at most 107 bytes"),
             "{what}: {stderr}"
         );
@@ -812,6 +844,7 @@ fn values_that_would_fail_later_or_flood_the_terminal_are_config_errors() {
         let config = config_with(
             d,
             &model,
+            "",
             &format!("[kafka.properties]\n\"{property}\" = {value}\n"),
         );
         let out = check(&config, &[]);
@@ -823,34 +856,145 @@ fn values_that_would_fail_later_or_flood_the_terminal_are_config_errors() {
         );
         assert!(
             stderr.contains(&format!(
-                ":8:{}: kafka.properties.{property}: ",
+                ":6:{}: kafka.properties.{property}: ",
                 property.len() + 6
             )) && stderr.contains("takes a whole number"),
             "{stderr}"
         );
     }
-    let config = config_with(d, &model, "[kafka.properties]\n\"linger.ms\" = 2.5\n");
+    let config = config_with(d, &model, "", "[kafka.properties]\n\"linger.ms\" = 2.5\n");
     assert_eq!(text(&check(&config, &[]).stdout), "ok\n");
 
     let huge = "x".repeat(5 << 20);
-    let config = config_with(d, &model, &format!("[detector]\nbatch_max = \"{huge}\"\n"));
+    let config = config_with(d, &model, &format!("batch_max = \"{huge}\"\n"), "");
     let out = check(&config, &[]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(78));
     assert!(stderr.len() < 1000, "{} bytes of error", stderr.len());
     assert!(
-        stderr.contains("detector.batch_max: invalid type: string \"xxxx")
+        stderr.contains("detectors.transactions.batch_max: invalid type: string \"xxxx")
             && stderr.contains(&format!("…\" ({} bytes)", huge.len())),
         "{stderr}"
     );
     // A model path is echoed in the model's errors: cut too.
-    let config = config_with(d, Path::new(&huge), "");
+    let config = config_with(d, Path::new(&huge), "", "");
     let out = check(&config, &[]);
     let stderr = text(&out.stderr);
     assert!(
-        stderr.len() < 1500 && stderr.contains("model.path: model file xxxx"),
+        stderr.len() < 1500 && stderr.contains("detectors.transactions.model: model file xxxx"),
         "{} bytes of error: {}",
         stderr.len(),
         &stderr[..stderr.len().min(300)]
     );
+}
+
+/// Issue 12: configurations the named detectors cannot run are refused by `check-config`
+/// and `run` alike, exit 78, naming the key.
+#[test]
+fn detector_configurations_that_cannot_run_exit_78_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = train(d);
+    let write = |text: &str| {
+        let config = d.join("anomalyd.toml");
+        std::fs::write(&config, text).unwrap();
+        config
+    };
+    let refused = |config: &Path, says: &[&str]| {
+        let run = anomalyd()
+            .args(["run", "--config"])
+            .arg(config)
+            .output()
+            .unwrap();
+        for (what, out) in [("check-config", check(config, &[])), ("run", run)] {
+            let stderr = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(78), "{what}: {stderr}");
+            for s in says {
+                assert!(stderr.contains(s), "{what}: no {s:?} in {stderr}");
+            }
+        }
+    };
+    let head = "[kafka]\nbrokers = \"127.0.0.1:1\"\n";
+
+    // No detector at all.
+    let config = write(head);
+    refused(
+        &config,
+        &[&format!("{}: detectors: no detector", config.display())],
+    );
+
+    // Two detectors writing one topic with different features.
+    let two = format!(
+        "{head}{}[detectors.pointers]\ninput_topic = \"other\"\noutput_topic = \"anomalies\"\n\
+         dead_letter_topic = \"other.dead-letter\"\nfeatures = [\"/x0\", \"/x1\"]\nmodel = \"{}\"\n",
+        detector_table(&model, ""),
+        model.display()
+    );
+    let config = write(&two);
+    refused(
+        &config,
+        &[
+            ":5:16: detectors.transactions.output_topic",
+            "also detector pointers's output topic, with another schema",
+        ],
+    );
+
+    // A scorer key anomalyd does not know, and an unknown scorer kind.
+    let config = write(&format!(
+        "{head}{}",
+        detector_table(&model, "neural_net = \"n.onnx\"\n")
+    ));
+    refused(
+        &config,
+        &[":8:1: detectors.transactions.neural_net: unknown field `neural_net`"],
+    );
+    let config = write(&format!(
+        "{head}{}",
+        detector_table(&model, "scorer = \"neural\"\n")
+    ));
+    refused(
+        &config,
+        &[":8:10: detectors.transactions.scorer: unknown variant `neural`"],
+    );
+
+    // The old single-detector shape: refused with the way to convert it.
+    let config = write(&format!(
+        "{head}[detector]\ninput_topic = \"transactions\"\n[model]\npath = \"{}\"\n",
+        model.display()
+    ));
+    refused(
+        &config,
+        &[
+            ":3:1: detector: the single [detector] section is gone",
+            ":5:1: model: the [model] section is gone",
+        ],
+    );
+
+    // The environment reaches a named detector's keys.
+    let config = write(&format!("{head}{}", detector_table(&model, "")));
+    let out = check(
+        &config,
+        &[("ANOMALYD_DETECTORS__TRANSACTIONS__BATCH_MAX", "0")],
+    );
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        text(&out.stderr).contains(
+            "environment variable ANOMALYD_DETECTORS__TRANSACTIONS__BATCH_MAX: \
+             detectors.transactions.batch_max: must be >= 1"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    let get = anomalyd()
+        .args([
+            "check-config",
+            "--get",
+            "detectors.transactions.batch_max",
+            "--config",
+        ])
+        .arg(&config)
+        .env("ANOMALYD_DETECTORS__TRANSACTIONS__BATCH_MAX", "64")
+        .output()
+        .unwrap();
+    assert_eq!(text(&get.stdout), "64\n", "{}", text(&get.stderr));
 }

@@ -35,12 +35,12 @@ async fn killed_mid_stream_then_restarted_loses_no_anomaly() {
     let path = dir.path().join("anomalyd.toml");
     std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
 
-    support::produce_generated(&config.detector.input_topic, SEED, 0..N).await;
+    support::produce_generated(&support::det(&config).input_topic, SEED, 0..N).await;
     let expected = support::expected_anomalies(&model, SEED, 0.2, 0..N);
 
     let mut first = start(&path, &dir.path().join("first.log"));
     let early = support::read_topic(
-        &config.detector.output_topic,
+        &support::det(&config).output_topic,
         Duration::from_secs(120),
         |g| g.len() >= expected.len() / 4,
     )
@@ -57,7 +57,7 @@ async fn killed_mid_stream_then_restarted_loses_no_anomaly() {
     let t = std::time::Instant::now();
     let mut second = start(&path, &dir.path().join("second.log"));
     let all = support::read_topic(
-        &config.detector.output_topic,
+        &support::det(&config).output_topic,
         Duration::from_secs(180),
         support::covers(&expected),
     )

@@ -115,7 +115,7 @@ fn demo_screen_is_readable_and_its_summary_consistent() {
     };
     let command = format!(
         "env BROKER_PORT={port} BROKER_DIR='{}' DEMO_STATE='{}' DEMO_BIN='{}' \
-         ANOMALYD_MODEL__PATH='{}' '{}'; echo \"demo exited with status $?\"; sleep 3600",
+         ANOMALYD_DETECTORS__TRANSACTIONS__MODEL='{}' '{}'; echo \"demo exited with status $?\"; sleep 3600",
         broker_dir.display(),
         state.display(),
         env!("CARGO_BIN_EXE_anomalyd"),

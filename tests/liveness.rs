@@ -182,17 +182,20 @@ async fn broker_outage_is_critical_naming_the_broker_then_ok_again() {
         "fetch.wait.max.ms".into(),
         anomalyd::config::PropertyValue::Int(10),
     );
-    config.model.path = model;
+    support::det_mut(&mut config).model = Some(model);
     config.control.socket = dir.path().join("anomalyd.sock");
     for t in [
-        &config.detector.input_topic,
-        &config.detector.output_topic,
-        &config.detector.dead_letter_topic,
+        &support::det(&config).input_topic,
+        &support::det(&config).output_topic,
+        &support::det(&config).dead_letter_topic,
     ] {
         broker.create_topic(t, 3);
     }
     let socket = config.control.socket.clone();
-    let (kafka, input) = (config.kafka.clone(), config.detector.input_topic.clone());
+    let (kafka, input) = (
+        config.kafka.clone(),
+        support::det(&config).input_topic.clone(),
+    );
 
     let daemon = Daemon::start(config).await.expect("start");
     let ((code, line), ok) =
@@ -278,8 +281,8 @@ async fn killed_and_restarted_instance_is_assigned_and_scores_again_losing_nothi
     let path = dir.path().join("anomalyd.toml");
     write_config(&config, &path);
     let (input, output, socket) = (
-        config.detector.input_topic.clone(),
-        config.detector.output_topic.clone(),
+        support::det(&config).input_topic.clone(),
+        support::det(&config).output_topic.clone(),
         config.control.socket.clone(),
     );
     let expected = support::expected_anomalies(&model, SEED, 0.2, 0..N);
@@ -365,7 +368,7 @@ async fn survivor_takes_over_or_reports_the_killed_instances_partitions_as_orpha
     let dir = tempfile::tempdir().unwrap();
     let model = support::seed_model(dir.path());
     let config = support::pipeline_config(dir.path(), &model).await;
-    let input = config.detector.input_topic.clone();
+    let input = support::det(&config).input_topic.clone();
     let (a_path, b_path) = (dir.path().join("a.toml"), dir.path().join("b.toml"));
     let mut a = config.clone();
     a.control.socket = dir.path().join("a.sock");
@@ -443,13 +446,13 @@ async fn an_instance_left_without_partitions_is_a_warning_standby() {
     let dir = tempfile::tempdir().unwrap();
     let model = support::seed_model(dir.path());
     let mut config = support::pipeline_config(dir.path(), &model).await;
-    config.detector.input_topic = support::unique("one-partition");
-    support::create_topic(&config.detector.input_topic, 1).await;
-    config.detector.assignment_grace_s = 2;
+    support::det_mut(&mut config).input_topic = support::unique("one-partition");
+    support::create_topic(&support::det(&config).input_topic, 1).await;
+    support::det_mut(&mut config).assignment_grace_s = 2;
 
     let a = Daemon::start(config.clone()).await.expect("a starts");
     assert!(
-        support::wait_until(Duration::from_secs(30), || a
+        support::wait_until(Duration::from_secs(30), || a.detectors()[0]
             .assignment()
             .partitions()
             .len()

@@ -60,8 +60,8 @@ async fn reload_mid_stream_loses_nothing_and_scores_nothing_twice() {
     let mut config = support::pipeline_config(dir.path(), &path).await;
     support::generate(&mut config, N, 4000.0, SEED);
     let (input, output) = (
-        config.detector.input_topic.clone(),
-        config.detector.output_topic.clone(),
+        support::det(&config).input_topic.clone(),
+        support::det(&config).output_topic.clone(),
     );
 
     let daemon = Daemon::start(config).await.expect("start");
@@ -74,8 +74,9 @@ async fn reload_mid_stream_loses_nothing_and_scores_nothing_twice() {
     // Replace the file the way an operator should (atomically), then reload.
     std::fs::copy(&b_path, dir.path().join("tmp")).unwrap();
     std::fs::rename(dir.path().join("tmp"), &path).unwrap();
-    let reloaded = daemon.reload().await.expect("good model accepted");
-    assert_eq!(reloaded.id(), b);
+    let report = daemon.reload().await;
+    assert!(report.all_ok(), "good model accepted: {report:?}");
+    assert_eq!(report.detectors[0].model.as_ref().unwrap().id, b);
     let at_reload = m.records_in.load(Relaxed);
     assert!(
         at_reload < N,
@@ -84,18 +85,20 @@ async fn reload_mid_stream_loses_nothing_and_scores_nothing_twice() {
 
     // A corrupt file is refused; B keeps serving and scoring goes on.
     std::fs::write(&path, b"not a model").unwrap();
-    let err = daemon.reload().await.expect_err("corrupt model refused");
+    let report = daemon.reload().await;
+    assert!(!report.all_ok(), "corrupt model refused");
+    let err = report.errors().join("; ");
     assert!(err.contains("live.iforest"), "{err}");
-    assert_eq!(daemon.model().current().id(), b);
+    assert_eq!(daemon.detectors()[0].model().current().id(), b);
     let status: Value = serde_json::from_str(
         &get(&daemon.config().control.socket, "GET", "/status")
             .await
             .1,
     )
     .unwrap();
-    assert_eq!(status["model"]["id"], b.as_str());
+    assert_eq!(status["detectors"][0]["model"]["id"], b.as_str());
     assert!(
-        status["model"]["last_error"]
+        status["detectors"][0]["model"]["last_error"]
             .as_str()
             .unwrap()
             .contains("live.iforest")
@@ -223,7 +226,7 @@ async fn control_socket_endpoints_mode_and_health_codes() {
         assert_eq!(code, 200);
         body = b;
         let v: Value = serde_json::from_str(&body).unwrap();
-        if v["partitions"][0]["high_watermark"].is_i64() {
+        if v["detectors"][0]["partitions"][0]["high_watermark"].is_i64() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -231,8 +234,10 @@ async fn control_socket_endpoints_mode_and_health_codes() {
     let status: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(status["ready"], true);
-    assert_eq!(status["partitions"].as_array().unwrap().len(), 3);
-    assert!(status["partitions"][0]["lag"].is_i64(), "{body}");
+    let det = &status["detectors"][0];
+    assert_eq!(det["name"], support::DETECTOR);
+    assert_eq!(det["partitions"].as_array().unwrap().len(), 3);
+    assert!(det["partitions"][0]["lag"].is_i64(), "{body}");
     let names: BTreeSet<&str> = status["tasks"]
         .as_array()
         .unwrap()
@@ -240,21 +245,25 @@ async fn control_socket_endpoints_mode_and_health_codes() {
         .map(|t| t["name"].as_str().unwrap())
         .collect();
     assert!(
-        names.contains("detector") && names.contains("control"),
+        names.contains("detector:transactions") && names.contains("control"),
         "{names:?}"
     );
-    assert_eq!(status["model"]["id"], daemon.model().current().id());
+    assert_eq!(
+        det["model"]["id"],
+        daemon.detectors()[0].model().current().id()
+    );
 
     let (code, metrics) = get(&socket, "GET", "/metrics").await;
     assert_eq!(code, 200);
     for family in [
-        "anomalyd_records_total ",
-        "anomalyd_anomalies_total ",
-        "anomalyd_dead_letters_total{reason=\"not_json\"} ",
+        "anomalyd_records_total{detector=\"transactions\"} ",
+        "anomalyd_anomalies_total{detector=\"transactions\"} ",
+        "anomalyd_dead_letters_total{detector=\"transactions\",reason=\"not_json\"} ",
         "anomalyd_score_seconds_bucket{le=\"+Inf\"} ",
-        "anomalyd_task_restarts_total{task=\"detector\"} ",
-        "anomalyd_model_reloads_total ",
-        "anomalyd_partition_lag{topic=",
+        "anomalyd_task_restarts_total{task=\"detector:transactions\"} ",
+        "anomalyd_model_reloads_total{detector=\"transactions\"} ",
+        "anomalyd_partition_lag{detector=\"transactions\",topic=",
+        "anomalyd_model_info{detector=\"transactions\",id=",
         "anomalyd_ready 1",
     ] {
         assert!(
@@ -284,7 +293,10 @@ async fn control_socket_endpoints_mode_and_health_codes() {
     assert!(body.contains("seed.iforest"), "{body}");
     let (code, line) = health(&socket);
     assert_eq!(code, 1, "{line}");
-    assert!(line.contains("last reload refused"), "{line}");
+    assert!(
+        line.contains("detector transactions: last reload refused"),
+        "{line}"
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_anomalyd"))
         .args(["ctl", "reload", "--socket"])
         .arg(&socket)
@@ -351,7 +363,7 @@ async fn slack_failing_is_a_warning_and_the_detector_stays_ready() {
     config.slack.group_interval_s = 1;
     config.slack.request_timeout_s = 2;
     let socket = config.control.socket.clone();
-    let input = config.detector.input_topic.clone();
+    let input = support::det(&config).input_topic.clone();
 
     let daemon = Daemon::start(config).await.expect("start");
     support::produce_generated(&input, SEED, 0..200).await;
@@ -410,7 +422,8 @@ async fn a_reloaded_model_with_features_in_another_order_is_refused() {
     let path = dir.path().join("live.iforest");
     let serving = train_to(&path, 5, 1);
     let mut config = support::pipeline_config(dir.path(), &path).await;
-    config.detector.features = FeatureSpec::Pointers(vec!["/x0".into(), "/x1".into()]);
+    support::det_mut(&mut config).features =
+        FeatureSpec::Pointers(vec!["/x0".into(), "/x1".into()]);
     let daemon = Daemon::start(config).await.expect("start");
 
     let csv = dir.path().join("swapped.csv");
@@ -428,12 +441,15 @@ async fn a_reloaded_model_with_features_in_another_order_is_refused() {
         ..TrainOptions::synthetic(0, path.clone())
     })
     .expect("train the swapped model");
-    let err = daemon.reload().await.expect_err("swapped features refused");
+    let report = daemon.reload().await;
+    assert!(!report.all_ok(), "swapped features refused");
+    let err = report.errors().join("; ");
     assert!(
-        err.contains("detector.features") && err.contains("where the model expects `x1`"),
+        err.contains("detectors.transactions.features")
+            && err.contains("where the model expects `x1`"),
         "{err}"
     );
-    assert_eq!(daemon.model().current().id(), serving);
-    assert_eq!(daemon.model().history().failed_reloads, 1);
+    assert_eq!(daemon.detectors()[0].model().current().id(), serving);
+    assert_eq!(daemon.detectors()[0].model().history().failed_reloads, 1);
     daemon.stop(Duration::from_secs(10)).await.expect("stop");
 }

@@ -23,8 +23,8 @@ async fn clean_run_scores_every_record_once_and_matches_offline_scoring() {
     let mut config = support::pipeline_config(dir.path(), &model).await;
     support::generate(&mut config, N, 0.0, SEED);
     let (output, input) = (
-        config.detector.output_topic.clone(),
-        config.detector.input_topic.clone(),
+        support::det(&config).output_topic.clone(),
+        support::det(&config).input_topic.clone(),
     );
 
     let daemon = Daemon::start(config).await.expect("daemon starts");
@@ -113,8 +113,8 @@ async fn malformed_records_go_to_dead_letters_and_the_stream_goes_on() {
     let model = support::seed_model(dir.path());
     let config = support::pipeline_config(dir.path(), &model).await;
     let (input, dlq) = (
-        config.detector.input_topic.clone(),
-        config.detector.dead_letter_topic.clone(),
+        support::det(&config).input_topic.clone(),
+        support::det(&config).dead_letter_topic.clone(),
     );
     let daemon = Daemon::start(config).await.expect("daemon starts");
 
@@ -199,13 +199,19 @@ async fn instances_in_one_group_share_partitions_and_take_over() {
     let model = support::seed_model(dir.path());
     let config = support::pipeline_config(dir.path(), &model).await;
     let (input, output) = (
-        config.detector.input_topic.clone(),
-        config.detector.output_topic.clone(),
+        support::det(&config).input_topic.clone(),
+        support::det(&config).output_topic.clone(),
     );
 
     let a = Daemon::start(config.clone()).await.expect("a starts");
-    let parts =
-        |d: &Daemon| -> BTreeSet<i32> { d.assignment().partitions().iter().map(|p| p.1).collect() };
+    let parts = |d: &Daemon| -> BTreeSet<i32> {
+        d.detectors()[0]
+            .assignment()
+            .partitions()
+            .iter()
+            .map(|p| p.1)
+            .collect()
+    };
     assert!(
         support::wait_until(Duration::from_secs(60), || parts(&a).len() == 3).await,
         "one instance takes all 3 partitions: {:?}",

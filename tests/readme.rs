@@ -153,14 +153,15 @@ fn scratch() -> (tempfile::TempDir, String) {
         dir.path().join("anomalyd.toml"),
     )
     .unwrap();
-    // `path = "..."` in `[model]`, read as text: `check-config` may itself want the model.
+    // `model = "..."` in `[detectors.transactions]`, read as text: `check-config` may itself
+    // want the model.
     let config = std::fs::read_to_string(repo().join("anomalyd.toml")).unwrap();
     let model = config
         .lines()
-        .skip_while(|l| l.trim() != "[model]")
-        .take_while(|l| l.trim() == "[model]" || !l.starts_with('['))
-        .find_map(|l| l.strip_prefix("path = "))
-        .expect("anomalyd.toml sets [model] path");
+        .skip_while(|l| l.trim() != "[detectors.transactions]")
+        .take_while(|l| l.trim() == "[detectors.transactions]" || !l.starts_with('['))
+        .find_map(|l| l.strip_prefix("model = "))
+        .expect("anomalyd.toml sets [detectors.transactions] model");
     let model = dir
         .path()
         .join(PathBuf::from(model.trim().trim_matches('"')));

@@ -147,11 +147,11 @@ async fn the_pipeline_runs_over_tls() {
         kafka: broker.kafka(),
         ..Config::default()
     };
-    config.detector.input_topic = "tls-in".into();
-    config.detector.output_topic = "tls-out".into();
-    config.detector.dead_letter_topic = "tls-dead".into();
+    support::det_mut(&mut config).input_topic = "tls-in".into();
+    support::det_mut(&mut config).output_topic = "tls-out".into();
+    support::det_mut(&mut config).dead_letter_topic = "tls-dead".into();
     support::generate(&mut config, N, 0.0, SEED);
-    config.model.path = model.clone();
+    support::det_mut(&mut config).model = Some(model.clone());
     config.control.socket = dir.path().join("anomalyd.sock");
 
     let daemon = Daemon::start(config.clone()).await.expect("daemon starts");

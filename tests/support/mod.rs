@@ -89,7 +89,7 @@ pub async fn create_topic(name: &str, partitions: i32) {
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use anomalyd::config::Config;
+use anomalyd::config::{Config, DetectorConfig};
 use anomalyd::detect::features::FeatureExtractor;
 use anomalyd::detect::model::Model;
 use anomalyd::offline::train::{TrainOptions, train};
@@ -104,7 +104,39 @@ pub fn seed_model(dir: &Path) -> PathBuf {
     out
 }
 
-/// Fresh input (3 partitions), output and dead-letter topics, and a config that uses them.
+/// The name of the one detector [`pipeline_config`] configures.
+pub const DETECTOR: &str = "transactions";
+
+/// The detector [`pipeline_config`] configures.
+pub fn det(config: &Config) -> &DetectorConfig {
+    &config.detectors[DETECTOR]
+}
+
+/// [`det`], to change it.
+pub fn det_mut(config: &mut Config) -> &mut DetectorConfig {
+    config
+        .detectors
+        .get_mut(DETECTOR)
+        .expect("the pipeline config has its detector")
+}
+
+/// A detector reading `input` and writing fresh output and dead-letter topics (created here),
+/// scoring with `model`.
+pub async fn fresh_detector(input: &str, model: &Path) -> DetectorConfig {
+    let d = DetectorConfig {
+        input_topic: input.to_owned(),
+        output_topic: unique("anomalies"),
+        dead_letter_topic: unique("dead-letters"),
+        model: Some(model.to_owned()),
+        ..DetectorConfig::default()
+    };
+    create_topic(&d.output_topic, 3).await;
+    create_topic(&d.dead_letter_topic, 1).await;
+    d
+}
+
+/// Fresh input (3 partitions), output and dead-letter topics, and a config with one detector,
+/// [`DETECTOR`], that uses them.
 pub async fn pipeline_config(dir: &Path, model: &Path) -> Config {
     let mut config = Config {
         kafka: kafka_config(),
@@ -113,24 +145,22 @@ pub async fn pipeline_config(dir: &Path, model: &Path) -> Config {
     // The consumer's group timings are anomalyd's defaults (src/kafka.rs): the crash and
     // liveness tests hold them to their promises.
     config.kafka.group_id = unique("detector");
-    config.detector.input_topic = unique("transactions");
-    config.detector.output_topic = unique("anomalies");
-    config.detector.dead_letter_topic = unique("dead-letters");
-    config.generator.topic = config.detector.input_topic.clone();
-    config.model.path = model.to_owned();
+    let input = unique("transactions");
+    create_topic(&input, 3).await;
+    let d = fresh_detector(&input, model).await;
+    config.generator.topic = input;
+    config.detectors.insert(DETECTOR.into(), d);
     config.control.socket = dir.join("anomalyd.sock");
-    create_topic(&config.detector.input_topic, 3).await;
-    create_topic(&config.detector.output_topic, 3).await;
-    create_topic(&config.detector.dead_letter_topic, 1).await;
     config
 }
 
 /// Turns the daemon's generator on: `count` records (seeded by `seed`) at `rate` records/s
 /// (0: as fast as the broker takes them) to the detector's input topic.
 pub fn generate(config: &mut Config, count: u64, rate: f64, seed: u64) {
+    let topic = det(config).input_topic.clone();
     let g = &mut config.generator;
     g.enabled = true;
-    g.topic = config.detector.input_topic.clone();
+    g.topic = topic;
     g.count = count;
     g.rate = rate;
     g.seed = seed;
