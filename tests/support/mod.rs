@@ -155,9 +155,15 @@ pub async fn pipeline_config(dir: &Path, model: &Path) -> Config {
 }
 
 /// Turns the daemon's generator on: `count` records (seeded by `seed`) at `rate` records/s
-/// (0: as fast as the broker takes them) to the detector's input topic.
+/// (0: as fast as the broker takes them) to the (first) detector's input topic.
 pub fn generate(config: &mut Config, count: u64, rate: f64, seed: u64) {
-    let topic = det(config).input_topic.clone();
+    let topic = config
+        .detectors
+        .values()
+        .next()
+        .expect("a detector")
+        .input_topic
+        .clone();
     let g = &mut config.generator;
     g.enabled = true;
     g.topic = topic;
