@@ -160,15 +160,19 @@ fn config(dir: &Path, model: &Path, input: &str, output: &str, name: &str) -> Pa
         ..Config::default()
     };
     c.kafka.group_id = unique("bench");
-    c.detector.input_topic = input.into();
-    c.detector.output_topic = output.into();
-    c.detector.dead_letter_topic = format!("{output}.dlq");
-    c.model.path = model.into();
+    let mut d = anomalyd::config::DetectorConfig {
+        input_topic: input.into(),
+        output_topic: output.into(),
+        dead_letter_topic: format!("{output}.dlq"),
+        model: Some(model.into()),
+        ..Default::default()
+    };
     c.control.socket = dir.join(format!("{name}.sock"));
     c.log.level = "warn".into();
     if let Ok(ms) = std::env::var("BENCH_BATCH_LINGER_MS") {
-        c.detector.batch_linger_ms = ms.parse().expect("BENCH_BATCH_LINGER_MS: milliseconds");
+        d.batch_linger_ms = ms.parse().expect("BENCH_BATCH_LINGER_MS: milliseconds");
     }
+    c.detectors.insert("bench".into(), d);
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, toml::to_string(&c).unwrap()).unwrap();
     path

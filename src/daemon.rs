@@ -64,7 +64,7 @@ pub enum DaemonError {
         source: ModelError,
     },
     #[error(transparent)]
-    Features(#[from] FeatureMismatch),
+    Features(#[from] Box<FeatureMismatch>),
     #[error("could not create the Kafka producer: {0}")]
     Producer(KafkaError),
     #[error(transparent)]
@@ -167,18 +167,20 @@ pub fn check_features(
     spec: &FeatureSpec,
     matching: FeatureMatch,
     model: &Model,
-) -> Result<(), FeatureMismatch> {
+) -> Result<(), Box<FeatureMismatch>> {
     let FeatureSpec::Pointers(pointers) = spec else {
         return Ok(());
     };
     let names = model.feature_names();
-    let mismatch = |why: String| FeatureMismatch {
-        detector: detector.to_owned(),
-        path: model.path().to_owned(),
-        model_id: model.id().to_owned(),
-        model_features: names.to_vec(),
-        configured: format!("{} JSON pointers ({})", pointers.len(), pointers.join(", ")),
-        why,
+    let mismatch = |why: String| {
+        Box::new(FeatureMismatch {
+            detector: detector.to_owned(),
+            path: model.path().to_owned(),
+            model_id: model.id().to_owned(),
+            model_features: names.to_vec(),
+            configured: format!("{} JSON pointers ({})", pointers.len(), pointers.join(", ")),
+            why,
+        })
     };
     if pointers.len() != names.len() {
         return Err(mismatch(String::new()));
@@ -256,7 +258,7 @@ enum Refusal {
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
-    Features(#[from] FeatureMismatch),
+    Features(#[from] Box<FeatureMismatch>),
 }
 
 /// One running detector: its settings, its scorer, its consumer's assignment, its counters and

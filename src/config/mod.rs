@@ -998,9 +998,11 @@ mod tests {
 
     #[test]
     fn the_old_single_detector_shape_is_refused_with_the_way_out() {
-        let mut c = Config::default();
-        c.detector = Some(serde_json::json!({"input_topic": "t"}));
-        c.model = Some(serde_json::json!({"path": "m.iforest"}));
+        let c = Config {
+            detector: Some(serde_json::json!({"input_topic": "t"})),
+            model: Some(serde_json::json!({"path": "m.iforest"})),
+            ..Config::default()
+        };
         let errs = c.validate();
         let k: Vec<_> = errs.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(k, ["detector", "model"]);
