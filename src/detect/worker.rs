@@ -81,9 +81,12 @@ const MAX_IN_FLIGHT: usize = 4;
 
 /// One scored batch on its way: its results' acknowledgements, then its offset.
 struct InFlight {
-    /// The batch's records, kept until settled for the outputs that may have to fall back.
+    /// The batch's records that have an output, kept until settled for the outputs that may
+    /// have to fall back (the others are dropped at once).
     batch: Vec<OwnedMessage>,
     outputs: Vec<Output>,
+    /// Records in the batch.
+    records: u64,
     last_offset: i64,
     produced: Instant,
     scored_at: SystemTime,
@@ -92,7 +95,7 @@ struct InFlight {
 /// One produced output of a record, awaiting its acknowledgement.
 struct Output {
     pending: Pending,
-    /// The record's place in its batch.
+    /// The record's place in [`InFlight::batch`].
     index: usize,
     intent: Intent,
     step: Step,
@@ -323,9 +326,26 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
                 outputs.push(out);
             }
         }
+        // Keep only the records a fallback may need: those with an output.
+        let records = batch.len() as u64;
+        let mut place = vec![None; batch.len()];
+        for o in &outputs {
+            place[o.index] = Some(0);
+        }
+        let mut kept = Vec::with_capacity(outputs.len());
+        for (m, p) in batch.into_iter().zip(&mut place) {
+            if p.is_some() {
+                *p = Some(kept.len());
+                kept.push(m);
+            }
+        }
+        for o in &mut outputs {
+            o.index = place[o.index].expect("kept above");
+        }
         Ok(InFlight {
-            batch,
+            batch: kept,
             outputs,
+            records,
             last_offset,
             produced,
             scored_at: now,
@@ -547,7 +567,7 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
         }
 
         let m = &env.metrics;
-        let records = b.batch.len() as u64;
+        let records = b.records;
         m.records_in.fetch_add(records, Relaxed);
         m.anomalies_out.fetch_add(anomalies, Relaxed);
         m.batches.fetch_add(1, Relaxed);
