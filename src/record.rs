@@ -516,5 +516,17 @@ mod tests {
             "{\"n\":1e400,\"n\":0.1000000000000000055}"
         );
         assert_eq!(reformat("1e400", true), "1e400");
+        // Text that is not JSON never panics (it is only ever given checked JSON).
+        for odd in [
+            "\"\\é\"",
+            "é{",
+            "{",
+            "]]",
+            "\"unterminated \\",
+            "[1,é]",
+            "\"\\",
+        ] {
+            let _ = reformat(odd, true);
+        }
     }
 }

@@ -378,7 +378,13 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
                     original,
                     Some(dead_letter::headers(why, &from)),
                 ),
-                (Step::Cut | Step::NoValue, _, Some(fall)) => {
+                (Step::Cut | Step::NoValue, _, fall) => {
+                    // Always set on the way down; the default only keeps this total.
+                    let unknown = Fall {
+                        reason: dead_letter::TOO_LARGE,
+                        why: format!("{} was refused", describe(Step::Intended, &intent)),
+                    };
+                    let fall = fall.as_ref().unwrap_or(&unknown);
                     let kept = if step == Step::Cut {
                         // Sized with the longest text they can hold ("cut to its first N-1 of
                         // N bytes"): with less kept, they only shrink.
@@ -393,9 +399,6 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
                     };
                     let headers = fallback_headers(&intent, fall, &from, original.len(), kept);
                     (&env.dead_letter_topic, &original[..kept], Some(headers))
-                }
-                (Step::Cut | Step::NoValue, _, None) => {
-                    unreachable!("a fallback step is only taken with its cause")
                 }
             };
             let size = dead_letter::wire_size(key.len(), value.len(), headers.as_ref());

@@ -163,8 +163,11 @@ pub fn source_text<'a>(anomaly: &Record<'a>) -> Option<String> {
             // The additions are the last member, spliced in as `,"anomalyd":` (or without the
             // comma in an empty object) right before the final `}`.
             let text = anomaly.text();
-            let at = text.len() - 1 - additions.value.len();
-            let head = text[..at].strip_suffix("\"anomalyd\":")?;
+            let at = text.len().checked_sub(1 + additions.value.len())?;
+            if text.get(at..text.len() - 1)? != additions.value {
+                return None;
+            }
+            let head = text.get(..at)?.strip_suffix("\"anomalyd\":")?;
             let head = if members.len() > 1 {
                 head.strip_suffix(',')?
             } else {
@@ -312,6 +315,19 @@ mod tests {
             let back = Record::parse(Some(&out)).unwrap_or_else(|e| panic!("{e}: {src}"));
             assert!(back.get("anomalyd").is_some());
             assert_eq!(source_text(&back).as_deref(), Some(src), "{src}");
+        }
+    }
+
+    #[test]
+    fn source_text_refuses_what_write_anomaly_did_not_write() {
+        for text in [
+            r#"{"a": 1}"#,
+            r#"{"anomalyd": {"layout": "inline"}, "é": 1}"#,
+            r#"{"anomalyd": {"layout": "wrapped"}}"#,
+            r#"{"x":1 , "anomalyd":{"layout":"inline"}}"#,
+        ] {
+            let r = Record::parse(Some(text.as_bytes())).unwrap();
+            assert_eq!(source_text(&r), None, "{text}");
         }
     }
 
