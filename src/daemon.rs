@@ -353,6 +353,9 @@ impl Daemon {
             batch_max: config.detector.batch_max,
             batch_linger: Duration::from_millis(config.detector.batch_linger_ms),
             metrics: Arc::clone(&self.metrics),
+            max_message_bytes: crate::sinks::message_max_bytes(&crate::kafka::producer_config(
+                &config.kafka,
+            )),
         });
         let config = Arc::clone(&self.config);
         let assignment = Arc::clone(&self.assignment);

@@ -18,6 +18,7 @@
 //! - [`notify`]: systemd readiness, reload, stopping and watchdog notifications.
 //! - [`metrics`]: counters and latency histograms.
 //! - [`signals`]: SIGTERM/SIGINT (stop) and SIGHUP (reload) as async messages.
+//! - [`record`]: a record's JSON text read without converting it (features, splicing).
 //! - [`tail`]: `anomalyd tail`, a topic's records as JSON lines.
 //! - [`synthetic`]: the two-blob demo data shared by `train --synthetic` and the generator.
 //! - [`offline`]: CSV input, ROC AUC and average precision, and the `train` and `eval` commands.
@@ -39,6 +40,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod offline;
+pub mod record;
 pub mod signals;
 pub mod sinks;
 pub mod source;

@@ -22,6 +22,11 @@ pub fn render(s: &Status) -> String {
     );
     counter("anomalyd_batches_total", "Batches scored.", c.batches);
     counter(
+        "anomalyd_records_skipped_total",
+        "Records none of whose outputs could be produced, not even a dead letter without its value.",
+        c.records_skipped,
+    );
+    counter(
         "anomalyd_generated_total",
         "Records written by the generator and acknowledged.",
         c.generated,
