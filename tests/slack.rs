@@ -98,7 +98,7 @@ fn anomaly(model: &str, n: i64) -> Value {
 fn wide_anomaly(model: &str, n: i64) -> Value {
     let mut a = anomaly(model, n);
     a["id"] = json!(format!("txn-2026-05-01-{n:08}"));
-    a["explanation"] = (0..12)
+    a["anomalyd"]["explanation"] = (0..12)
         .map(|f| {
             json!({"feature": format!("merchant_category_risk_{f:02}"),
                    "value": 3.9123 + f as f64, "low": -2.6, "high": 2.7})
