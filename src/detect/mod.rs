@@ -5,5 +5,6 @@ pub mod features;
 pub mod forest;
 pub mod model;
 pub mod quantile;
+pub mod rules;
 pub mod slot;
 pub mod worker;
