@@ -1,4 +1,5 @@
 //! detect: turning records into scores: feature extraction, the model,
+//! the rules (named CEL expressions, a scorer without a model),
 //! the live model slot, and the partition workers that score records in batches.
 
 pub mod features;

@@ -1070,6 +1070,60 @@ mod tests {
         shareable::<RuleError>();
     }
 
+    #[test]
+    fn the_documented_examples_hold() {
+        // docs/rules.md: balanced `||` chains, a `+` chain over the depth limit.
+        let env = Env::stdlib();
+        let chain = vec!["t > 1.0"; 300].join(" || ");
+        assert_eq!(depth(env.compile(&chain).unwrap().expression()), 11);
+        let plus = format!("{} > 1.0", vec!["t"; 30].join(" + "));
+        assert!(matches!(
+            RuleSet::compile(&rules(&[("sum", &plus)])),
+            Err(RulesError::TooDeep { .. })
+        ));
+        let record = json!({
+            "temperature": 41.0, "high": 10.0, "low": 2.0, "tags": ["fault"],
+            "sensor": "boiler-7", "site": "plant-north", "count": 24, "ok": false,
+            "reading": {"humidity": 95.0},
+        });
+        for expression in [
+            "temperature * 1.8 + 32.0 > 104.0",
+            "high - low > 5.0",
+            "!(ok)",
+            "ok ? high > 1.0 : low > 1.0",
+            "has(reading.humidity) && reading.humidity > 90.0",
+            "'fault' in tags && size(tags) < 3",
+            "sensor.startsWith('boiler-') && site.contains('north')",
+            "int(count) % 12 == 0",
+        ] {
+            assert!(fires(expression, record.clone()), "{expression}");
+        }
+        let messages = [
+            (
+                "over_pressure",
+                "pressure > 120.0",
+                "missing field `pressure`",
+            ),
+            (
+                "hot",
+                "sensor > 40.0",
+                "wrong type: `>` does not take (string, double)",
+            ),
+            ("sum", "high + 1.0", "result is a double, not a bool"),
+        ];
+        for (name, expression, message) in messages {
+            let error = compile(&[(name, expression)])
+                .evaluate(&record)
+                .unwrap_err();
+            assert_eq!(error.to_string(), format!("rule `{name}`: {message}"));
+        }
+        // false || error is the error.
+        let error = compile(&[("either", "pressure > 120.0 || temperature > 50.0")])
+            .evaluate(&record)
+            .unwrap_err();
+        assert_eq!(error.reason.code(), "missing_field");
+    }
+
     /// Pathological expressions, by size: each is refused or accepted, never a stack overflow.
     pub(super) fn pathological(n: usize) -> Vec<(&'static str, String)> {
         vec![
