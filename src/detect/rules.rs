@@ -465,10 +465,16 @@ fn compile_one(env: &Arc<Env>, name: &str, expression: &str) -> Result<Program, 
             .stack_size(COMPILER_STACK_BYTES)
             .spawn_scoped(scope, work)
         {
-            // The closure returns its errors; a panic inside the parser is re-raised as is.
-            Ok(handle) => handle
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            // A panic inside the parser is a bug upstream; the config still gets an error
+            // naming the rule rather than a crash.
+            Ok(handle) => handle.join().unwrap_or_else(|_| {
+                Err(RulesError::Syntax {
+                    rule: name.to_owned(),
+                    line: 1,
+                    column: 1,
+                    message: "the CEL parser failed on this expression".to_owned(),
+                })
+            }),
             // No thread to be had (resource limits): the length bound still applies.
             Err(_) => work(),
         }
@@ -1288,6 +1294,90 @@ mod tests {
     }
 
     #[test]
+    fn random_expressions_compile_or_are_refused_never_a_panic() {
+        let tokens = [
+            "t",
+            "pressure",
+            "reading",
+            ".",
+            "temperature",
+            "(",
+            ")",
+            "[",
+            "]",
+            "{",
+            "}",
+            ":",
+            ",",
+            "?",
+            ">",
+            ">=",
+            "<",
+            "==",
+            "!=",
+            "!",
+            "-",
+            "+",
+            "*",
+            "/",
+            "%",
+            "&&",
+            "||",
+            "in",
+            "1",
+            "40.0",
+            "1e308",
+            "0x1F",
+            "3u",
+            "'a'",
+            "\"温度\"",
+            "'",
+            "\"",
+            "\\",
+            "true",
+            "null",
+            "has",
+            "size",
+            "all",
+            "x",
+            "\n",
+            " ",
+            "é",
+            "☃",
+            "`",
+            "#",
+            "b'\\xff'",
+        ];
+        let mut rng = Lcg(7);
+        let record = random_record(&mut Lcg(3), 2);
+        let (mut compiled, mut refused) = (0, 0);
+        for _ in 0..1_500 {
+            let length = 1 + rng.below(24);
+            let expression: String = (0..length)
+                .map(|_| tokens[rng.below(tokens.len() as u64) as usize])
+                .collect::<Vec<_>>()
+                .join(if rng.below(2) == 0 { " " } else { "" });
+            match RuleSet::compile(&rules(&[("fuzz", &expression)])) {
+                Ok(set) => {
+                    compiled += 1;
+                    // A verdict or an error naming the rule.
+                    if let Err(error) = set.evaluate(&record) {
+                        assert_eq!(&*error.rule, "fuzz");
+                    }
+                }
+                Err(error) => {
+                    refused += 1;
+                    assert!(error.to_string().contains("fuzz"), "{error}");
+                }
+            }
+        }
+        assert!(
+            compiled > 0 && refused > 0,
+            "{compiled} compiled, {refused} refused"
+        );
+    }
+
+    #[test]
     fn random_records_give_a_verdict_or_an_error_never_a_panic() {
         let pairs = [
             ("hot", "temperature > 40.0"),
@@ -1297,6 +1387,11 @@ mod tests {
             ("arith", "t * 2.0 - pressure < 1e300"),
             ("has", "has(reading.t) || t == '°C ☃ 温度'"),
             ("strings", "string(t).size() >= 0"),
+            (
+                "conversions",
+                "int(t) > 0 || uint(pressure) > 0u || double(reading) > 1.0",
+            ),
+            ("index", "tags[1] == reading['t'] || reading.t.a == 1.0"),
         ];
         let set = compile(&pairs);
         // Each rule alone as well, so that every rule reaches a verdict on some records.
