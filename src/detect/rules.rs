@@ -328,8 +328,13 @@ impl RuleSet {
     /// # Errors
     ///
     /// [`RulesError`]: no rules, an empty or repeated name, a syntax error (with its position
-    /// in the expression), or a call to a function this build of CEL lacks. The first problem
-    /// in the given order is reported.
+    /// in the expression), an expression longer than [`MAX_EXPRESSION_CHARS`] or deeper than
+    /// [`MAX_EXPRESSION_DEPTH`], or a call to a function this build of CEL lacks. The first
+    /// problem in the given order is reported.
+    ///
+    /// Each rule is parsed on a short-lived thread with a 64 MiB stack, since the parser
+    /// recurses per character on some inputs; the depth bound then keeps evaluation, which
+    /// runs on the caller's thread, within a small stack.
     pub fn compile(rules: &[(String, String)]) -> Result<RuleSet, RulesError> {
         if rules.is_empty() {
             return Err(RulesError::Empty);
@@ -380,8 +385,9 @@ impl RuleSet {
     }
 
     /// The top-level identifiers the rules read, sorted and deduplicated: the record fields
-    /// they need (e.g. to check them against a CSV detector's columns at config load). It
-    /// also holds the iteration variables of macros such as `list.all(x, x > 0.0)`.
+    /// they need (e.g. to check them against a CSV detector's columns at config load). It may
+    /// hold more: the iteration variables of macros such as `list.all(x, x > 0.0)`, and type
+    /// names used as values (`type(t) == double`).
     pub fn fields(&self) -> BTreeSet<&str> {
         self.rules
             .iter()
