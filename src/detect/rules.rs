@@ -585,9 +585,31 @@ struct Resolver<'r, F: ?Sized> {
 
 impl<F: Fields + ?Sized> VariableResolver for Resolver<'_, F> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
-        self.record
-            .field(variable)
+        self.field(variable)
             .map(|value| CowVal::Owned(to_val(value)))
+    }
+}
+
+impl<F: Fields + ?Sized> Resolver<'_, F> {
+    /// The field `name`, or for a dotted name the nested JSON value it selects.
+    ///
+    /// For `location.lat` the interpreter asks for `location.lat` first and then for
+    /// `location` (CEL's rule for qualified names, so a field literally named `location.lat`
+    /// wins). Answering the dotted name by walking the JSON saves converting the whole
+    /// `location` object into a CEL map for one number; when a segment is missing the answer
+    /// is `None`, and the interpreter's select on `location` reports the missing key.
+    fn field(&self, name: &str) -> Option<FieldValue<'_>> {
+        if let Some(value) = self.record.field(name) {
+            return Some(value);
+        }
+        let (root, path) = name.split_once('.')?;
+        let FieldValue::Json(mut value) = self.record.field(root)? else {
+            return None;
+        };
+        for segment in path.split('.') {
+            value = value.as_object()?.get(segment)?;
+        }
+        Some(FieldValue::Json(value))
     }
 }
 
@@ -833,6 +855,13 @@ mod tests {
             "has(reading.unit) && !has(reading.humidity)",
             record.clone()
         ));
+        // A key with a dot in it is found whole, as CEL resolves qualified names.
+        assert!(fires("a.b > 1.0", json!({"a.b": 2.0, "a": {"b": 0.0}})));
+        assert!(fires("a.b.c == 'deep'", json!({"a": {"b": {"c": "deep"}}})));
+        let error = compile(&[("not_an_object", "reading.unit.x == 1.0")])
+            .evaluate(&record)
+            .unwrap_err();
+        assert_eq!(error.reason.code(), "wrong_type", "{error}");
         let error = compile(&[("humid", "reading.humidity > 80.0")])
             .evaluate(&record)
             .unwrap_err();
