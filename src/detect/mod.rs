@@ -1,9 +1,11 @@
 //! detect: turning records into scores: feature extraction, the model,
+//! the rules (named CEL expressions, a scorer without a model),
 //! the live model slot, and the partition workers that score records in batches.
 
 pub mod features;
 pub mod forest;
 pub mod model;
 pub mod quantile;
+pub mod rules;
 pub mod slot;
 pub mod worker;
