@@ -314,7 +314,7 @@ async fn steady(topic: &str, n: u64) -> Vec<f64> {
 
 /// From each record's `current_time` to its Kafka timestamp (set when the record was
 /// produced), for records after `from_ms`; and, for anomalies, the part of it up to
-/// `detected_at` (when its batch was scored). Both sorted.
+/// `anomalyd.detected_at` (when its batch was scored). Both sorted.
 async fn latencies(topic: &str, from_ms: f64) -> (Vec<f64>, Vec<f64>) {
     let reader: StreamConsumer = anomalyd::kafka::consumer_config(&kafka(), &unique("lat-reader"))
         .create()
@@ -332,7 +332,7 @@ async fn latencies(topic: &str, from_ms: f64) -> (Vec<f64>, Vec<f64>) {
             && source_ms >= from_ms
         {
             total.push(ms as f64 - source_ms);
-            if let Some(detected) = ms_of(&v["detected_at"]) {
+            if let Some(detected) = ms_of(&v["anomalyd"]["detected_at"]) {
                 scored.push(detected - source_ms);
             }
         }

@@ -169,7 +169,8 @@ pub struct TailArgs {
     /// Print every record from the oldest one kept (then follow with --follow).
     #[arg(long)]
     pub from_beginning: bool,
-    /// Pretty-print each record over several lines.
+    /// Pretty-print each record over several lines (a JSON value still as sent: its numbers
+    /// and keys are never converted).
     #[arg(long)]
     pub pretty: bool,
 }

@@ -680,6 +680,8 @@ impl Daemon {
             }
         }
 
+        let max_message_bytes =
+            crate::sinks::message_max_bytes(&crate::kafka::producer_config(&config.kafka));
         for detector in &self.detectors {
             let d = &detector.config;
             let env = Arc::new(WorkerEnv {
@@ -693,6 +695,7 @@ impl Daemon {
                 batch_linger: Duration::from_millis(d.batch_linger_ms),
                 metrics: Arc::clone(&detector.metrics),
                 total: Arc::clone(&self.metrics),
+                max_message_bytes,
             });
             let config = Arc::clone(&self.config);
             let detector = Arc::clone(detector);

@@ -10,7 +10,8 @@
 //!
 //! - [`config`]: the `anomalyd.toml` schema, loading with env overrides, and validation.
 //! - [`source`]: where records come from: the detector's group consumer and the generator.
-//! - [`detect`]: features, the Isolation Forest and its model file, and the partition workers.
+//! - [`detect`]: features, the Isolation Forest and its model file, CEL rules, and the partition
+//!   workers.
 //! - [`sinks`]: where results go: the anomalies topic, the dead-letter topic and Slack alerts.
 //! - [`daemon`]: wires the configuration into supervised tasks; [`supervisor`] restarts them.
 //! - [`control`]: the control socket (`/live`, `/ready`, `/status`, `/metrics`, `/reload`),
@@ -18,6 +19,7 @@
 //! - [`notify`]: systemd readiness, reload, stopping and watchdog notifications.
 //! - [`metrics`]: counters and latency histograms.
 //! - [`signals`]: SIGTERM/SIGINT (stop) and SIGHUP (reload) as async messages.
+//! - [`record`]: a record's JSON text read without converting it (features, splicing).
 //! - [`tail`]: `anomalyd tail`, a topic's records as JSON lines.
 //! - [`synthetic`]: the two-blob demo data shared by `train --synthetic` and the generator.
 //! - [`offline`]: CSV input, ROC AUC and average precision, and the `train` and `eval` commands.
@@ -39,6 +41,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod offline;
+pub mod record;
 pub mod signals;
 pub mod sinks;
 pub mod source;

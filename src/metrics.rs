@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::detect::features::Rejection;
+use crate::sinks::dead_letter::REASONS;
 
 /// Upper bounds, in seconds, of the latency buckets: 100 us to 10 s, finest between 5 and
 /// 100 ms, where the end-to-end target (p99 <= 50 ms) has to be told apart from its misses.
@@ -108,7 +108,10 @@ pub struct PartitionStats {
 pub struct Metrics {
     pub records_in: AtomicU64,
     pub anomalies_out: AtomicU64,
-    dead_letters: [AtomicU64; Rejection::REASONS.len()],
+    dead_letters: [AtomicU64; REASONS.len()],
+    /// Records none of whose outputs the producer or broker would take, not even a dead letter
+    /// without its value: skipped, each logged with its offset.
+    pub records_skipped: AtomicU64,
     pub batches: AtomicU64,
     pub batch_size: Histogram,
     /// Time to extract features and score one batch.
@@ -130,6 +133,7 @@ impl Default for Metrics {
             records_in: AtomicU64::new(0),
             anomalies_out: AtomicU64::new(0),
             dead_letters: Default::default(),
+            records_skipped: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             batch_size: Histogram::new(BATCH_BUCKETS),
             score_latency: Histogram::new(LATENCY_BUCKETS),
@@ -144,14 +148,14 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn dead_letter(&self, reason: &str) {
-        if let Some(i) = Rejection::REASONS.iter().position(|r| *r == reason) {
+        if let Some(i) = REASONS.iter().position(|r| *r == reason) {
             self.dead_letters[i].fetch_add(1, Relaxed);
         }
     }
 
     /// Dead letters by reason code, every reason listed.
     pub fn dead_letters(&self) -> BTreeMap<&'static str, u64> {
-        Rejection::REASONS
+        REASONS
             .iter()
             .zip(&self.dead_letters)
             .map(|(r, c)| (*r, c.load(Relaxed)))
@@ -182,6 +186,7 @@ impl Metrics {
             records_in: self.records_in.load(Relaxed),
             anomalies_out: self.anomalies_out.load(Relaxed),
             dead_letters: self.dead_letters(),
+            records_skipped: self.records_skipped.load(Relaxed),
             batches: self.batches.load(Relaxed),
             generated: self.generated.load(Relaxed),
             generated_outliers: self.generated_outliers.load(Relaxed),
@@ -199,6 +204,8 @@ pub struct MetricsSnapshot {
     pub records_in: u64,
     pub anomalies_out: u64,
     pub dead_letters: BTreeMap<&'static str, u64>,
+    /// See [`Metrics::records_skipped`].
+    pub records_skipped: u64,
     pub batches: u64,
     pub generated: u64,
     pub generated_outliers: u64,

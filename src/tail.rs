@@ -25,6 +25,7 @@ use thiserror::Error;
 
 use crate::config::KafkaConfig;
 use crate::exit;
+use crate::record::{self, Raw, Record};
 
 /// How long the broker may take to answer a metadata or watermark request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,15 +95,18 @@ pub struct TailOptions {
     pub pretty: bool,
 }
 
-/// One record as printed: a JSON payload as itself, anything else as a string, with headers
-/// (dead letters carry their reason there) when there are any.
-pub fn render(m: &impl Message) -> Value {
-    let payload = m.payload().map(|p| {
-        serde_json::from_slice::<Value>(p)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(p).into_owned()))
+/// One record as printed, as one line of JSON text: a JSON payload as itself, exactly as sent
+/// but for whitespace between tokens (numbers such as `1e400` or `0.1000000000000000055`,
+/// repeated keys and key order are never converted; a leading byte-order mark is dropped),
+/// anything else as a string; with headers (dead letters carry their reason there) when there
+/// are any.
+pub fn render(m: &impl Message) -> String {
+    let payload = m.payload().map(|p| match Record::parse(Some(p)) {
+        Ok(r) => record::reformat(r.text(), false),
+        Err(_) => Value::String(String::from_utf8_lossy(p).into_owned()).to_string(),
     });
     let Some(headers) = m.headers() else {
-        return payload.unwrap_or(Value::Null);
+        return payload.unwrap_or_else(|| "null".into());
     };
     let headers: serde_json::Map<String, Value> = headers
         .iter()
@@ -111,13 +115,22 @@ pub fn render(m: &impl Message) -> Value {
             (h.key.to_owned(), json!(v))
         })
         .collect();
-    json!({
-        "key": m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-        "headers": headers,
-        "partition": m.partition(),
-        "offset": m.offset(),
-        "value": payload,
+    #[derive(serde::Serialize)]
+    struct Envelope<'a> {
+        key: Option<String>,
+        headers: serde_json::Map<String, Value>,
+        partition: i32,
+        offset: i64,
+        value: Option<Raw<'a>>,
+    }
+    serde_json::to_string(&Envelope {
+        key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+        headers,
+        partition: m.partition(),
+        offset: m.offset(),
+        value: payload.as_deref().map(Raw),
     })
+    .expect("an envelope of strings and checked JSON serialises")
 }
 
 /// One partition's offsets at the start: `low` is the oldest kept, `high` the next to be
@@ -353,13 +366,12 @@ fn watermarks(
 
 /// One record as one JSON line (or several, pretty), flushed at once for pipes.
 fn print(out: &mut impl Write, m: &impl Message, pretty: bool) -> Result<(), TailError> {
-    let v = render(m);
+    let line = render(m);
     if pretty {
-        serde_json::to_writer_pretty(&mut *out, &v).map_err(std::io::Error::from)?;
+        writeln!(out, "{}", record::reformat(&line, true))?;
     } else {
-        serde_json::to_writer(&mut *out, &v).map_err(std::io::Error::from)?;
+        writeln!(out, "{line}")?;
     }
-    writeln!(out)?;
     out.flush()?;
     Ok(())
 }
@@ -379,6 +391,54 @@ mod tests {
             offset,
             None,
         )
+    }
+
+    fn with_payload(
+        payload: &[u8],
+        headers: Option<rdkafka::message::OwnedHeaders>,
+    ) -> OwnedMessage {
+        OwnedMessage::new(
+            Some(payload.to_vec()),
+            Some(b"k".to_vec()),
+            "t".into(),
+            Timestamp::CreateTime(1),
+            0,
+            3,
+            headers,
+        )
+    }
+
+    #[test]
+    fn payloads_print_as_sent_whatever_their_numbers() {
+        let sent = "\u{feff}{\"id\": 1, \"n\": 1e400, \"p\": 0.1000000000000000055, \"n\": -0.0,\n \"big\": 12345678901234567890123}";
+        let m = with_payload(sent.as_bytes(), None);
+        assert_eq!(
+            render(&m),
+            r#"{"id":1,"n":1e400,"p":0.1000000000000000055,"n":-0.0,"big":12345678901234567890123}"#
+        );
+        let mut out = Vec::new();
+        print(&mut out, &m, true).unwrap();
+        let pretty = String::from_utf8(out).unwrap();
+        assert!(
+            pretty.starts_with("{\n  \"id\": 1,\n  \"n\": 1e400,"),
+            "{pretty}"
+        );
+        assert!(
+            pretty.ends_with("\"big\": 12345678901234567890123\n}\n"),
+            "{pretty}"
+        );
+
+        let h = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+            key: "anomalyd-reason",
+            value: Some("not_json"),
+        });
+        let letter = render(&with_payload(b"{\"x\": 1e400}", Some(h.clone())));
+        assert!(letter.ends_with(r#""value":{"x":1e400}}"#), "{letter}");
+        let text = render(&with_payload(b"not json", Some(h)));
+        assert!(text.ends_with(r#""value":"not json"}"#), "{text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["headers"]["anomalyd-reason"], "not_json");
+        assert_eq!(v["key"], "k");
     }
 
     #[test]

@@ -175,11 +175,11 @@ async fn two_detectors_on_one_topic_each_see_every_record_once() {
             "{name}: its topic holds what its model flags"
         );
         for v in got {
-            assert_eq!(v["detector"], name, "{v}");
-            assert_eq!(v["model"]["id"], id.as_str(), "{v}");
-            assert_eq!(v["model"]["kind"], "isolation_forest", "{v}");
+            assert_eq!(v["anomalyd"]["detector"], name, "{v}");
+            assert_eq!(v["anomalyd"]["model"]["id"], id.as_str(), "{v}");
+            assert_eq!(v["anomalyd"]["model"]["kind"], "isolation_forest", "{v}");
             assert!(
-                v["decision"].as_f64().unwrap() < 0.0,
+                v["anomalyd"]["decision"].as_f64().unwrap() < 0.0,
                 "negative means anomalous"
             );
         }
@@ -302,8 +302,8 @@ async fn a_reload_with_one_good_and_one_bad_file_swaps_one_and_loses_nothing() {
     let mut seen_good = BTreeSet::new();
     for v in &got_good {
         let id = v["id"].as_u64().unwrap();
-        let model = v["model"]["id"].as_str().unwrap();
-        assert_eq!(v["detector"], "good");
+        let model = v["anomalyd"]["model"]["id"].as_str().unwrap();
+        assert_eq!(v["anomalyd"]["detector"], "good");
         assert!(
             model == a1 || model == a2,
             "only a1 and a2 scored for good: {v}"
@@ -327,6 +327,7 @@ async fn a_reload_with_one_good_and_one_bad_file_swaps_one_and_loses_nothing() {
     assert!(
         got_bad
             .iter()
-            .all(|v| v["detector"] == "bad" && v["model"]["id"] == b1.as_str())
+            .all(|v| v["anomalyd"]["detector"] == "bad"
+                && v["anomalyd"]["model"]["id"] == b1.as_str())
     );
 }

@@ -133,7 +133,7 @@ async fn reload_mid_stream_loses_nothing_and_scores_nothing_twice() {
     for msg in &anomalies {
         let v: Value = serde_json::from_slice(msg.payload().unwrap()).unwrap();
         let id = v["id"].as_u64().unwrap();
-        let model = v["model"]["id"].as_str().unwrap().to_owned();
+        let model = v["anomalyd"]["model"]["id"].as_str().unwrap().to_owned();
         let (p, o) = position[&id];
         if model == a {
             let e = last_a.entry(p).or_insert(o);

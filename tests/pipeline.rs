@@ -64,21 +64,24 @@ async fn clean_run_scores_every_record_once_and_matches_offline_scoring() {
         expected.len()
     );
 
-    // Enrichment: score, decision, model identity, source position, time, explanation.
+    // Enrichment, under "anomalyd": score, decision, model identity, source position, time,
+    // explanation; the source record's own fields where they were.
     let model_id = anomalyd::detect::model::Model::load(&model)
         .unwrap()
         .id()
         .to_owned();
     for m in &got {
         let v: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
-        assert!(v["score"].as_f64().unwrap() < 0.0);
-        assert!(v["decision"].as_f64().unwrap() < 0.0);
-        assert_eq!(v["model"]["id"], model_id.as_str());
-        assert_eq!(v["model"]["kind"], "isolation_forest");
-        assert_eq!(v["source"]["topic"], input.as_str());
+        let a = &v["anomalyd"];
+        assert!(a["score"].as_f64().unwrap() < 0.0);
+        assert!(a["decision"].as_f64().unwrap() < 0.0);
+        assert_eq!(a["model"]["id"], model_id.as_str());
+        assert_eq!(a["model"]["kind"], "isolation_forest");
+        assert_eq!(a["source"]["topic"], input.as_str());
+        assert_eq!(a["layout"], "inline");
         assert!(v["data"][0].is_array() && v["current_time"].is_string());
-        assert!(v["detected_at"].as_str().unwrap().ends_with('Z'));
-        assert!(v["explanation"].is_array());
+        assert!(a["detected_at"].as_str().unwrap().ends_with('Z'));
+        assert!(a["explanation"].is_array());
         assert_eq!(
             m.key().unwrap(),
             v["id"].to_string().as_bytes(),
@@ -89,7 +92,7 @@ async fn clean_run_scores_every_record_once_and_matches_offline_scoring() {
     let (mut ranged, mut attributed) = (0, 0);
     for m in &got {
         let v: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
-        let entries = v["explanation"].as_array().unwrap();
+        let entries = v["anomalyd"]["explanation"].as_array().unwrap();
         assert!(!entries.is_empty(), "an anomaly without a reason: {v}");
         if entries
             .iter()

@@ -81,12 +81,15 @@ fn anomaly(model: &str, n: i64) -> Value {
     json!({
         "id": n,
         "data": [[3.9, -0.5]],
-        "score": -0.6 - (n % 100) as f64 / 1000.0,
-        "decision": -0.1,
-        "model": {"id": model, "kind": "isolation_forest", "path": "/m.iforest"},
-        "source": {"topic": SOURCE, "partition": (n % 3), "offset": n},
-        "detected_at": format!("2026-05-01T12:00:{:02}.000Z", n % 60),
-        "explanation": [{"feature": "x0", "value": 3.9123, "low": -2.6, "high": 2.7}],
+        "anomalyd": {
+            "score": -0.6 - (n % 100) as f64 / 1000.0,
+            "decision": -0.1,
+            "model": {"id": model, "kind": "isolation_forest", "path": "/m.iforest"},
+            "source": {"topic": SOURCE, "partition": (n % 3), "offset": n},
+            "detected_at": format!("2026-05-01T12:00:{:02}.000Z", n % 60),
+            "explanation": [{"feature": "x0", "value": 3.9123, "low": -2.6, "high": 2.7}],
+            "layout": "inline",
+        },
     })
 }
 
@@ -95,7 +98,7 @@ fn anomaly(model: &str, n: i64) -> Value {
 fn wide_anomaly(model: &str, n: i64) -> Value {
     let mut a = anomaly(model, n);
     a["id"] = json!(format!("txn-2026-05-01-{n:08}"));
-    a["explanation"] = (0..12)
+    a["anomalyd"]["explanation"] = (0..12)
         .map(|f| {
             json!({"feature": format!("merchant_category_risk_{f:02}"),
                    "value": 3.9123 + f as f64, "low": -2.6, "high": 2.7})
@@ -670,7 +673,7 @@ async fn log_mode_writes_the_alert_to_the_log() {
     // A source topic unique to this test, to find its alert among every test's logs.
     let source = support::unique("logged");
     for r in &mut records {
-        r["source"]["topic"] = json!(source);
+        r["anomalyd"]["source"]["topic"] = json!(source);
     }
     produce(&topic, records).await;
     let metrics = Arc::new(SlackMetrics::default());

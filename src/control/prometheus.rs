@@ -24,6 +24,11 @@ pub fn render(s: &Status) -> String {
         c.batches,
     );
     counter(
+        "anomalyd_records_skipped_total",
+        "Records none of whose outputs could be produced, not even a dead letter without its value.",
+        c.records_skipped,
+    );
+    counter(
         "anomalyd_generated_total",
         "Records written by the generator and acknowledged.",
         c.generated,

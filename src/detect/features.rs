@@ -4,11 +4,15 @@
 //! the generator's schema) or they are picked out by JSON pointers, one per feature. Anything
 //! else is a [`Rejection`] with a reason code, so the record can go to the dead-letter topic
 //! instead of stopping the stream.
+//!
+//! Only the features are judged: the record is read as text ([`crate::record`]), and only the
+//! feature values are converted to `f64`. A field that is not a feature may hold anything JSON
+//! allows (`1e400`, a 30-digit integer) and passes on unchanged.
 
-use serde_json::Value;
 use thiserror::Error;
 
 use crate::config::FeatureSpec;
+use crate::record::{self, Record, RecordError};
 
 /// Why a record cannot be scored. The [`reason`](Rejection::reason) code goes into the
 /// dead-letter record's headers and the metrics; the message says exactly what was wrong.
@@ -22,6 +26,7 @@ pub enum Rejection {
     NotANumber(String),
     #[error("feature {0} is not a finite number")]
     NotFinite(String),
+    /// `found` is the real count, however long the array.
     #[error("expected {expected} features, found {found}")]
     WrongFeatureCount { expected: usize, found: usize },
 }
@@ -48,6 +53,12 @@ impl Rejection {
     }
 }
 
+impl From<RecordError> for Rejection {
+    fn from(e: RecordError) -> Self {
+        Self::NotJson(e.to_string())
+    }
+}
+
 /// Pulls a fixed number of features out of records, per the configured [`FeatureSpec`].
 #[derive(Debug, Clone)]
 pub struct FeatureExtractor {
@@ -70,30 +81,21 @@ impl FeatureExtractor {
         }
     }
 
-    /// Parses a record's payload as JSON.
-    pub fn parse(payload: Option<&[u8]>) -> Result<Value, Rejection> {
-        let bytes = payload.ok_or_else(|| Rejection::NotJson("the record has no value".into()))?;
-        serde_json::from_slice(bytes).map_err(|e| {
-            // serde_json refuses number literals beyond f64's range; that is a non-finite
-            // feature value, not broken JSON.
-            if e.to_string().starts_with("number out of range") {
-                Rejection::NotFinite(format!("(a number out of range at column {})", e.column()))
-            } else {
-                Rejection::NotJson(e.to_string())
-            }
-        })
+    /// Checks a record's payload as JSON (a leading UTF-8 byte-order mark is ignored) without
+    /// converting any of it; see [`Record::parse`].
+    pub fn parse(payload: Option<&[u8]>) -> Result<Record<'_>, Rejection> {
+        Ok(Record::parse(payload)?)
     }
 
     /// Appends exactly `expected` finite features of `record` to `out`, or leaves `out` as it
     /// was and says why not.
-    pub fn extract(&self, record: &Value, out: &mut Vec<f64>) -> Result<(), Rejection> {
+    pub fn extract(&self, record: &Record<'_>, out: &mut Vec<f64>) -> Result<(), Rejection> {
         let start = out.len();
         let result = match &self.spec {
             FeatureSpec::Field(field) => self.field_values(record, field, out),
             FeatureSpec::Pointers(pointers) => pointer_values(record, pointers, out),
         };
-        let found = out.len() - start;
-        let result = result.and_then(|()| {
+        let result = result.and_then(|found| {
             (found == self.expected)
                 .then_some(())
                 .ok_or(Rejection::WrongFeatureCount {
@@ -107,54 +109,81 @@ impl FeatureExtractor {
         result
     }
 
+    /// The numbers of the array field `field`, flat or one point nested (`[[x, y]]`), in
+    /// order; returns how many there are. Every element is checked to be a number, but only
+    /// the first `expected` are converted and kept: a longer array is wrong anyway, and is
+    /// counted to the end so the error can say by how much.
     fn field_values(
         &self,
-        record: &Value,
+        record: &Record<'_>,
         field: &str,
         out: &mut Vec<f64>,
-    ) -> Result<(), Rejection> {
+    ) -> Result<usize, Rejection> {
         let value = record
             .get(field)
             .ok_or_else(|| Rejection::MissingFeature(format!("field {field:?}")))?;
-        let Value::Array(items) = value else {
-            return Err(Rejection::NotANumber(format!(
-                "{field} (an array of numbers was expected)"
-            )));
-        };
-        for (i, item) in items.iter().enumerate() {
-            match item {
-                // The generator's schema nests one point: [[x, y]].
-                Value::Array(inner) => {
-                    for (j, v) in inner.iter().enumerate() {
-                        out.push(number(v, || format!("{field}[{i}][{j}]"))?);
+        let not_array =
+            || Rejection::NotANumber(format!("{field} (an array of numbers was expected)"));
+        if !value.starts_with('[') {
+            return Err(not_array());
+        }
+        let mut found = 0usize;
+        let mut problem = None;
+        let mut take = |v: &str, name: &dyn Fn() -> String| {
+            if found < self.expected {
+                match number(v, name) {
+                    Ok(x) => out.push(x),
+                    Err(r) => {
+                        problem = Some(r);
+                        return false;
                     }
                 }
-                v => out.push(number(v, || format!("{field}[{i}]"))?),
+            } else if record::number(v).is_none() {
+                problem = Some(Rejection::NotANumber(name()));
+                return false;
             }
-            if out.len() > self.expected + 1024 {
-                break; // a huge array is wrong anyway; don't copy all of it
+            found += 1;
+            true
+        };
+        record::for_each_element(value, |i, item| {
+            if item.starts_with('[') {
+                // The generator's schema nests one point: [[x, y]].
+                let mut go_on = true;
+                let inner = record::for_each_element(item, |j, v| {
+                    go_on = take(v, &|| format!("{field}[{i}][{j}]"));
+                    go_on
+                });
+                inner.is_ok() && go_on
+            } else {
+                take(item, &|| format!("{field}[{i}]"))
             }
+        })
+        .map_err(|_| not_array())?;
+        match problem {
+            Some(r) => Err(r),
+            None => Ok(found),
         }
-        Ok(())
     }
 }
 
+/// The number at each pointer, in order; returns how many (always `pointers.len()`).
 fn pointer_values(
-    record: &Value,
+    record: &Record<'_>,
     pointers: &[String],
     out: &mut Vec<f64>,
-) -> Result<(), Rejection> {
+) -> Result<usize, Rejection> {
     for p in pointers {
         let v = record
             .pointer(p)
             .ok_or_else(|| Rejection::MissingFeature(p.clone()))?;
-        out.push(number(v, || p.clone())?);
+        out.push(number(v, &|| p.clone())?);
     }
-    Ok(())
+    Ok(pointers.len())
 }
 
-fn number(v: &Value, name: impl Fn() -> String) -> Result<f64, Rejection> {
-    let x = v.as_f64().ok_or_else(|| Rejection::NotANumber(name()))?;
+/// A feature's value from its JSON text: a number within `f64`'s range.
+fn number(text: &str, name: &dyn Fn() -> String) -> Result<f64, Rejection> {
+    let x = record::number(text).ok_or_else(|| Rejection::NotANumber(name()))?;
     if x.is_finite() {
         Ok(x)
     } else {
@@ -165,19 +194,24 @@ fn number(v: &Value, name: impl Fn() -> String) -> Result<f64, Rejection> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn field(expected: usize) -> FeatureExtractor {
         FeatureExtractor::new(FeatureSpec::Field("data".into()), expected)
     }
 
-    fn extract(fx: &FeatureExtractor, record: Value) -> Result<Vec<f64>, Rejection> {
+    fn extract_text(fx: &FeatureExtractor, text: &str) -> Result<Vec<f64>, Rejection> {
+        let record = FeatureExtractor::parse(Some(text.as_bytes()))?;
         let mut out = vec![99.0];
         fx.extract(&record, &mut out)
             .map(|()| out[1..].to_vec())
             .inspect_err(|_| {
                 assert_eq!(out, [99.0], "a rejected record adds nothing");
             })
+    }
+
+    fn extract(fx: &FeatureExtractor, record: Value) -> Result<Vec<f64>, Rejection> {
+        extract_text(fx, &record.to_string())
     }
 
     #[test]
@@ -236,15 +270,10 @@ mod tests {
 
     #[test]
     fn parse_tells_broken_json_from_out_of_range_numbers() {
+        let fx = field(2);
         assert_eq!(
-            FeatureExtractor::parse(Some(b"{\"data\": [[1, 2]]}")).unwrap(),
-            json!({"data": [[1, 2]]})
-        );
-        assert_eq!(
-            FeatureExtractor::parse(Some(b"{\"data\": [[1e999, 2]]}"))
-                .unwrap_err()
-                .reason(),
-            "not_finite"
+            extract_text(&fx, r#"{"data": [[1e999, 2]]}"#),
+            Err(Rejection::NotFinite("data[0][0]".into()))
         );
         assert_eq!(
             FeatureExtractor::parse(Some(b"not json"))
@@ -259,15 +288,72 @@ mod tests {
     }
 
     #[test]
-    fn names_say_where_the_bad_value_is() {
-        let err = extract(&field(2), json!({"data": [[1, true]]})).unwrap_err();
-        assert_eq!(err.to_string(), "feature data[0][1] is not a number");
+    fn only_the_features_are_judged() {
+        // Issue 11: `note` is not a feature; 1e400 there is the record's business.
+        let fx = field(2);
+        assert_eq!(
+            extract_text(&fx, r#"{"id": "x", "note": 1e400, "data": [[3.5, -3.5]]}"#),
+            Ok(vec![3.5, -3.5])
+        );
+        assert_eq!(
+            extract_text(
+                &fx,
+                r#"{"big": 123456789012345678901234567890, "n": [1e400, -1e400], "data": [1, 2]}"#
+            ),
+            Ok(vec![1.0, 2.0])
+        );
+        // A feature out of range is still not finite, named by its pointer.
+        let fx = FeatureExtractor::new(
+            FeatureSpec::Pointers(vec!["/amount".into(), "/hour".into()]),
+            2,
+        );
+        let err = extract_text(&fx, r#"{"amount": 1e400, "hour": 3}"#).unwrap_err();
+        assert_eq!(err.to_string(), "feature /amount is not a finite number");
+        assert_eq!(err.reason(), "not_finite");
+        assert_eq!(
+            extract_text(
+                &fx,
+                r#"{"amount": -1E+2, "hour": 0.30000000000000004, "x": 1e999}"#
+            ),
+            Ok(vec![-100.0, 0.30000000000000004])
+        );
     }
 
     #[test]
-    fn huge_arrays_are_cut_short() {
-        let big: Vec<f64> = (0..100_000).map(f64::from).collect();
+    fn a_byte_order_mark_before_json_is_ignored() {
+        let fx = field(2);
+        assert_eq!(
+            extract_text(&fx, "\u{feff}{\"data\": [[3.5, -3.5]]}"),
+            Ok(vec![3.5, -3.5])
+        );
+    }
+
+    #[test]
+    fn names_say_where_the_bad_value_is() {
+        let err = extract(&field(2), json!({"data": [[1, true]]})).unwrap_err();
+        assert_eq!(err.to_string(), "feature data[0][1] is not a number");
+        let err = extract(&field(2), json!({"data": [1, 2, 3, "x"]})).unwrap_err();
+        assert_eq!(err.to_string(), "feature data[3] is not a number");
+    }
+
+    #[test]
+    fn huge_arrays_are_counted_to_the_end() {
+        // Issue 11: 130,000 numbers were reported as "found 1025".
+        let big: Vec<f64> = (0..130_000).map(f64::from).collect();
         let err = extract(&field(2), json!({ "data": big })).unwrap_err();
-        assert!(matches!(err, Rejection::WrongFeatureCount { expected: 2, found } if found < 2000));
+        assert_eq!(
+            err,
+            Rejection::WrongFeatureCount {
+                expected: 2,
+                found: 130_000
+            }
+        );
+        assert_eq!(err.to_string(), "expected 2 features, found 130000");
+        let nested: Vec<Vec<u32>> = vec![(0..70_000).collect(), (0..60_000).collect()];
+        let err = extract(&field(2), json!({ "data": nested })).unwrap_err();
+        assert!(
+            matches!(err, Rejection::WrongFeatureCount { found: 130_000, .. }),
+            "{err}"
+        );
     }
 }

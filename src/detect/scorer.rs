@@ -21,6 +21,7 @@ use serde_json::Value;
 
 use super::model::Model;
 use super::slot::ModelSlot;
+use crate::record::Record;
 
 /// What a scorer said about one record.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -53,14 +54,15 @@ pub enum Needs {
 }
 
 /// One batch's input: the feature rows (row-major, [`Needs::Features`] values per record;
-/// empty for [`Needs::Record`]) and the parsed records, in the same order.
+/// empty for [`Needs::Record`]) and the records (their JSON text, split at the top level, see
+/// [`Record`]), in the same order.
 #[derive(Debug, Clone, Copy)]
-pub struct Batch<'a> {
+pub struct Batch<'a, 'r> {
     pub rows: &'a [f64],
-    pub records: &'a [&'a Value],
+    pub records: &'a [&'a Record<'r>],
 }
 
-impl Batch<'_> {
+impl Batch<'_, '_> {
     /// How many records the batch holds.
     pub fn len(&self) -> usize {
         self.records.len()
@@ -89,11 +91,11 @@ pub trait Scorer: Send + Sync + fmt::Debug {
     /// # Panics
     /// If `out.len() != batch.len()`, or the rows do not hold `batch.len()` times the
     /// feature count.
-    fn score_batch(&self, batch: &Batch<'_>, out: &mut [Scored]);
+    fn score_batch(&self, batch: &Batch<'_, '_>, out: &mut [Scored]);
 
-    /// Why a flagged record is an anomaly, as the JSON array published under
-    /// `explanation`; `features` is the record's row (empty for [`Needs::Record`]).
-    fn explain(&self, features: &[f64], record: &Value) -> Value;
+    /// Why a flagged record is an anomaly, the entries published under `explanation`;
+    /// `features` is the record's row (empty for [`Needs::Record`]).
+    fn explain(&self, features: &[f64], record: &Record<'_>) -> Vec<Value>;
 }
 
 impl Scorer for Model {
@@ -113,7 +115,7 @@ impl Scorer for Model {
         Model::feature_names(self)
     }
 
-    fn score_batch(&self, batch: &Batch<'_>, out: &mut [Scored]) {
+    fn score_batch(&self, batch: &Batch<'_, '_>, out: &mut [Scored]) {
         assert_eq!(out.len(), batch.len(), "one output per record");
         let mut scores = vec![0.0; batch.len()];
         Model::score_batch(self, batch.rows, &mut scores);
@@ -125,8 +127,8 @@ impl Scorer for Model {
         }
     }
 
-    fn explain(&self, features: &[f64], _record: &Value) -> Value {
-        Value::Array(crate::sinks::anomalies::explanation(features, self))
+    fn explain(&self, features: &[f64], _record: &Record<'_>) -> Vec<Value> {
+        crate::sinks::anomalies::explanation(features, self)
     }
 }
 
@@ -183,7 +185,8 @@ mod tests {
         assert_eq!(source.reload_path(), Some(path.as_path()));
 
         let rows = [2.0, 2.0, 0.0, 0.1, 9.0, -9.0];
-        let records = [&Value::Null, &Value::Null, &Value::Null];
+        let record = Record::parse(Some(b"{}")).unwrap();
+        let records = [&record, &record, &record];
         let mut out = [Scored::default(); 3];
         scorer.score_batch(
             &Batch {
@@ -199,6 +202,6 @@ mod tests {
         }
         // A blob centre is normal; far outside is anomalous: negative means anomalous.
         assert!(out[0].decision > 0.0 && out[2].decision < 0.0, "{out:?}");
-        assert!(scorer.explain(&rows[4..6], &Value::Null).is_array());
+        assert!(!scorer.explain(&rows[4..6], &record).is_empty());
     }
 }

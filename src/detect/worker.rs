@@ -4,6 +4,15 @@
 //!
 //! That order is the at-least-once guarantee: a stored (and so committed) offset never passes a
 //! record whose results are not safely in Kafka. A crash re-scores at most the batches in flight.
+//!
+//! No single record can stop a partition: an output the producer or broker refuses for its
+//! own content (larger than `message.max.bytes`, checked before producing; or refused as too
+//! large or invalid when produced or delivered) falls down a ladder, each step tried once: the
+//! same output again (only after a refusal on delivery, which may have been a batch-mate's
+//! doing), a `too_large` (or `refused`) dead letter with the value cut to fit, the same without
+//! a value, and last, skipping the record, with an error log naming its offset and the
+//! `records_skipped` metric. Any other produce error still fails the worker, so that nothing is
+//! lost to a broker outage.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -12,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::{Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use thiserror::Error;
@@ -22,7 +31,7 @@ use super::features::{FeatureExtractor, Rejection};
 use super::scorer::{Batch, Needs, Scored, ScorerSource};
 use crate::config::FeatureSpec;
 use crate::metrics::{Metrics, PartitionStats};
-use crate::sinks::anomalies::{Detection, anomaly_record};
+use crate::sinks::anomalies::{Additions, Detection, write_anomaly};
 use crate::sinks::{Pending, SinkError, SourceRef, dead_letter, enqueue};
 
 /// What every worker of one detector shares.
@@ -41,6 +50,9 @@ pub struct WorkerEnv {
     pub metrics: Arc<Metrics>,
     /// The daemon's counters over every detector.
     pub total: Arc<Metrics>,
+    /// The producer's `message.max.bytes`: no output larger than this is produced (see
+    /// [`crate::sinks::message_max_bytes`]).
+    pub max_message_bytes: usize,
 }
 
 #[derive(Debug, Error)]
@@ -75,13 +87,110 @@ const MAX_IN_FLIGHT: usize = 4;
 
 /// One scored batch on its way: its results' acknowledgements, then its offset.
 struct InFlight {
-    pending: Vec<(Pending, Option<i64>)>,
-    last_offset: i64,
+    /// The batch's records that have an output, kept until settled for the outputs that may
+    /// have to fall back (the others are dropped at once).
+    batch: Vec<OwnedMessage>,
+    outputs: Vec<Output>,
+    /// Records in the batch.
     records: u64,
-    anomalies: u64,
-    rejected: Vec<&'static str>,
+    last_offset: i64,
     produced: Instant,
     scored_at: SystemTime,
+}
+
+/// One produced output of a record, awaiting its acknowledgement.
+struct Output {
+    pending: Pending,
+    /// The record's place in [`InFlight::batch`].
+    index: usize,
+    intent: Intent,
+    step: Step,
+    /// Why the output is down the ladder, from [`Step::Cut`] on.
+    fall: Option<Fall>,
+}
+
+/// What a record's output is meant to be.
+enum Intent {
+    /// An anomaly: its payload (kept for a retry), and where in it anomalyd's additions are.
+    Anomaly {
+        payload: Vec<u8>,
+        additions: std::ops::Range<usize>,
+        source_ms: Option<i64>,
+    },
+    DeadLetter(Rejection),
+}
+
+impl Intent {
+    /// `anomaly`, or the dead letter's reason code.
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::Anomaly { .. } => "anomaly",
+            Self::DeadLetter(r) => r.reason(),
+        }
+    }
+}
+
+/// The ladder an output falls down when it is refused for its own content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// The output as meant.
+    Intended,
+    /// The same again, once: a refusal on delivery may be a batch-mate's doing.
+    Again,
+    /// A `too_large` or `refused` dead letter, its value cut to fit.
+    Cut,
+    /// The same without a value: the headers still say where the record is.
+    NoValue,
+}
+
+impl Step {
+    /// The step after this one was refused (`Again` only after a refusal on delivery).
+    fn next(self, on_delivery: bool) -> Option<Self> {
+        match self {
+            Self::Intended if on_delivery => Some(Self::Again),
+            Self::Intended | Self::Again => Some(Self::Cut),
+            Self::Cut => Some(Self::NoValue),
+            Self::NoValue => None,
+        }
+    }
+}
+
+/// Why an output is falling down the ladder, for the dead letter's headers.
+#[derive(Debug, Clone)]
+struct Fall {
+    /// [`dead_letter::TOO_LARGE`] or [`dead_letter::REFUSED`].
+    reason: &'static str,
+    /// What was refused and why, in words.
+    why: String,
+}
+
+/// What the output of `intent` at `step` is, in words.
+fn describe(step: Step, intent: &Intent) -> &'static str {
+    match (step, intent) {
+        (Step::Intended | Step::Again, Intent::Anomaly { .. }) => "the anomaly record",
+        (Step::Intended | Step::Again, Intent::DeadLetter(_)) => "the dead letter",
+        (Step::Cut, _) => "the dead letter with its value cut",
+        (Step::NoValue, _) => "the dead letter without its value",
+    }
+}
+
+/// The [`Fall`] for a refusal by the producer or broker.
+fn refusal(e: &SinkError, too_large: bool, step: Step, intent: &Intent) -> Fall {
+    Fall {
+        reason: if too_large {
+            dead_letter::TOO_LARGE
+        } else {
+            dead_letter::REFUSED
+        },
+        why: format!("{} was refused: {e}", describe(step, intent)),
+    }
+}
+
+/// What a settled output turned out to be.
+struct Settled {
+    intent: Intent,
+    step: Step,
+    fall: Option<Fall>,
 }
 
 impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
@@ -135,8 +244,8 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
                     _ = stop.changed() => break,
                 }
             }
-            let scored = self.score_and_publish(&batch).await?;
-            batch.clear();
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(self.env.batch_max));
+            let scored = self.score_and_publish(full).await?;
             if tx.send(scored).await.is_err() {
                 return Ok(());
             }
@@ -155,9 +264,13 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
     }
 
     /// Scores one batch and produces its anomalies and dead letters (not yet acknowledged).
-    async fn score_and_publish(&self, batch: &[OwnedMessage]) -> Result<InFlight, WorkerError> {
-        let last = batch.last().expect("a batch has at least one record");
+    async fn score_and_publish(&self, batch: Vec<OwnedMessage>) -> Result<InFlight, WorkerError> {
+        let last_offset = batch
+            .last()
+            .expect("a batch has at least one record")
+            .offset();
         let env = self.env;
+        // Taken once per batch: a reload takes effect at the next batch, never inside one.
         let scorer = env.scorer.current();
         let needs = scorer.needs();
         let nf = match needs {
@@ -171,18 +284,18 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
         let mut scorable = Vec::with_capacity(batch.len());
         let mut rejected = Vec::new();
         for (i, m) in batch.iter().enumerate() {
-            let outcome = FeatureExtractor::parse(m.payload()).and_then(|v| match needs {
-                Needs::Features(_) => extractor.extract(&v, &mut rows).map(|()| v),
-                Needs::Record => Ok(v),
+            let outcome = FeatureExtractor::parse(m.payload()).and_then(|r| match needs {
+                Needs::Features(_) => extractor.extract(&r, &mut rows).map(|()| r),
+                Needs::Record => Ok(r),
             });
             match outcome {
-                Ok(v) => scorable.push((i, v)),
+                Ok(r) => scorable.push((i, r)),
                 Err(r) => rejected.push((i, r)),
             }
         }
         let mut scored = vec![Scored::default(); scorable.len()];
         {
-            let records: Vec<&serde_json::Value> = scorable.iter().map(|(_, v)| v).collect();
+            let records: Vec<_> = scorable.iter().map(|(_, r)| r).collect();
             let input = Batch {
                 rows: &rows,
                 records: &records,
@@ -196,60 +309,268 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
 
         let produced = Instant::now();
         let now = SystemTime::now();
-        let mut pending: Vec<(Pending, Option<i64>)> = Vec::new();
-        for (k, (i, value)) in scorable.into_iter().enumerate() {
+        let mut intents = Vec::new();
+        for (k, (i, record)) in scorable.into_iter().enumerate() {
             let Scored { score, decision } = scored[k];
             if decision >= 0.0 {
                 continue;
             }
             let m = &batch[i];
-            let from = self.source(m);
             let detection = Detection {
                 score,
                 decision,
                 features: &rows[k * nf..(k + 1) * nf],
             };
-            let record = anomaly_record(value, &detection, &env.detector, &*scorer, &from, now);
-            let payload = serde_json::to_vec(&record).expect("a JSON value always serialises");
-            let mut out = FutureRecord::to(&env.output_topic).payload(&payload);
-            if let Some(key) = m.key() {
-                out = out.key(key);
-            }
-            let p = enqueue(&env.producer, out)
-                .await
-                .map_err(|e| self.sink_error(e))?;
-            pending.push((p, m.timestamp().to_millis()));
+            let additions = Additions::new(
+                &record,
+                &detection,
+                &env.detector,
+                &*scorer,
+                self.source(m),
+                now,
+            );
+            let mut payload = Vec::new();
+            let at = write_anomaly(&mut payload, &record, &additions);
+            intents.push((
+                i,
+                Intent::Anomaly {
+                    payload,
+                    additions: at,
+                    source_ms: m.timestamp().to_millis(),
+                },
+            ));
         }
-        let anomalies = pending.len() as u64;
-        for (i, rejection) in &rejected {
-            pending.push((self.dead_letter(&batch[*i], rejection).await?, None));
+        intents.extend(
+            rejected
+                .into_iter()
+                .map(|(i, r)| (i, Intent::DeadLetter(r))),
+        );
+        let mut outputs = Vec::with_capacity(intents.len());
+        for (i, intent) in intents {
+            if let Some(out) = self
+                .produce(&batch, i, intent, Step::Intended, None)
+                .await?
+            {
+                outputs.push(out);
+            }
+        }
+        // Keep only the records a fallback may need: those with an output.
+        let records = batch.len() as u64;
+        let mut place = vec![None; batch.len()];
+        for o in &outputs {
+            place[o.index] = Some(0);
+        }
+        let mut kept = Vec::with_capacity(outputs.len());
+        for (m, p) in batch.into_iter().zip(&mut place) {
+            if p.is_some() {
+                *p = Some(kept.len());
+                kept.push(m);
+            }
+        }
+        for o in &mut outputs {
+            o.index = place[o.index].expect("kept above");
         }
         Ok(InFlight {
-            pending,
-            last_offset: last.offset(),
-            records: batch.len() as u64,
-            anomalies,
-            rejected: rejected.iter().map(|(_, r)| r.reason()).collect(),
+            batch: kept,
+            outputs,
+            records,
+            last_offset,
             produced,
             scored_at: now,
         })
     }
 
+    /// Produces record `index`'s output at `step` of the ladder or, when it is too large for
+    /// `message.max.bytes` or the producer refuses it for its content, at the next step.
+    /// `None` when every step was refused and the record is skipped.
+    async fn produce(
+        &self,
+        batch: &[OwnedMessage],
+        index: usize,
+        intent: Intent,
+        mut step: Step,
+        mut fall: Option<Fall>,
+    ) -> Result<Option<Output>, WorkerError> {
+        let env = self.env;
+        let m = &batch[index];
+        let key = m.key().unwrap_or_default();
+        let from = self.source(m);
+        let original = m.payload().unwrap_or_default();
+        loop {
+            let (topic, value, headers) = match (step, &intent, &fall) {
+                (Step::Intended | Step::Again, Intent::Anomaly { payload, .. }, _) => {
+                    (&env.output_topic, &payload[..], None)
+                }
+                (Step::Intended | Step::Again, Intent::DeadLetter(why), _) => (
+                    &env.dead_letter_topic,
+                    original,
+                    Some(dead_letter::headers(why, &from)),
+                ),
+                (Step::Cut | Step::NoValue, _, fall) => {
+                    // Always set on the way down; the default only keeps this total.
+                    let unknown = Fall {
+                        reason: dead_letter::TOO_LARGE,
+                        why: format!("{} was refused", describe(Step::Intended, &intent)),
+                    };
+                    let fall = fall.as_ref().unwrap_or(&unknown);
+                    let kept = if step == Step::Cut {
+                        // Sized with the longest text they can hold ("cut to its first N-1 of
+                        // N bytes"): with less kept, they only shrink.
+                        let longest = original.len().saturating_sub(1);
+                        let headers =
+                            fallback_headers(&intent, fall, &from, original.len(), longest);
+                        let fixed = dead_letter::wire_size(key.len(), 0, Some(&headers));
+                        let room = env.max_message_bytes.saturating_sub(fixed);
+                        dead_letter::cut(original, room).len()
+                    } else {
+                        0
+                    };
+                    let headers = fallback_headers(&intent, fall, &from, original.len(), kept);
+                    (&env.dead_letter_topic, &original[..kept], Some(headers))
+                }
+            };
+            let size = dead_letter::wire_size(key.len(), value.len(), headers.as_ref());
+            let refused = if size > env.max_message_bytes {
+                Fall {
+                    reason: dead_letter::TOO_LARGE,
+                    why: format!(
+                        "{} would be {size} bytes, more than the producer's message.max.bytes ({})",
+                        describe(step, &intent),
+                        env.max_message_bytes
+                    ),
+                }
+            } else {
+                let mut out = FutureRecord::to(topic).payload(value);
+                if let Some(h) = headers {
+                    out = out.headers(h);
+                }
+                if m.key().is_some() {
+                    out = out.key(key);
+                }
+                match enqueue(&env.producer, out).await {
+                    Ok(pending) => {
+                        return Ok(Some(Output {
+                            pending,
+                            index,
+                            intent,
+                            step,
+                            fall,
+                        }));
+                    }
+                    Err(e) => match e.refused_record() {
+                        Some(too_large) => refusal(&e, too_large, step, &intent),
+                        None => return Err(self.sink_error(e)),
+                    },
+                }
+            };
+            let Some(next) = self.fall_back(m, step, &intent, &refused, false) else {
+                return Ok(None);
+            };
+            // The first cause is the one the dead letter names.
+            fall.get_or_insert(refused);
+            step = next;
+        }
+    }
+
+    /// The step after `step` was refused for `why`, logged; or `None` (logged as an error and
+    /// counted) when there is none left and the record is skipped.
+    fn fall_back(
+        &self,
+        m: &OwnedMessage,
+        step: Step,
+        intent: &Intent,
+        why: &Fall,
+        on_delivery: bool,
+    ) -> Option<Step> {
+        let next = step.next(on_delivery);
+        match next {
+            Some(next) => tracing::warn!(
+                topic = self.topic, partition = self.partition, offset = m.offset(),
+                output = intent.reason(), ?next, error = %why.why,
+                "output refused for its content; falling back"
+            ),
+            None => {
+                tracing::error!(
+                    topic = self.topic, partition = self.partition, offset = m.offset(),
+                    output = intent.reason(), error = %why.why,
+                    "no output of this record could be produced, not even a dead letter without its value: record skipped"
+                );
+                for m in [&self.env.metrics, &self.env.total] {
+                    m.records_skipped.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        next
+    }
+
+    /// Waits for `out`'s acknowledgement; a refusal for its content moves it down the ladder
+    /// (produced and awaited here, in order). `None` when the record was skipped.
+    async fn delivered(
+        &self,
+        batch: &[OwnedMessage],
+        mut out: Output,
+    ) -> Result<Option<Settled>, WorkerError> {
+        loop {
+            let Output {
+                pending,
+                index,
+                intent,
+                step,
+                fall,
+            } = out;
+            let e = match pending.delivered().await {
+                Ok(()) => return Ok(Some(Settled { intent, step, fall })),
+                Err(e) => e,
+            };
+            let Some(too_large) = e.refused_record() else {
+                return Err(self.sink_error(e));
+            };
+            let refused = refusal(&e, too_large, step, &intent);
+            let Some(next) = self.fall_back(&batch[index], step, &intent, &refused, true) else {
+                return Ok(None);
+            };
+            let fall = if next == Step::Again {
+                fall
+            } else {
+                fall.or(Some(refused))
+            };
+            match self.produce(batch, index, intent, next, fall).await? {
+                Some(again) => out = again,
+                None => return Ok(None),
+            }
+        }
+    }
+
     /// Waits for one batch's acknowledgements; only then may its offset move.
     async fn settle(&self, b: InFlight) -> Result<(), WorkerError> {
         let env = self.env;
-        for (p, source_ms) in b.pending {
-            p.delivered().await.map_err(|e| self.sink_error(e))?;
-            if let Some(ms) = source_ms {
-                let age = b
-                    .scored_at
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as i64 - ms)
-                    .unwrap_or(0)
-                    .max(0);
-                let seconds = age as f64 / 1e3 + b.produced.elapsed().as_secs_f64();
-                for m in [&env.metrics, &env.total] {
-                    m.end_to_end_latency.observe(seconds);
+        let mut anomalies = 0u64;
+        let mut letters: Vec<&'static str> = Vec::new();
+        for out in b.outputs {
+            let Some(done) = self.delivered(&b.batch, out).await? else {
+                continue;
+            };
+            match (&done.intent, done.step, &done.fall) {
+                (Intent::Anomaly { source_ms, .. }, Step::Intended | Step::Again, _) => {
+                    anomalies += 1;
+                    if let Some(ms) = source_ms {
+                        let age = b
+                            .scored_at
+                            .duration_since(SystemTime::UNIX_EPOCH)
+                            .map(|d| d.as_millis() as i64 - ms)
+                            .unwrap_or(0)
+                            .max(0);
+                        let seconds = age as f64 / 1e3 + b.produced.elapsed().as_secs_f64();
+                        for m in [&env.metrics, &env.total] {
+                            m.end_to_end_latency.observe(seconds);
+                        }
+                    }
+                }
+                (Intent::DeadLetter(r), Step::Intended | Step::Again, _) => {
+                    letters.push(r.reason())
+                }
+                (_, Step::Cut | Step::NoValue, fall) => {
+                    letters.push(fall.as_ref().map_or(dead_letter::TOO_LARGE, |f| f.reason))
                 }
             }
         }
@@ -280,12 +601,13 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
             tracing::warn!(topic = self.topic, partition = self.partition, error = %e, "offset commit failed; a later one will cover it");
         }
 
+        let records = b.records;
         for m in [&env.metrics, &env.total] {
-            m.records_in.fetch_add(b.records, Relaxed);
-            m.anomalies_out.fetch_add(b.anomalies, Relaxed);
+            m.records_in.fetch_add(records, Relaxed);
+            m.anomalies_out.fetch_add(anomalies, Relaxed);
             m.batches.fetch_add(1, Relaxed);
-            m.batch_size.observe(b.records as f64);
-            for reason in &b.rejected {
+            m.batch_size.observe(records as f64);
+            for reason in &letters {
                 m.dead_letter(reason);
             }
         }
@@ -295,31 +617,13 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
             self.topic,
             self.partition,
             &PartitionStats {
-                records: b.records,
-                anomalies: b.anomalies,
-                dead_letters: b.rejected.len() as u64,
+                records,
+                anomalies,
+                dead_letters: letters.len() as u64,
                 last_offset: Some(b.last_offset),
             },
         );
         Ok(())
-    }
-
-    async fn dead_letter(&self, m: &OwnedMessage, why: &Rejection) -> Result<Pending, WorkerError> {
-        tracing::debug!(
-            topic = self.topic, partition = self.partition, offset = m.offset(),
-            reason = why.reason(), error = %why, "dead letter"
-        );
-        let headers = dead_letter::headers(why, &self.source(m));
-        let mut out = FutureRecord::to(&self.env.dead_letter_topic).headers(headers);
-        if let Some(payload) = m.payload() {
-            out = out.payload(payload);
-        }
-        if let Some(key) = m.key() {
-            out = out.key(key);
-        }
-        enqueue(&self.env.producer, out)
-            .await
-            .map_err(|e| self.sink_error(e))
     }
 
     fn source(&self, m: &OwnedMessage) -> SourceRef<'_> {
@@ -336,5 +640,129 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
             partition: self.partition,
             source,
         }
+    }
+}
+
+/// The headers of a fallback dead letter that keeps `kept` of the value's `original` bytes:
+/// reason and error (what the output was meant to be, why it could not be, what is kept), the
+/// source position, the original size and reason, and for an anomaly its additions.
+fn fallback_headers(
+    intent: &Intent,
+    fall: &Fall,
+    from: &SourceRef<'_>,
+    original: usize,
+    kept: usize,
+) -> OwnedHeaders {
+    let before = match intent {
+        Intent::Anomaly { .. } => "scored as an anomaly".to_owned(),
+        Intent::DeadLetter(r) => r.to_string(),
+    };
+    let value = if kept == original {
+        "the value is whole".to_owned()
+    } else if kept == 0 {
+        format!("the value ({original} bytes) is left out")
+    } else {
+        format!("the value is cut to its first {kept} of {original} bytes")
+    };
+    let error = format!("{before}; {}; {value}", fall.why);
+    let detection = match intent {
+        Intent::Anomaly {
+            payload, additions, ..
+        } => Some(&payload[additions.clone()]),
+        Intent::DeadLetter(_) => None,
+    };
+    dead_letter::with_original(
+        dead_letter::letter_headers(fall.reason, &error, from),
+        original,
+        intent.reason(),
+        detection,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ladder_retries_only_after_a_delivery_refusal_and_ends() {
+        assert_eq!(Step::Intended.next(true), Some(Step::Again));
+        assert_eq!(Step::Intended.next(false), Some(Step::Cut));
+        assert_eq!(Step::Again.next(true), Some(Step::Cut));
+        assert_eq!(Step::Cut.next(true), Some(Step::NoValue));
+        assert_eq!(Step::NoValue.next(false), None);
+    }
+
+    #[test]
+    fn fallback_headers_are_largest_for_a_value_cut_by_one_byte() {
+        let fall = Fall {
+            reason: dead_letter::TOO_LARGE,
+            why: "too big".into(),
+        };
+        let from = SourceRef {
+            topic: "t",
+            partition: 0,
+            offset: 5,
+        };
+        let intent = Intent::DeadLetter(Rejection::NotJson("x".into()));
+        for original in [1usize, 9, 10, 11, 999_744, 1_000_000, 1_200_000] {
+            let size = |kept| {
+                dead_letter::wire_size(
+                    0,
+                    0,
+                    Some(&fallback_headers(&intent, &fall, &from, original, kept)),
+                )
+            };
+            let longest = size(original - 1);
+            for kept in [0, 1, original / 2, original - 1, original] {
+                assert!(size(kept) <= longest, "{kept} of {original}");
+            }
+        }
+    }
+
+    #[test]
+    fn fallback_headers_say_what_was_meant_and_what_is_kept() {
+        use rdkafka::message::Headers;
+        let intent = Intent::Anomaly {
+            payload: br#"{"id":2,"anomalyd":{"score":-0.7}}"#.to_vec(),
+            additions: 19..33,
+            source_ms: None,
+        };
+        let fall = Fall {
+            reason: dead_letter::TOO_LARGE,
+            why: "the anomaly record would be 1000180 bytes, more than the producer's message.max.bytes (1000000)".into(),
+        };
+        let from = SourceRef {
+            topic: "t",
+            partition: 0,
+            offset: 5,
+        };
+        let h = fallback_headers(&intent, &fall, &from, 999_744, 999_600);
+        let get = |k: &str| {
+            h.iter()
+                .find(|h| h.key == k)
+                .map(|h| String::from_utf8_lossy(h.value.unwrap()).into_owned())
+                .unwrap()
+        };
+        assert_eq!(get(dead_letter::REASON), "too_large");
+        assert_eq!(get(dead_letter::ORIGINAL_SIZE), "999744");
+        assert_eq!(get(dead_letter::ORIGINAL_REASON), "anomaly");
+        assert_eq!(get(dead_letter::DETECTION), r#"{"score":-0.7}"#);
+        assert_eq!(get(dead_letter::SOURCE_OFFSET), "5");
+        let error = get(dead_letter::ERROR);
+        assert!(
+            error.starts_with("scored as an anomaly; the anomaly record would be"),
+            "{error}"
+        );
+        assert!(
+            error.ends_with("cut to its first 999600 of 999744 bytes"),
+            "{error}"
+        );
+        let rejected = Intent::DeadLetter(Rejection::NotJson("expected value".into()));
+        let h = fallback_headers(&rejected, &fall, &from, 1_200_000, 0);
+        assert!(
+            h.iter()
+                .any(|h| h.key == dead_letter::ORIGINAL_REASON && h.value == Some(b"not_json"))
+        );
+        assert!(!h.iter().any(|h| h.key == dead_letter::DETECTION));
     }
 }

@@ -1,14 +1,37 @@
-//! The anomaly record published to the output topic: the source record's fields unchanged,
-//! plus what the scorer said about it, which detector and which scorer said it, and why
-//! (`explanation`).
+//! The anomaly record published to the output topic: the source record, byte for byte, with
+//! what the scorer said about it, which detector and which scorer said it, and why, under one
+//! reserved key, [`RESERVED`] (`"anomalyd"`).
+//!
+//! # Layout
+//!
+//! - **inline** (the usual case): the source is a JSON object without a top-level `anomalyd`
+//!   member. The anomaly is the source's text with `,"anomalyd":{…}` spliced in before its
+//!   final `}`: every byte of the source's own members survives (numbers such as `1e400` or
+//!   `0.1000000000000000055`, key order, repeated keys, escapes, whitespace), and a consumer
+//!   reads the source's fields where they were.
+//! - **wrapped**: the source already has a top-level `anomalyd` member (an anomaly fed back in,
+//!   say), or is not an object (an array, when `features` are pointers into one). The anomaly
+//!   is `{"record":<source text>,"anomalyd":{…}}`, so nothing of the source is overwritten or
+//!   shadowed.
+//!
+//! `anomalyd.layout` says which (`"inline"` or `"wrapped"`); the source record is the anomaly
+//! without its `anomalyd` member, or its `record` member. The splice is built straight into a
+//! byte buffer: no JSON tree of the source is ever made.
 
 use std::time::SystemTime;
 
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
 use super::SourceRef;
 use crate::detect::model::Model;
-use crate::detect::scorer::Scorer;
+use crate::detect::scorer::{Scorer, ScorerIdentity};
+use crate::record::Record;
+
+/// The top-level key holding anomalyd's additions.
+pub const RESERVED: &str = "anomalyd";
+/// The top-level key holding the source record in the wrapped layout.
+pub const WRAPPED_RECORD: &str = "record";
 
 /// One scored record that the model flagged.
 #[derive(Debug, Clone, Copy)]
@@ -20,33 +43,139 @@ pub struct Detection<'a> {
     pub features: &'a [f64],
 }
 
-/// Builds the anomaly record. A source record that is a JSON object keeps its fields at the top
-/// level; any other JSON value is kept whole under `record`. `detector` is the name of the
-/// `[detectors.NAME]` that flagged it; `model` is the scorer's [identity](Scorer::identity).
-pub fn anomaly_record(
-    source: Value,
-    detection: &Detection<'_>,
-    detector: &str,
-    scorer: &dyn Scorer,
-    from: &SourceRef<'_>,
-    detected_at: SystemTime,
-) -> Value {
-    let explanation = scorer.explain(detection.features, &source);
-    let mut out = match source {
-        Value::Object(map) => map,
-        other => Map::from_iter([("record".to_owned(), other)]),
-    };
-    out.insert("score".into(), json!(detection.score));
-    out.insert("decision".into(), json!(detection.decision));
-    out.insert("detector".into(), Value::String(detector.to_owned()));
-    out.insert("model".into(), json!(scorer.identity()));
-    out.insert("source".into(), json!(from));
-    out.insert(
-        "detected_at".into(),
-        Value::String(humantime::format_rfc3339_millis(detected_at).to_string()),
-    );
-    out.insert("explanation".into(), explanation);
-    Value::Object(out)
+/// Where the source record is in an anomaly (see the module's documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// The anomaly is the source object plus an `anomalyd` member.
+    Inline,
+    /// The source is the anomaly's `record` member.
+    Wrapped,
+}
+
+impl Layout {
+    /// Inline for an object without a top-level [`RESERVED`] member, else wrapped.
+    pub fn of(source: &Record<'_>) -> Self {
+        match source.members() {
+            Some(m) if !m.iter().any(|m| m.key == RESERVED) => Self::Inline,
+            _ => Self::Wrapped,
+        }
+    }
+}
+
+/// anomalyd's additions, the value of the [`RESERVED`] member, in this order.
+#[derive(Debug, Clone, Serialize)]
+pub struct Additions<'a> {
+    /// The `[detectors.NAME]` that flagged the record.
+    pub detector: &'a str,
+    /// In the scorer's native unit (Isolation Forest: `score_samples`, lower is more
+    /// abnormal).
+    pub score: f64,
+    /// Negative means anomaly, for every kind (Isolation Forest: `decision_function`).
+    pub decision: f64,
+    /// The scorer that flagged it: `{id, kind, path}`.
+    pub model: ScorerIdentity,
+    pub source: SourceRef<'a>,
+    /// RFC 3339, UTC, milliseconds.
+    pub detected_at: String,
+    /// See [`explanation`] (or the scorer's own [`Scorer::explain`]).
+    pub explanation: Vec<Value>,
+    pub layout: Layout,
+}
+
+impl<'a> Additions<'a> {
+    /// What anomalyd adds to `source`, scored as `detection` by `scorer` for `detector`.
+    pub fn new(
+        source: &Record<'_>,
+        detection: &Detection<'_>,
+        detector: &'a str,
+        scorer: &dyn Scorer,
+        from: SourceRef<'a>,
+        detected_at: SystemTime,
+    ) -> Self {
+        Self {
+            detector,
+            score: detection.score,
+            decision: detection.decision,
+            model: scorer.identity(),
+            source: from,
+            detected_at: humantime::format_rfc3339_millis(detected_at).to_string(),
+            explanation: scorer.explain(detection.features, source),
+            layout: Layout::of(source),
+        }
+    }
+}
+
+/// Writes the anomaly record of `source` with `additions` into `out` (cleared first), per
+/// `additions.layout`, and returns where in `out` the additions' JSON object is. `out` can be
+/// reused from record to record.
+pub fn write_anomaly(
+    out: &mut Vec<u8>,
+    source: &Record<'_>,
+    additions: &Additions<'_>,
+) -> std::ops::Range<usize> {
+    out.clear();
+    let text = source.text().as_bytes();
+    out.reserve(text.len() + 512);
+    match additions.layout {
+        Layout::Inline => {
+            // `text` is an object: it ends with its `}`.
+            out.extend_from_slice(&text[..text.len() - 1]);
+            if source.members().is_some_and(|m| !m.is_empty()) {
+                out.push(b',');
+            }
+        }
+        Layout::Wrapped => {
+            out.extend_from_slice(b"{\"");
+            out.extend_from_slice(WRAPPED_RECORD.as_bytes());
+            out.extend_from_slice(b"\":");
+            out.extend_from_slice(text);
+            out.push(b',');
+        }
+    }
+    out.push(b'"');
+    out.extend_from_slice(RESERVED.as_bytes());
+    out.extend_from_slice(b"\":");
+    let start = out.len();
+    serde_json::to_writer(&mut *out, additions).expect("additions always serialise");
+    let end = out.len();
+    out.push(b'}');
+    start..end
+}
+
+/// The source record's text inside an anomaly written by [`write_anomaly`]: what a consumer
+/// gets by removing `,"anomalyd":{…}` (inline) or taking `record` (wrapped). `None` when
+/// `anomaly` is not such a record.
+pub fn source_text<'a>(anomaly: &Record<'a>) -> Option<String> {
+    let members = anomaly.members()?;
+    let additions = members.iter().rev().find(|m| m.key == RESERVED)?;
+    let layout: Layout = serde_json::from_str::<LayoutOnly>(additions.value)
+        .ok()?
+        .layout;
+    match layout {
+        Layout::Wrapped => anomaly.get(WRAPPED_RECORD).map(str::to_owned),
+        Layout::Inline => {
+            // The additions are the last member, spliced in as `,"anomalyd":` (or without the
+            // comma in an empty object) right before the final `}`.
+            let text = anomaly.text();
+            let at = text.len().checked_sub(1 + additions.value.len())?;
+            if text.get(at..text.len() - 1)? != additions.value {
+                return None;
+            }
+            let head = text.get(..at)?.strip_suffix("\"anomalyd\":")?;
+            let head = if members.len() > 1 {
+                head.strip_suffix(',')?
+            } else {
+                head
+            };
+            Some(format!("{head}}}"))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct LayoutOnly {
+    layout: Layout,
 }
 
 /// Attribution entries listed at most; the rest of the share is left out.
@@ -120,6 +249,110 @@ pub fn explanation(features: &[f64], model: &Model) -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn anomaly(source: &str, model: &Model) -> Vec<u8> {
+        let record = Record::parse(Some(source.as_bytes())).unwrap();
+        let from = SourceRef {
+            topic: "t",
+            partition: 1,
+            offset: 7,
+        };
+        let detection = Detection {
+            score: -0.7,
+            decision: -0.2,
+            features: &[3.5, -3.5],
+        };
+        let additions = Additions::new(
+            &record,
+            &detection,
+            "tx",
+            model,
+            from,
+            SystemTime::UNIX_EPOCH,
+        );
+        let mut out = b"left over".to_vec();
+        write_anomaly(&mut out, &record, &additions);
+        out
+    }
+
+    #[test]
+    fn the_source_record_survives_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = demo_model(dir.path());
+        // Issue 11: the record's own source, score, model and explanation stay its own.
+        let src = r#"{"id": 7, "source": "pos-terminal-12", "score": 712, "model": "X200", "explanation": "chargeback dispute", "data": [[3.5, -3.5]]}"#;
+        let out = anomaly(src, &model);
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(text.starts_with(&src[..src.len() - 1]), "{text}");
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["source"], "pos-terminal-12");
+        assert_eq!(v["score"], 712);
+        assert_eq!(v["model"], "X200");
+        assert_eq!(v["explanation"], "chargeback dispute");
+        assert_eq!(v["anomalyd"]["score"], -0.7);
+        assert_eq!(v["anomalyd"]["decision"], -0.2);
+        assert_eq!(v["anomalyd"]["model"]["id"], model.id());
+        assert_eq!(
+            v["anomalyd"]["source"],
+            json!({"topic": "t", "partition": 1, "offset": 7})
+        );
+        assert_eq!(v["anomalyd"]["detected_at"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(v["anomalyd"]["layout"], "inline");
+        assert!(v["anomalyd"]["explanation"].is_array());
+        let back = Record::parse(Some(&out)).unwrap();
+        assert_eq!(source_text(&back).as_deref(), Some(src));
+    }
+
+    #[test]
+    fn numbers_and_odd_text_are_not_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = demo_model(dir.path());
+        for src in [
+            r#"{"id": "x", "note": 1e400, "data": [[3.5, -3.5]]}"#,
+            "{\"a\":0.1000000000000000055,\"a\":12345678901234567890123 ,\n \"\\u00e9\": -0.0}",
+            "{}",
+            "{ \n }",
+        ] {
+            let out = anomaly(src, &model);
+            let back = Record::parse(Some(&out)).unwrap_or_else(|e| panic!("{e}: {src}"));
+            assert!(back.get("anomalyd").is_some());
+            assert_eq!(source_text(&back).as_deref(), Some(src), "{src}");
+        }
+    }
+
+    #[test]
+    fn source_text_refuses_what_write_anomaly_did_not_write() {
+        for text in [
+            r#"{"a": 1}"#,
+            r#"{"anomalyd": {"layout": "inline"}, "é": 1}"#,
+            r#"{"anomalyd": {"layout": "wrapped"}}"#,
+            r#"{"x":1 , "anomalyd":{"layout":"inline"}}"#,
+        ] {
+            let r = Record::parse(Some(text.as_bytes())).unwrap();
+            assert_eq!(source_text(&r), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_source_with_our_key_or_not_an_object_is_wrapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = demo_model(dir.path());
+        for src in [
+            r#"{"anomalyd": {"score": 1}, "data": [[3.5, -3.5]]}"#,
+            r#"{"anomaly\u0064": 1}"#,
+            "[3.5, -3.5]",
+            "1e400",
+        ] {
+            let out = anomaly(src, &model);
+            let back = Record::parse(Some(&out)).unwrap();
+            assert_eq!(back.get("record"), Some(src), "{src}");
+            let v: Value =
+                serde_json::from_str(&String::from_utf8_lossy(&out).replace("1e400", "1")).unwrap();
+            assert_eq!(v["anomalyd"]["layout"], "wrapped");
+            assert_eq!(back.members().unwrap().len(), 2);
+            assert_eq!(source_text(&back).as_deref(), Some(src));
+        }
+    }
 
     fn demo_model(dir: &std::path::Path) -> Model {
         let path = dir.join("m.iforest");

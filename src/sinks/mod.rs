@@ -33,6 +33,39 @@ pub enum SinkError {
     Abandoned { topic: String },
 }
 
+impl SinkError {
+    /// Whether the producer or broker refused this one record for its content (too large, an
+    /// invalid record or timestamp), an error that retrying the same record cannot cure but
+    /// that says nothing about the records around it. `Some(true)` when the refusal is about
+    /// size.
+    pub fn refused_record(&self) -> Option<bool> {
+        let (Self::Produce { source, .. } | Self::Delivery { source, .. }) = self else {
+            return None;
+        };
+        match source.rdkafka_error_code()? {
+            RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::MessageBatchTooLarge => {
+                Some(true)
+            }
+            RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::InvalidTimestamp
+            | RDKafkaErrorCode::BadMessage => Some(false),
+            _ => None,
+        }
+    }
+}
+
+/// librdkafka's default `message.max.bytes`.
+pub const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
+/// The producer's effective `message.max.bytes`: the configured value, else librdkafka's
+/// default. Every record anomalyd produces is checked against it before it is produced.
+pub fn message_max_bytes(producer: &rdkafka::ClientConfig) -> usize {
+    producer
+        .get("message.max.bytes")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES)
+}
+
 /// Hands a record to the producer, waiting while its local queue is full (back-pressure from a
 /// slow broker), and returns the future of its acknowledgement.
 pub async fn enqueue<K, P>(
@@ -74,5 +107,51 @@ impl Pending {
             }),
             Err(_) => Err(SinkError::Abandoned { topic: self.topic }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_record_refusals_are_told_from_other_errors() {
+        let produce = |code| SinkError::Produce {
+            topic: "t".into(),
+            source: KafkaError::MessageProduction(code),
+        };
+        assert_eq!(
+            produce(RDKafkaErrorCode::MessageSizeTooLarge).refused_record(),
+            Some(true)
+        );
+        assert_eq!(
+            SinkError::Delivery {
+                topic: "t".into(),
+                source: KafkaError::MessageProduction(RDKafkaErrorCode::MessageBatchTooLarge),
+            }
+            .refused_record(),
+            Some(true)
+        );
+        assert_eq!(
+            produce(RDKafkaErrorCode::InvalidRecord).refused_record(),
+            Some(false)
+        );
+        for other in [
+            RDKafkaErrorCode::MessageTimedOut,
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+        ] {
+            assert_eq!(produce(other).refused_record(), None, "{other:?}");
+        }
+        let abandoned = SinkError::Abandoned { topic: "t".into() };
+        assert_eq!(abandoned.refused_record(), None);
+    }
+
+    #[test]
+    fn message_max_bytes_is_read_from_the_producer_settings() {
+        let mut cfg = rdkafka::ClientConfig::new();
+        assert_eq!(message_max_bytes(&cfg), 1_000_000);
+        cfg.set("message.max.bytes", "2000000");
+        assert_eq!(message_max_bytes(&cfg), 2_000_000);
     }
 }

@@ -210,8 +210,10 @@ pub fn expected_anomalies(
     let fx = FeatureExtractor::new(anomalyd::config::FeatureSpec::Field("data".into()), 2);
     ids.filter(|&id| {
         let v = anomalyd::source::generator::record(seed, id, p, std::time::SystemTime::now());
+        let text = v.to_string();
+        let record = FeatureExtractor::parse(Some(text.as_bytes())).expect("json");
         let mut x = Vec::new();
-        fx.extract(&v, &mut x).expect("features");
+        fx.extract(&record, &mut x).expect("features");
         model.decision(model.score(&x)) < 0.0
     })
     .collect()

@@ -1,17 +1,27 @@
-//! An anomaly record as the notifier reads it back from the anomalies topic: only the fields an
-//! alert shows. The record's other fields (the source record's own) are ignored, except a
-//! top-level `id`, which people recognise.
+//! An anomaly record as the notifier reads it back from the anomalies topic: only what an alert
+//! shows. That is anomalyd's additions (the `anomalyd` member, see
+//! [`crate::sinks::anomalies`]) and, of the source record's own fields, a top-level `id`, which
+//! people recognise. The source record is never converted, so any number in it (`1e400`) is
+//! fine, and an `id` prints as it was sent.
 
 use serde::Deserialize;
-use serde_json::Value;
 use thiserror::Error;
 
-#[derive(Debug, Error)]
-#[error("not an anomaly record: {0}")]
-pub struct ParseError(#[from] serde_json::Error);
+use crate::record::{self, Record, RecordError};
+use crate::sinks::anomalies::{Layout, RESERVED, WRAPPED_RECORD};
 
-/// One anomaly, as written by [`crate::sinks::anomalies::anomaly_record`].
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Error)]
+pub enum ParseError {
+    #[error("not an anomaly record: not JSON: {0}")]
+    NotJson(#[from] RecordError),
+    #[error("not an anomaly record: no top-level \"anomalyd\" object")]
+    NoAdditions,
+    #[error("not an anomaly record: its \"anomalyd\" object: {0}")]
+    Additions(#[from] serde_json::Error),
+}
+
+/// One anomaly, as written by [`crate::sinks::anomalies::write_anomaly`].
+#[derive(Debug, Clone, PartialEq)]
 pub struct Anomaly {
     /// `score_samples`: lower is more anomalous.
     pub score: f64,
@@ -19,11 +29,21 @@ pub struct Anomaly {
     pub source: Source,
     /// RFC 3339, UTC.
     pub detected_at: String,
-    #[serde(default)]
     pub explanation: Vec<Explained>,
-    /// The source record's `id`, when it has a string or number one.
-    #[serde(default, deserialize_with = "display_id")]
+    /// The source record's `id`, when it has a string or number one (a number as written).
     pub id: Option<String>,
+}
+
+/// The part of anomalyd's additions an alert uses.
+#[derive(Deserialize)]
+struct Additions {
+    score: f64,
+    model: ModelRef,
+    source: Source,
+    detected_at: String,
+    #[serde(default)]
+    explanation: Vec<Explained>,
+    layout: Layout,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -57,17 +77,34 @@ pub struct Explained {
 }
 
 impl Anomaly {
+    /// Reads an anomaly record's additions and its source's `id`.
     pub fn parse(payload: &[u8]) -> Result<Self, ParseError> {
-        Ok(serde_json::from_slice(payload)?)
+        let anomaly = Record::parse(Some(payload))?;
+        let additions = anomaly.get(RESERVED).ok_or(ParseError::NoAdditions)?;
+        let a: Additions = serde_json::from_str(additions)?;
+        let id = match a.layout {
+            Layout::Inline => anomaly.get("id"),
+            Layout::Wrapped => anomaly
+                .get(WRAPPED_RECORD)
+                .and_then(record::members)
+                .and_then(|m| m.iter().rev().find(|m| m.key == "id").map(|m| m.value)),
+        };
+        Ok(Self {
+            score: a.score,
+            model: a.model,
+            source: a.source,
+            detected_at: a.detected_at,
+            explanation: a.explanation,
+            id: id.and_then(display_id),
+        })
     }
 }
 
-fn display_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    Ok(match Value::deserialize(d)? {
-        Value::String(s) => Some(s),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    })
+/// A string id unescaped, a number id exactly as written; anything else is no id.
+fn display_id(text: &str) -> Option<String> {
+    record::string(text)
+        .map(Into::into)
+        .or_else(|| record::number(text).map(|_| text.to_owned()))
 }
 
 #[cfg(test)]
@@ -77,7 +114,30 @@ mod tests {
     use super::*;
     use crate::detect::model::Model;
     use crate::sinks::SourceRef;
-    use crate::sinks::anomalies::{Detection, anomaly_record};
+    use crate::sinks::anomalies::{Additions, Detection, write_anomaly};
+
+    fn written(source: &str, model: &Model) -> Vec<u8> {
+        let record = Record::parse(Some(source.as_bytes())).unwrap();
+        let additions = Additions::new(
+            &record,
+            &Detection {
+                score: -0.8,
+                decision: -0.3,
+                features: &[9.0, 9.0],
+            },
+            "tx",
+            model,
+            SourceRef {
+                topic: "transactions",
+                partition: 2,
+                offset: 41,
+            },
+            SystemTime::UNIX_EPOCH,
+        );
+        let mut out = Vec::new();
+        write_anomaly(&mut out, &record, &additions);
+        out
+    }
 
     #[test]
     fn reads_back_what_the_detector_writes() {
@@ -89,24 +149,12 @@ mod tests {
         })
         .unwrap();
         let model = Model::load(&path).unwrap();
-        let source = serde_json::json!({"id": 17, "data": [[9.0, 9.0]]});
-        let record = anomaly_record(
-            source,
-            &Detection {
-                score: -0.8,
-                decision: -0.3,
-                features: &[9.0, 9.0],
-            },
-            "tx",
+        // The source's own score, model and source do not confuse the reader.
+        let out = written(
+            r#"{"id": 17, "score": 712, "model": "X200", "source": "pos-12", "note": 1e400, "data": [[9.0, 9.0]]}"#,
             &model,
-            &SourceRef {
-                topic: "transactions",
-                partition: 2,
-                offset: 41,
-            },
-            SystemTime::UNIX_EPOCH,
         );
-        let a = Anomaly::parse(record.to_string().as_bytes()).unwrap();
+        let a = Anomaly::parse(&out).unwrap();
         assert_eq!(a.score, -0.8);
         assert_eq!(a.model.id, model.id());
         assert_eq!(a.model.kind, "isolation_forest");
@@ -123,14 +171,26 @@ mod tests {
         assert_eq!(a.explanation.len(), 2, "both features far outside");
         assert_eq!(a.explanation[0].value, 9.0);
         assert!(a.explanation[0].high.unwrap() < 9.0);
+
+        // Ids as sent: a long number keeps its digits, a string is unescaped, and a wrapped
+        // source's id is found in `record`.
+        let a = Anomaly::parse(&written(r#"{"id": 12345678901234567890123}"#, &model)).unwrap();
+        assert_eq!(a.id.as_deref(), Some("12345678901234567890123"));
+        let a = Anomaly::parse(&written(r#"{"id": "a\"b"}"#, &model)).unwrap();
+        assert_eq!(a.id.as_deref(), Some("a\"b"));
+        let a =
+            Anomaly::parse(&written(r#"{"id": "w", "anomalyd": {"score": 3}}"#, &model)).unwrap();
+        assert_eq!((a.id.as_deref(), a.score), (Some("w"), -0.8));
+        let a = Anomaly::parse(&written("[9, 9]", &model)).unwrap();
+        assert_eq!(a.id, None);
     }
 
     #[test]
     fn attribution_entries_are_read_too() {
         let a = Anomaly::parse(
-            br#"{"score": -0.6, "model": {"id": "m"}, "detected_at": "t",
-                 "source": {"topic": "t", "partition": 0, "offset": 1},
-                 "explanation": [{"feature": "x1", "value": 0.2, "share": 0.62}]}"#,
+            br#"{"id": 1, "anomalyd": {"score": -0.6, "model": {"id": "m"}, "detected_at": "t",
+                 "source": {"topic": "t", "partition": 0, "offset": 1}, "layout": "inline",
+                 "explanation": [{"feature": "x1", "value": 0.2, "share": 0.62}]}}"#,
         )
         .unwrap();
         assert_eq!(a.explanation[0].share, Some(0.62));
@@ -140,6 +200,15 @@ mod tests {
     #[test]
     fn other_records_are_refused() {
         assert!(Anomaly::parse(b"not json").is_err());
-        assert!(Anomaly::parse(br#"{"id": 1, "data": [[1, 2]]}"#).is_err());
+        let e = Anomaly::parse(br#"{"id": 1, "data": [[1, 2]]}"#).unwrap_err();
+        assert!(matches!(e, ParseError::NoAdditions), "{e}");
+        // The old layout, with the additions at the top level, is not read.
+        assert!(
+            Anomaly::parse(
+                br#"{"score": -0.6, "model": {"id": "m"}, "detected_at": "t",
+                     "source": {"topic": "t", "partition": 0, "offset": 1}}"#
+            )
+            .is_err()
+        );
     }
 }

@@ -714,12 +714,15 @@ mod tests {
             let record = json!({
                 "id": format!("txn-2026-05-01-{n:08}"),
                 "data": [[3.9, -0.5]],
-                "score": -0.6 - n as f64 / 1000.0,
-                "decision": -0.1,
-                "model": {"id": "model-a", "kind": "isolation_forest", "path": "/m.iforest"},
-                "source": {"topic": "transactions", "partition": n % 3, "offset": n},
-                "detected_at": format!("2026-05-01T12:00:{:02}.000Z", n % 60),
-                "explanation": explanation,
+                "anomalyd": {
+                    "score": -0.6 - n as f64 / 1000.0,
+                    "decision": -0.1,
+                    "model": {"id": "model-a", "kind": "isolation_forest", "path": "/m.iforest"},
+                    "source": {"topic": "transactions", "partition": n % 3, "offset": n},
+                    "detected_at": format!("2026-05-01T12:00:{:02}.000Z", n % 60),
+                    "explanation": explanation,
+                    "layout": "inline",
+                },
             });
             g.add(
                 t,
@@ -831,11 +834,14 @@ mod tests {
                     .collect();
                 let record = json!({
                     "id": (id_len > 0).then(|| wild(&mut rng, id_len..=id_len)),
-                    "score": -0.9 + i as f64 / 100.0,
-                    "model": {"id": wild(&mut rng, 1..=200), "kind": wild(&mut rng, 1..=50)},
-                    "source": {"topic": topic, "partition": 1, "offset": i},
-                    "detected_at": wild(&mut rng, 1..=100),
-                    "explanation": explanation,
+                    "anomalyd": {
+                        "score": -0.9 + i as f64 / 100.0,
+                        "model": {"id": wild(&mut rng, 1..=200), "kind": wild(&mut rng, 1..=50)},
+                        "source": {"topic": topic, "partition": 1, "offset": i},
+                        "detected_at": wild(&mut rng, 1..=100),
+                        "explanation": explanation,
+                        "layout": "inline",
+                    },
                 });
                 top.push(Anomaly::parse(record.to_string().as_bytes()).unwrap());
             }
