@@ -27,7 +27,8 @@ use crate::control::status::{
     DetectorReload, DetectorStatus, ModelStatus, PartitionStatus, ReloadReport, Status,
 };
 use crate::detect::model::{Model, ModelError};
-use crate::detect::scorer::{ModelSource, Scorer};
+use crate::detect::rules::RulesError;
+use crate::detect::scorer::{Fixed, ModelSource, RulesScorer, Scorer, ScorerSource};
 use crate::detect::slot::ModelSlot;
 use crate::detect::worker::WorkerEnv;
 use crate::metrics::Metrics;
@@ -65,6 +66,13 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Features(#[from] Box<FeatureMismatch>),
+    /// Detector `detector`'s rules do not compile: a configuration error.
+    #[error("detector {detector}: {source}")]
+    Rules {
+        detector: String,
+        #[source]
+        source: RulesError,
+    },
     #[error("could not create the Kafka producer: {0}")]
     Producer(KafkaError),
     #[error(transparent)]
@@ -93,7 +101,7 @@ impl DaemonError {
                 ..
             } => exit::NO_INPUT,
             Self::Model { .. } => exit::DATA_ERR,
-            Self::Features(_) => exit::CONFIG,
+            Self::Features(_) | Self::Rules { .. } => exit::CONFIG,
             Self::Interrupted { signal, .. } => signal.exit_code(),
             Self::Producer(_) | Self::Control(_) | Self::Grace(_) => exit::FAILURE,
         }
@@ -143,13 +151,49 @@ pub fn load_model(name: &str, detector: &DetectorConfig) -> Result<Model, Daemon
     Ok(model)
 }
 
-/// [`load_model`] for every detector, in name order; the first failure is returned.
-pub fn load_models(config: &Config) -> Result<Vec<(String, Model)>, DaemonError> {
+/// A detector's scorer, loaded: a model file, or compiled rules.
+#[derive(Debug)]
+pub enum Loaded {
+    Model(Box<Model>),
+    Rules(RulesScorer),
+}
+
+/// Detector `name`'s scorer: its model file ([`load_model`]) or its rules, compiled
+/// ([`DaemonError::Rules`] when an expression does not compile). Blocking.
+pub fn load_scorer(name: &str, detector: &DetectorConfig) -> Result<Loaded, DaemonError> {
+    match &detector.rules {
+        Some(rules) if detector.model.is_none() => {
+            RulesScorer::compile(&crate::config::rule_pairs(rules))
+                .map(Loaded::Rules)
+                .map_err(|source| DaemonError::Rules {
+                    detector: name.to_owned(),
+                    source,
+                })
+        }
+        _ => load_model(name, detector).map(|m| Loaded::Model(Box::new(m))),
+    }
+}
+
+/// [`load_scorer`] for every detector, in name order; the first failure is returned. The one
+/// check of the scorers that `run` and `check-config` both make.
+pub fn load_scorers(config: &Config) -> Result<Vec<(String, Loaded)>, DaemonError> {
     config
         .detectors
         .iter()
-        .map(|(name, d)| Ok((name.clone(), load_model(name, d)?)))
+        .map(|(name, d)| Ok((name.clone(), load_scorer(name, d)?)))
         .collect()
+}
+
+/// The key a rules error is about: `detectors.NAME.rules.RULE`, or the table.
+pub fn rules_key(detector: &str, e: &RulesError) -> String {
+    match e {
+        RulesError::Syntax { rule, .. }
+        | RulesError::TooLong { rule, .. }
+        | RulesError::TooDeep { rule, .. }
+        | RulesError::UnknownFunction { rule, .. }
+        | RulesError::DuplicateName { rule } => format!("detectors.{detector}.rules.{rule}"),
+        RulesError::Empty | RulesError::EmptyName => format!("detectors.{detector}.rules"),
+    }
 }
 
 /// With JSON pointers, the model must have one feature per pointer and, matching
@@ -252,6 +296,33 @@ fn in_model_order<'a>(
         .collect()
 }
 
+/// What scores a detector's records.
+enum DetectorScorer {
+    /// A model file, reloadable.
+    Model {
+        slot: Arc<ModelSlot>,
+        source: Arc<ModelSource>,
+    },
+    /// Rules, compiled at start.
+    Rules(Arc<RulesScorer>),
+}
+
+impl DetectorScorer {
+    fn source(&self) -> Arc<dyn ScorerSource> {
+        match self {
+            Self::Model { source, .. } => Arc::clone(source) as _,
+            Self::Rules(rules) => Arc::new(Fixed(Arc::clone(rules))),
+        }
+    }
+
+    fn current(&self) -> Arc<dyn Scorer> {
+        match self {
+            Self::Model { slot, .. } => slot.current(),
+            Self::Rules(rules) => Arc::clone(rules) as _,
+        }
+    }
+}
+
 /// Why a reloaded model file was refused.
 #[derive(Debug, Error)]
 enum Refusal {
@@ -267,8 +338,7 @@ pub struct Detector {
     name: String,
     config: DetectorConfig,
     subscription: Subscription,
-    slot: Arc<ModelSlot>,
-    source: Arc<ModelSource>,
+    scorer: DetectorScorer,
     metrics: Arc<Metrics>,
     assignment: Arc<Assignment>,
     lag_probe: Arc<Mutex<Option<LagProbe>>>,
@@ -293,9 +363,17 @@ impl Detector {
         &self.subscription
     }
 
-    /// The model serving this detector.
-    pub fn model(&self) -> &Arc<ModelSlot> {
-        &self.slot
+    /// The model serving this detector; `None` for a rules detector.
+    pub fn model(&self) -> Option<&Arc<ModelSlot>> {
+        match &self.scorer {
+            DetectorScorer::Model { slot, .. } => Some(slot),
+            DetectorScorer::Rules(_) => None,
+        }
+    }
+
+    /// The scorer serving this detector now, whatever its kind.
+    pub fn scorer(&self) -> Arc<dyn Scorer> {
+        self.scorer.current()
     }
 
     /// This detector's counters.
@@ -320,6 +398,18 @@ impl Detector {
     /// features, puts it in service from the next batch; a refused file leaves the old model
     /// serving. Blocking (file I/O and a checksum).
     fn reload_blocking(&self) -> DetectorReload {
+        let (slot, source) = match &self.scorer {
+            DetectorScorer::Model { slot, source } => (slot, source),
+            // Rules are compiled once, at start: reported as they are, unchanged.
+            DetectorScorer::Rules(rules) => {
+                return DetectorReload {
+                    detector: self.name.clone(),
+                    path: String::new(),
+                    model: Some(rules.identity()),
+                    error: None,
+                };
+            }
+        };
         let name = self.name.clone();
         let detector = &self.config;
         // The same check as at start: a retrained model with its features renamed or
@@ -328,16 +418,15 @@ impl Detector {
             check_features(&name, &detector.features, detector.match_features, m)
                 .map_err(Refusal::from)
         };
-        let result = self
-            .slot
-            .reload_if(&self.source.path, fits)
+        let result = slot
+            .reload_if(&source.path, fits)
             .map(|m| m.identity())
             .map_err(|e| e.to_string());
         match &result {
             Ok(m) => tracing::info!(
                 detector = self.name,
                 model_id = m.id,
-                path = %m.path.display(),
+                path = %source.path.display(),
                 "model reloaded"
             ),
             Err(e) => tracing::error!(
@@ -348,7 +437,7 @@ impl Detector {
         }
         DetectorReload {
             detector: self.name.clone(),
-            path: self.source.path.display().to_string(),
+            path: source.path.display().to_string(),
             model: result.as_ref().ok().cloned(),
             error: result.err(),
         }
@@ -412,7 +501,12 @@ impl Detector {
                 }
             })
             .collect();
-        let model = self.slot.current();
+        let scorer = self.scorer.current();
+        let identity = scorer.identity();
+        let history = match &self.scorer {
+            DetectorScorer::Model { slot, .. } => slot.history(),
+            DetectorScorer::Rules(_) => Default::default(),
+        };
         let counters = self.metrics.snapshot();
         DetectorStatus {
             name: self.name.clone(),
@@ -425,11 +519,14 @@ impl Detector {
             warnings: judgement.warnings,
             orphaned_partitions: self.orphans(),
             model: ModelStatus {
-                id: model.id().to_owned(),
-                kind: model.kind().to_owned(),
-                path: model.path().display().to_string(),
-                features: model.feature_names().to_vec(),
-                history: self.slot.history(),
+                id: identity.id,
+                kind: identity.kind,
+                path: identity
+                    .path
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                features: scorer.feature_names().to_vec(),
+                history,
             },
             lag: partitions.iter().filter_map(|p| p.offsets.lag).sum(),
             partitions,
@@ -541,9 +638,16 @@ impl Daemon {
     /// task. Fails only on what a restart could not fix (a missing or mismatched model, a
     /// socket in use).
     pub async fn start(config: Config) -> Result<Arc<Self>, DaemonError> {
-        let models = load_models(&config)?;
-        for (name, model) in &models {
-            tracing::info!(detector = name, model_id = model.id(), kind = model.kind(), path = %model.path().display(), features = model.n_features(), "model loaded");
+        let models = load_scorers(&config)?;
+        for (name, loaded) in &models {
+            match loaded {
+                Loaded::Model(model) => {
+                    tracing::info!(detector = name, model_id = model.id(), kind = model.kind(), path = %model.path().display(), features = model.n_features(), "model loaded")
+                }
+                Loaded::Rules(rules) => {
+                    tracing::info!(detector = name, rules_id = rules.identity().id, rules = ?rules.feature_names(), "rules compiled")
+                }
+            }
         }
         let producer: FutureProducer = crate::kafka::producer_config(&config.kafka)
             .create()
@@ -570,13 +674,19 @@ impl Daemon {
         let link = Arc::new(BrokerLink::new(&config.kafka.brokers, Instant::now()));
         let detectors = models
             .into_iter()
-            .map(|(name, model)| {
+            .map(|(name, loaded)| {
                 let d = config.detectors[&name].clone();
-                let slot = Arc::new(ModelSlot::new(model));
-                let source = Arc::new(ModelSource {
-                    slot: Arc::clone(&slot),
-                    path: d.model.clone().unwrap_or_default(),
-                });
+                let scorer = match loaded {
+                    Loaded::Model(model) => {
+                        let slot = Arc::new(ModelSlot::new(*model));
+                        let source = Arc::new(ModelSource {
+                            slot: Arc::clone(&slot),
+                            path: d.model.clone().unwrap_or_default(),
+                        });
+                        DetectorScorer::Model { slot, source }
+                    }
+                    Loaded::Rules(rules) => DetectorScorer::Rules(Arc::new(rules)),
+                };
                 Arc::new(Detector {
                     subscription: Subscription {
                         topic: d.input_topic.clone(),
@@ -584,8 +694,7 @@ impl Daemon {
                     },
                     name,
                     config: d,
-                    slot,
-                    source,
+                    scorer,
                     metrics: Arc::new(Metrics::default()),
                     assignment: Arc::new(Assignment::default()),
                     lag_probe: Arc::new(Mutex::new(None)),
@@ -687,7 +796,7 @@ impl Daemon {
             let env = Arc::new(WorkerEnv {
                 detector: detector.name.clone(),
                 producer: producer.clone(),
-                scorer: Arc::clone(&detector.source) as _,
+                scorer: detector.scorer.source(),
                 features: d.features.clone(),
                 output_topic: d.output_topic.clone(),
                 dead_letter_topic: d.dead_letter_topic.clone(),
@@ -765,7 +874,12 @@ impl Daemon {
         for d in &self.detectors {
             let d = Arc::clone(d);
             let name = d.name.clone();
-            let path = d.source.path.display().to_string();
+            let path = d
+                .config
+                .model
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
             detectors.push(
                 tokio::task::spawn_blocking(move || d.reload_blocking())
                     .await
@@ -888,7 +1002,7 @@ impl Daemon {
         let models: Vec<String> = self
             .detectors
             .iter()
-            .map(|d| format!("{} {}", d.name, d.slot.current().id()))
+            .map(|d| format!("{} {}", d.name, d.scorer.current().identity().id))
             .collect();
         let partitions: usize = self
             .detectors

@@ -100,7 +100,7 @@ fn check_config(args: &CheckConfigArgs) -> ExitCode {
             None => fail(&format!("check-config: no key {key}"), exit::USAGE),
         };
     }
-    match daemon::load_models(&c) {
+    match daemon::load_scorers(&c) {
         Ok(_) => done("ok"),
         Err(e) => fail(&daemon_error(&e, &located), e.exit_code()),
     }
@@ -114,6 +114,14 @@ fn daemon_error(e: &DaemonError, located: &Located) -> String {
         // are. A features error's text starts with `detectors.<name>.features: `.
         DaemonError::Model { detector, source } => {
             let key = format!("detectors.{detector}.model");
+            format!(
+                "{}: {key}: {}",
+                origin(located, &key),
+                config::shorten(&source.to_string())
+            )
+        }
+        DaemonError::Rules { detector, source } => {
+            let key = daemon::rules_key(detector, source);
             format!(
                 "{}: {key}: {}",
                 origin(located, &key),
@@ -225,7 +233,7 @@ fn socket_path(arg: &SocketArg) -> Result<(PathBuf, String), String> {
         return Ok((socket.clone(), "socket given with --socket".into()));
     }
     let located = config::locate(arg.config.config.as_deref());
-    let config = config::load_located(&located, std::env::vars()).map_err(|errors| {
+    let config = config::load_located_for_tools(&located, std::env::vars()).map_err(|errors| {
         let errors: Vec<String> = errors.0.iter().map(|e| config_error(e, &located)).collect();
         errors.join("; ")
     })?;
@@ -305,7 +313,7 @@ fn required_config(flag: Option<&Path>) -> Result<(Config, Located), ExitCode> {
 /// built-in defaults with `ANOMALYD_*` overrides when there is none.
 fn optional_config(flag: Option<&Path>) -> Result<(Config, Located), ExitCode> {
     let located = config::locate(flag);
-    match config::load_located(&located, std::env::vars()) {
+    match config::load_located_for_tools(&located, std::env::vars()) {
         Ok(c) => Ok((c, located)),
         Err(errors) => Err(config_failure(&errors, &located)),
     }

@@ -248,12 +248,24 @@ async fn a_reload_with_one_good_and_one_bad_file_swaps_one_and_loses_nothing() {
         "{body}"
     );
     assert_eq!(
-        daemon.detector("good").unwrap().model().current().id(),
+        daemon
+            .detector("good")
+            .unwrap()
+            .model()
+            .unwrap()
+            .current()
+            .id(),
         a2,
         "the good file swapped"
     );
     assert_eq!(
-        daemon.detector("bad").unwrap().model().current().id(),
+        daemon
+            .detector("bad")
+            .unwrap()
+            .model()
+            .unwrap()
+            .current()
+            .id(),
         b1,
         "the bad file refused: the old model keeps serving"
     );
@@ -269,7 +281,7 @@ async fn a_reload_with_one_good_and_one_bad_file_swaps_one_and_loses_nothing() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(mg.records_in.load(Relaxed), N, "good: every record once");
     assert_eq!(mb.records_in.load(Relaxed), N, "bad: every record once");
-    let h = daemon.detector("bad").unwrap().model().history();
+    let h = daemon.detector("bad").unwrap().model().unwrap().history();
     assert_eq!((h.reloads, h.failed_reloads), (0, 1));
     assert!(h.last_error.is_some());
     daemon
@@ -329,5 +341,169 @@ async fn a_reload_with_one_good_and_one_bad_file_swaps_one_and_loses_nothing() {
             .iter()
             .all(|v| v["anomalyd"]["detector"] == "bad"
                 && v["anomalyd"]["model"]["id"] == b1.as_str())
+    );
+}
+
+/// The issue's pair: an Isolation Forest and a rules detector on one topic. Each sees every
+/// record once and publishes to its own topic, naming itself; the rules' anomalies name the
+/// rules that fired; a record a rule cannot be evaluated on goes to the rules detector's dead
+/// letters with the rule's name, while the forest dead-letters it for its own reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forest_and_rules_on_one_topic() {
+    use anomalyd::detect::features::FeatureExtractor;
+    use rdkafka::message::Headers;
+
+    const N: u64 = 5_000;
+    let dir = tempfile::tempdir().unwrap();
+    let model = support::seed_model(dir.path());
+    let mut config = detectors_on_one_topic(dir.path(), &[("forest", &model)]).await;
+    let input = config.generator.topic.clone();
+    let mut rules = support::fresh_detector(&input, &model).await;
+    rules.model = None;
+    rules.rules = Some(BTreeMap::from([
+        ("far_east".to_owned(), "data[0][0] > 3.0".to_owned()),
+        ("far_north".to_owned(), "data[0][1] >= 3.0".to_owned()),
+    ]));
+    config.detectors.insert("limits".to_owned(), rules);
+    let (out_forest, out_rules, dead_rules) = (
+        config.detectors["forest"].output_topic.clone(),
+        config.detectors["limits"].output_topic.clone(),
+        config.detectors["limits"].dead_letter_topic.clone(),
+    );
+    support::produce_generated(&input, SEED, 0..N).await;
+    // One record no rule can judge (and no forest either): no `data`.
+    {
+        use rdkafka::producer::{FutureProducer, FutureRecord};
+        let producer: FutureProducer = anomalyd::kafka::producer_config(&support::kafka_config())
+            .create()
+            .unwrap();
+        producer
+            .send(
+                FutureRecord::to(&input)
+                    .key("x")
+                    .payload(r#"{"id":999999}"#),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("sent");
+    }
+
+    // What each flags offline.
+    let flagged_forest = support::expected_anomalies(&model, SEED, 0.2, 0..N);
+    let fx = FeatureExtractor::new(anomalyd::config::FeatureSpec::Field("data".into()), 2);
+    let mut fired: BTreeMap<u64, Vec<&str>> = BTreeMap::new();
+    for id in 0..N {
+        let v = anomalyd::source::generator::record(SEED, id, 0.2, std::time::SystemTime::now());
+        let text = v.to_string();
+        let r = anomalyd::record::Record::parse(Some(text.as_bytes())).unwrap();
+        let mut x = Vec::new();
+        fx.extract(&r, &mut x).unwrap();
+        let names: Vec<&str> = [(x[0] > 3.0, "far_east"), (x[1] >= 3.0, "far_north")]
+            .into_iter()
+            .filter_map(|(hit, name)| hit.then_some(name))
+            .collect();
+        if !names.is_empty() {
+            fired.insert(id, names);
+        }
+    }
+    assert!(!fired.is_empty() && fired.len() < N as usize / 2);
+
+    let daemon = Daemon::start(config).await.expect("daemon starts");
+    let (mf, mr) = (
+        daemon.detector("forest").unwrap().metrics().clone(),
+        daemon.detector("limits").unwrap().metrics().clone(),
+    );
+    let both = support::wait_until(Duration::from_secs(180), || {
+        mf.records_in.load(Relaxed) > N && mr.records_in.load(Relaxed) > N
+    })
+    .await;
+    assert!(
+        both,
+        "scored: forest {} rules {}",
+        mf.records_in.load(Relaxed),
+        mr.records_in.load(Relaxed)
+    );
+    let got_forest = anomalies(&out_forest, flagged_forest.len(), Duration::from_secs(60)).await;
+    let got_rules = anomalies(&out_rules, fired.len(), Duration::from_secs(60)).await;
+    let letters =
+        support::read_topic(&dead_rules, Duration::from_secs(30), |g| !g.is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        mf.records_in.load(Relaxed),
+        N + 1,
+        "forest: every record once"
+    );
+    assert_eq!(
+        mr.records_in.load(Relaxed),
+        N + 1,
+        "rules: every record once"
+    );
+    assert_eq!(mr.dead_letters()["rule_error"], 1);
+    assert_eq!(mf.dead_letters()["missing_feature"], 1);
+    assert!(daemon.detector("limits").unwrap().model().is_none());
+    assert_eq!(
+        daemon.detector("limits").unwrap().scorer().identity().kind,
+        "rules"
+    );
+    // A reload reports the rules unchanged and reloads the model.
+    let report = daemon.reload().await;
+    assert!(report.all_ok(), "{report:?}");
+    assert_eq!(report.detectors.len(), 2);
+    daemon
+        .stop(Duration::from_secs(30))
+        .await
+        .expect("clean stop");
+
+    let ids: BTreeSet<u64> = got_forest
+        .iter()
+        .map(|v| v["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), got_forest.len(), "forest: no duplicates");
+    assert_eq!(ids, flagged_forest);
+    assert!(
+        got_forest
+            .iter()
+            .all(|v| v["anomalyd"]["detector"] == "forest")
+    );
+
+    let mut seen = BTreeSet::new();
+    for v in &got_rules {
+        let a = &v["anomalyd"];
+        let id = v["id"].as_u64().unwrap();
+        assert!(seen.insert(id), "rules: {id} twice");
+        assert_eq!(a["detector"], "limits", "{v}");
+        assert_eq!(a["model"]["kind"], "rules", "{v}");
+        assert!(a["model"].get("path").is_none(), "{v}");
+        assert_eq!(a["decision"], -1.0, "{v}");
+        let names: Vec<&str> = a["explanation"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["rule"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, fired[&id], "the rules that fired on {id}");
+        assert_eq!(a["score"], fired[&id].len() as f64);
+    }
+    assert_eq!(
+        seen,
+        fired.keys().copied().collect(),
+        "rules: what the rules flag"
+    );
+
+    assert_eq!(letters.len(), 1);
+    let header = |name: &str| {
+        letters[0]
+            .headers()
+            .unwrap()
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    assert_eq!(header("anomalyd-reason").as_deref(), Some("rule_error"));
+    let error = header("anomalyd-error").unwrap();
+    assert!(
+        error.contains("rule `far_east`") && error.contains("data"),
+        "{error}"
     );
 }

@@ -182,7 +182,16 @@ async fn broker_outage_is_critical_naming_the_broker_then_ok_again() {
         "fetch.wait.max.ms".into(),
         anomalyd::config::PropertyValue::Int(10),
     );
-    support::det_mut(&mut config).model = Some(model);
+    config.detectors.insert(
+        support::DETECTOR.into(),
+        anomalyd::config::DetectorConfig {
+            input_topic: "transactions".into(),
+            output_topic: "anomalies".into(),
+            dead_letter_topic: "transactions.dead-letter".into(),
+            model: Some(model),
+            ..Default::default()
+        },
+    );
     config.control.socket = dir.path().join("anomalyd.sock");
     for t in [
         &support::det(&config).input_topic,

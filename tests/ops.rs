@@ -89,7 +89,7 @@ async fn reload_mid_stream_loses_nothing_and_scores_nothing_twice() {
     assert!(!report.all_ok(), "corrupt model refused");
     let err = report.errors().join("; ");
     assert!(err.contains("live.iforest"), "{err}");
-    assert_eq!(daemon.detectors()[0].model().current().id(), b);
+    assert_eq!(daemon.detectors()[0].model().unwrap().current().id(), b);
     let status: Value = serde_json::from_str(
         &get(&daemon.config().control.socket, "GET", "/status")
             .await
@@ -250,7 +250,7 @@ async fn control_socket_endpoints_mode_and_health_codes() {
     );
     assert_eq!(
         det["model"]["id"],
-        daemon.detectors()[0].model().current().id()
+        daemon.detectors()[0].model().unwrap().current().id()
     );
 
     let (code, metrics) = get(&socket, "GET", "/metrics").await;
@@ -449,7 +449,17 @@ async fn a_reloaded_model_with_features_in_another_order_is_refused() {
             && err.contains("where the model expects `x1`"),
         "{err}"
     );
-    assert_eq!(daemon.detectors()[0].model().current().id(), serving);
-    assert_eq!(daemon.detectors()[0].model().history().failed_reloads, 1);
+    assert_eq!(
+        daemon.detectors()[0].model().unwrap().current().id(),
+        serving
+    );
+    assert_eq!(
+        daemon.detectors()[0]
+            .model()
+            .unwrap()
+            .history()
+            .failed_reloads,
+        1
+    );
     daemon.stop(Duration::from_secs(10)).await.expect("stop");
 }

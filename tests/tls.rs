@@ -147,11 +147,17 @@ async fn the_pipeline_runs_over_tls() {
         kafka: broker.kafka(),
         ..Config::default()
     };
-    support::det_mut(&mut config).input_topic = "tls-in".into();
-    support::det_mut(&mut config).output_topic = "tls-out".into();
-    support::det_mut(&mut config).dead_letter_topic = "tls-dead".into();
+    config.detectors.insert(
+        support::DETECTOR.into(),
+        anomalyd::config::DetectorConfig {
+            input_topic: "tls-in".into(),
+            output_topic: "tls-out".into(),
+            dead_letter_topic: "tls-dead".into(),
+            model: Some(model.clone()),
+            ..Default::default()
+        },
+    );
     support::generate(&mut config, N, 0.0, SEED);
-    support::det_mut(&mut config).model = Some(model.clone());
     config.control.socket = dir.path().join("anomalyd.sock");
 
     let daemon = Daemon::start(config.clone()).await.expect("daemon starts");

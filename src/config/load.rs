@@ -285,6 +285,16 @@ pub fn load_with_env(
     path: &Path,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Config, ConfigErrors> {
+    load_checked(path, env, true)
+}
+
+/// Loads and validates `path`; without `scoring` (commands that score nothing: `tail`,
+/// `health`, `ctl`), a file without a detector is accepted.
+fn load_checked(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+    scoring: bool,
+) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
@@ -309,7 +319,11 @@ pub fn load_with_env(
         )
     })?;
 
-    let invalid = config.validate();
+    let invalid: Vec<_> = config
+        .validate()
+        .into_iter()
+        .filter(|inv| scoring || inv.key != super::NO_DETECTOR_KEY)
+        .collect();
     if invalid.is_empty() {
         return Ok(config);
     }
@@ -337,13 +351,26 @@ pub fn load_with_env(
 }
 
 /// The file `located` names, loaded with the overrides in `env`; or, when it names none, the
-/// built-in defaults with those overrides ([`defaults_with_env`]).
+/// built-in defaults with those overrides ([`defaults_with_env`]). A file without a detector
+/// is refused (key `detectors`): this is what `run` and `check-config` read.
 pub fn load_located(
     located: &Located,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Config, ConfigErrors> {
     match located.path() {
         Some(path) => load_with_env(path, env),
+        None => defaults_with_env(env),
+    }
+}
+
+/// [`load_located`] for the commands that score nothing (`tail`, `health`, `ctl`): a file
+/// without a detector is fine there.
+pub fn load_located_for_tools(
+    located: &Located,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigErrors> {
+    match located.path() {
+        Some(path) => load_checked(path, env, false),
         None => defaults_with_env(env),
     }
 }
@@ -757,6 +784,13 @@ mod tests {
             msg.starts_with(&format!("{}: detectors: no detector", path.display())),
             "{msg}"
         );
+        // The tools that score nothing read it.
+        let located = Located::File {
+            path: path.clone(),
+            rule: Rule::Flag,
+        };
+        let c = load_located_for_tools(&located, no_env()).unwrap();
+        assert_eq!(c.kafka.brokers, "a:1");
     }
 
     #[test]

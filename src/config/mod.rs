@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 pub use librdkafka::property_problem;
 pub use load::{
     CONFIG_VAR, ConfigError, ConfigErrors, DEFAULT_PATH, ENV_PREFIX, LOCAL_NAME, Located, NO_FILE,
-    Origin, Rule, defaults_with_env, load, load_located, load_with_env, locate, origin_of, resolve,
-    shorten,
+    Origin, Rule, defaults_with_env, load, load_located, load_located_for_tools, load_with_env,
+    locate, origin_of, resolve, shorten,
 };
 
 /// The whole configuration file.
@@ -137,6 +137,10 @@ pub struct DetectorConfig {
     /// The model file (any kind the file's header names). Relative paths are resolved
     /// against the working directory.
     pub model: Option<PathBuf>,
+    /// `[detectors.NAME.rules]`: named CEL expressions over the record's fields
+    /// (`hot = "temperature > 40.0"`), the scorer of a detector without a model. A record is
+    /// anomalous when any rule is true; anomalies list the rules that fired in name order.
+    pub rules: Option<BTreeMap<String, String>>,
     /// Topic the anomalies are published to. Required.
     pub output_topic: String,
     /// Topic for records that cannot be scored. Required.
@@ -161,6 +165,7 @@ impl Default for DetectorConfig {
             match_features: FeatureMatch::ByName,
             scorer: None,
             model: None,
+            rules: None,
             output_topic: String::new(),
             dead_letter_topic: String::new(),
             batch_max: 500,
@@ -175,8 +180,11 @@ impl DetectorConfig {
     /// The scorer this detector uses: the explicit `scorer`, else the one whose key is set.
     /// `None` when neither says (a configuration error that [`Config::validate`] reports).
     pub fn scorer_kind(&self) -> Option<ScorerKind> {
-        self.scorer
-            .or_else(|| self.model.as_ref().map(|_| ScorerKind::Model))
+        self.scorer.or(match (&self.model, &self.rules) {
+            (Some(_), _) => Some(ScorerKind::Model),
+            (None, Some(_)) => Some(ScorerKind::Rules),
+            (None, None) => None,
+        })
     }
 
     /// The consumer group: `group_id`, else `<kafka_group>-<name>`.
@@ -210,12 +218,15 @@ pub enum RecordFormat {
 pub enum ScorerKind {
     /// A model file (`model = "path"`); its header names its kind.
     Model,
+    /// Named CEL rules (`[detectors.NAME.rules]`).
+    Rules,
 }
 
 impl fmt::Display for ScorerKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Model => "model",
+            Self::Rules => "rules",
         })
     }
 }
@@ -797,14 +808,36 @@ fn validate_detector(name: &str, d: &DetectorConfig, bad: &mut impl FnMut(&str, 
         }
         FeatureSpec::Field(_) => {}
     }
-    match (d.scorer, &d.model) {
-        (None | Some(ScorerKind::Model), Some(path)) if path.as_os_str().is_empty() => {
+    match (d.scorer_kind(), &d.model, &d.rules) {
+        (_, Some(_), Some(_)) => bad(
+            &key("rules"),
+            "a detector has one scorer: a model file or rules, not both".into(),
+        ),
+        (Some(ScorerKind::Model), Some(path), None) if path.as_os_str().is_empty() => {
             bad(&key("model"), "must not be empty".into())
         }
-        (None | Some(ScorerKind::Model), Some(_)) => {}
-        (_, None) => bad(
+        (Some(ScorerKind::Model), Some(_), None) => {}
+        (Some(ScorerKind::Model), None, _) => bad(
             &key("model"),
-            "the detector has no scorer: set model = \"<model file>\"".into(),
+            "scorer = \"model\" needs model = \"<model file>\"".into(),
+        ),
+        // The expressions are compiled where the model files are loaded (the daemon's
+        // `load_scorers`, which `check-config` and `run` both call), so that this module does
+        // not depend on the rules engine.
+        (Some(ScorerKind::Rules), None, Some(rules)) if rules.is_empty() => bad(
+            &key("rules"),
+            "needs at least one rule (name = \"CEL expression\")".into(),
+        ),
+        (Some(ScorerKind::Rules), None, Some(_)) => {}
+        (Some(ScorerKind::Rules), _, None) => bad(
+            &key("rules"),
+            "scorer = \"rules\" needs a [detectors.<name>.rules] table".into(),
+        ),
+        (None, _, _) => bad(
+            &key("model"),
+            "the detector has no scorer: set model = \"<model file>\", or rules in a \
+             [detectors.<name>.rules] table"
+                .into(),
         ),
     }
     if d.batch_max < 1 {
@@ -831,6 +864,11 @@ fn validate_detector(name: &str, d: &DetectorConfig, bad: &mut impl FnMut(&str, 
             "must not be empty (leave it out for <kafka.group_id>-<name>)".into(),
         );
     }
+}
+
+/// A rules table as `(name, expression)` pairs, in name order.
+pub fn rule_pairs(rules: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    rules.iter().map(|(n, e)| (n.clone(), e.clone())).collect()
 }
 
 fn kind_name(kind: Option<ScorerKind>) -> String {
@@ -994,6 +1032,27 @@ mod tests {
             detector("anomalies", "anomalies-2", "b.iforest"),
         );
         assert_eq!(keys(&c), ["detectors.tx.output_topic"]);
+    }
+
+    #[test]
+    fn a_detector_has_exactly_one_scorer() {
+        let rules = || Some(BTreeMap::from([("hot".to_owned(), "t > 40.0".to_owned())]));
+        let mut c = one();
+        let d = c.detectors.get_mut("tx").unwrap();
+        assert_eq!(d.scorer_kind(), Some(ScorerKind::Model));
+        d.rules = rules();
+        assert_eq!(keys(&c), ["detectors.tx.rules"], "both");
+        let d = c.detectors.get_mut("tx").unwrap();
+        d.model = None;
+        assert_eq!(d.scorer_kind(), Some(ScorerKind::Rules));
+        assert_eq!(c.validate(), vec![]);
+        let d = c.detectors.get_mut("tx").unwrap();
+        d.scorer = Some(ScorerKind::Model);
+        assert_eq!(keys(&c), ["detectors.tx.model"], "says model, has rules");
+        let d = c.detectors.get_mut("tx").unwrap();
+        d.scorer = None;
+        d.rules = Some(BTreeMap::new());
+        assert_eq!(keys(&c), ["detectors.tx.rules"], "no rule");
     }
 
     #[test]

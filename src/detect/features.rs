@@ -29,16 +29,21 @@ pub enum Rejection {
     /// `found` is the real count, however long the array.
     #[error("expected {expected} features, found {found}")]
     WrongFeatureCount { expected: usize, found: usize },
+    /// A rule could not be evaluated on the record (see
+    /// [`RuleError`](crate::detect::rules::RuleError)): the text names the rule and the reason.
+    #[error("{0}")]
+    Rule(String),
 }
 
 impl Rejection {
     /// Every reason code, for metrics that list all of them even at zero.
-    pub const REASONS: [&'static str; 5] = [
+    pub const REASONS: [&'static str; 6] = [
         "not_json",
         "missing_feature",
         "not_a_number",
         "not_finite",
         "wrong_feature_count",
+        crate::detect::rules::RuleError::CODE,
     ];
 
     /// A stable, machine-readable code.
@@ -49,6 +54,7 @@ impl Rejection {
             Self::NotANumber(_) => "not_a_number",
             Self::NotFinite(_) => "not_finite",
             Self::WrongFeatureCount { .. } => "wrong_feature_count",
+            Self::Rule(_) => crate::detect::rules::RuleError::CODE,
         }
     }
 }

@@ -10,7 +10,11 @@
 //! One meaning of the numbers for every kind (issue 12): `score` is in the scorer's native
 //! unit, and `decision < 0` means anomalous. For the Isolation Forest, `score` is
 //! scikit-learn's `score_samples` (in [-1, 0], lower is more anomalous) and `decision` its
-//! `decision_function` (`score - offset`).
+//! `decision_function` (`score - offset`). For rules ([`RulesScorer`]), `score` is the number
+//! of rules that fired and `decision` is -1 when one fired, +1 otherwise.
+//!
+//! A scorer may refuse a record it cannot judge (a rule that cannot be evaluated on it): that
+//! record goes to the dead letters with the reason, never a panic.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -20,6 +24,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::model::Model;
+use super::rules::{RuleSet, RulesError};
 use super::slot::ModelSlot;
 use crate::record::Record;
 
@@ -35,13 +40,19 @@ pub struct Scored {
 /// Which scorer scored a record: published in every anomaly (as `model`) and in `/status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ScorerIdentity {
-    /// 12 hex digits of the model's digest (see [`Model::id`]).
+    /// 12 hex digits of the model's digest (see [`Model::id`]), or of the rules' text.
     pub id: String,
-    /// The model file's kind, e.g. `isolation_forest`.
+    /// The model file's kind, e.g. `isolation_forest`, or `rules`.
     pub kind: String,
-    /// The model file it was loaded from.
-    pub path: PathBuf,
+    /// The model file it was loaded from; absent for rules.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
 }
+
+/// Why a scorer could not judge one record: its text names the cause (for rules, the rule and
+/// the reason), for the record's dead letter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unscorable(pub String);
 
 /// What the worker must take from each record for this scorer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,12 +97,13 @@ pub trait Scorer: Send + Sync + fmt::Debug {
     /// [`Needs::Record`]).
     fn feature_names(&self) -> &[String];
 
-    /// Scores every record of `batch` into `out` (one entry per record, same order).
+    /// Scores every record of `batch` into `out` (one entry per record, same order): a
+    /// [`Scored`], or why the record cannot be judged.
     ///
     /// # Panics
     /// If `out.len() != batch.len()`, or the rows do not hold `batch.len()` times the
     /// feature count.
-    fn score_batch(&self, batch: &Batch<'_, '_>, out: &mut [Scored]);
+    fn score_batch(&self, batch: &Batch<'_, '_>, out: &mut [Result<Scored, Unscorable>]);
 
     /// Why a flagged record is an anomaly, the entries published under `explanation`;
     /// `features` is the record's row (empty for [`Needs::Record`]).
@@ -103,7 +115,7 @@ impl Scorer for Model {
         ScorerIdentity {
             id: self.id().to_owned(),
             kind: self.kind().to_owned(),
-            path: self.path().to_owned(),
+            path: Some(self.path().to_owned()),
         }
     }
 
@@ -115,20 +127,136 @@ impl Scorer for Model {
         Model::feature_names(self)
     }
 
-    fn score_batch(&self, batch: &Batch<'_, '_>, out: &mut [Scored]) {
+    fn score_batch(&self, batch: &Batch<'_, '_>, out: &mut [Result<Scored, Unscorable>]) {
         assert_eq!(out.len(), batch.len(), "one output per record");
         let mut scores = vec![0.0; batch.len()];
         Model::score_batch(self, batch.rows, &mut scores);
         for (o, s) in out.iter_mut().zip(scores) {
-            *o = Scored {
+            *o = Ok(Scored {
                 score: s,
                 decision: self.decision(s),
-            };
+            });
         }
     }
 
     fn explain(&self, features: &[f64], _record: &Record<'_>) -> Vec<Value> {
         crate::sinks::anomalies::explanation(features, self)
+    }
+}
+
+/// Named CEL rules as a scorer ([`RuleSet`]): a record is anomalous when any rule fired.
+/// Reads the record's fields, so it [`Needs::Record`]. Compiled once, at start; nothing to
+/// reload.
+#[derive(Debug)]
+pub struct RulesScorer {
+    rules: RuleSet,
+    identity: ScorerIdentity,
+    names: Vec<String>,
+}
+
+impl RulesScorer {
+    /// Compiles `rules` (`(name, expression)` pairs, in the order anomalies list them). The
+    /// identity's id is 12 hex digits of a SHA-256 over the names and expressions, so the same
+    /// rules give the same id.
+    ///
+    /// # Errors
+    /// [`RulesError`], as [`RuleSet::compile`] gives it.
+    pub fn compile(rules: &[(String, String)]) -> Result<Self, RulesError> {
+        use sha2::{Digest, Sha256};
+        let set = RuleSet::compile(rules)?;
+        let mut digest = Sha256::new();
+        for (name, expr) in rules {
+            // Lengths first, so that no two lists hash alike by moving text between entries.
+            digest.update((name.len() as u64).to_le_bytes());
+            digest.update(name.as_bytes());
+            digest.update((expr.len() as u64).to_le_bytes());
+            digest.update(expr.as_bytes());
+        }
+        let id: String = digest
+            .finalize()
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(Self {
+            names: rules.iter().map(|(n, _)| n.clone()).collect(),
+            rules: set,
+            identity: ScorerIdentity {
+                id,
+                kind: RULES_KIND.to_owned(),
+                path: None,
+            },
+        })
+    }
+
+    /// The record as the rules see it: its JSON text as a value (a record whose text holds a
+    /// number JSON values cannot hold, such as `1e400`, cannot be judged).
+    fn fields(record: &Record<'_>) -> Result<Value, Unscorable> {
+        serde_json::from_str(record.text())
+            .map_err(|e| Unscorable(format!("the rules cannot read the record: {e}")))
+    }
+}
+
+/// The kind a [`RulesScorer`] reports.
+pub const RULES_KIND: &str = "rules";
+
+impl Scorer for RulesScorer {
+    fn identity(&self) -> ScorerIdentity {
+        self.identity.clone()
+    }
+
+    fn needs(&self) -> Needs {
+        Needs::Record
+    }
+
+    /// The rules' names, in order.
+    fn feature_names(&self) -> &[String] {
+        &self.names
+    }
+
+    fn score_batch(&self, batch: &Batch<'_, '_>, out: &mut [Result<Scored, Unscorable>]) {
+        assert_eq!(out.len(), batch.len(), "one output per record");
+        for (o, record) in out.iter_mut().zip(batch.records) {
+            *o = Self::fields(record).and_then(|v| {
+                let verdict = self
+                    .rules
+                    .evaluate(&v)
+                    .map_err(|e| Unscorable(e.to_string()))?;
+                Ok(Scored {
+                    score: verdict.score(),
+                    decision: verdict.decision(),
+                })
+            });
+        }
+    }
+
+    /// The rules that fired, each `{"rule": name}`, in the rule set's order.
+    fn explain(&self, _features: &[f64], record: &Record<'_>) -> Vec<Value> {
+        Self::fields(record)
+            .ok()
+            .and_then(|v| self.rules.evaluate(&v).ok())
+            .map(|verdict| {
+                verdict
+                    .fired
+                    .iter()
+                    .map(|name| serde_json::json!({ "rule": &**name }))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A scorer that never changes: the [`ScorerSource`] of a rules detector.
+#[derive(Debug)]
+pub struct Fixed(pub Arc<RulesScorer>);
+
+impl ScorerSource for Fixed {
+    fn current(&self) -> Arc<dyn Scorer> {
+        Arc::clone(&self.0) as _
+    }
+
+    fn reload_path(&self) -> Option<&Path> {
+        None
     }
 }
 
@@ -181,13 +309,13 @@ mod tests {
         let scorer = source.current();
         assert_eq!(scorer.needs(), Needs::Features(2));
         assert_eq!(scorer.identity().id, model.id());
-        assert_eq!(scorer.identity().path, path);
+        assert_eq!(scorer.identity().path, Some(path.clone()));
         assert_eq!(source.reload_path(), Some(path.as_path()));
 
         let rows = [2.0, 2.0, 0.0, 0.1, 9.0, -9.0];
         let record = Record::parse(Some(b"{}")).unwrap();
         let records = [&record, &record, &record];
-        let mut out = [Scored::default(); 3];
+        let mut out = vec![Ok(Scored::default()); 3];
         scorer.score_batch(
             &Batch {
                 rows: &rows,
@@ -195,6 +323,7 @@ mod tests {
             },
             &mut out,
         );
+        let out: Vec<Scored> = out.into_iter().map(Result::unwrap).collect();
         for (i, o) in out.iter().enumerate() {
             let s = model.score(&rows[2 * i..2 * i + 2]);
             assert_eq!(o.score, s);
@@ -203,5 +332,68 @@ mod tests {
         // A blob centre is normal; far outside is anomalous: negative means anomalous.
         assert!(out[0].decision > 0.0 && out[2].decision < 0.0, "{out:?}");
         assert!(!scorer.explain(&rows[4..6], &record).is_empty());
+    }
+
+    #[test]
+    fn rules_score_through_the_trait_and_refuse_what_they_cannot_judge() {
+        let rules = [
+            ("hot".to_owned(), "temperature > 40.0".to_owned()),
+            ("over_pressure".to_owned(), "pressure > 120.0".to_owned()),
+        ];
+        let scorer = RulesScorer::compile(&rules).unwrap();
+        assert_eq!(scorer.needs(), Needs::Record);
+        assert_eq!(scorer.identity().kind, "rules");
+        assert_eq!(scorer.identity().path, None);
+        assert_eq!(
+            scorer.identity(),
+            RulesScorer::compile(&rules).unwrap().identity()
+        );
+        let texts = [
+            r#"{"temperature": 20, "pressure": 100}"#,
+            r#"{"temperature": 41.5, "pressure": 130}"#,
+            r#"{"pressure": 100}"#,
+            r#"{"temperature": 1e400, "pressure": 1}"#,
+        ];
+        let records: Vec<Record<'_>> = texts
+            .iter()
+            .map(|t| Record::parse(Some(t.as_bytes())).unwrap())
+            .collect();
+        let refs: Vec<&Record<'_>> = records.iter().collect();
+        let mut out = vec![Ok(Scored::default()); 4];
+        scorer.score_batch(
+            &Batch {
+                rows: &[],
+                records: &refs,
+            },
+            &mut out,
+        );
+        assert_eq!(
+            out[0],
+            Ok(Scored {
+                score: 0.0,
+                decision: 1.0
+            })
+        );
+        assert_eq!(
+            out[1],
+            Ok(Scored {
+                score: 2.0,
+                decision: -1.0
+            })
+        );
+        let missing = out[2].clone().unwrap_err().0;
+        assert!(
+            missing.contains("rule `hot`") && missing.contains("temperature"),
+            "{missing}"
+        );
+        assert!(out[3].is_err(), "{:?}", out[3]);
+        assert_eq!(
+            scorer.explain(&[], &records[1]),
+            [
+                serde_json::json!({"rule": "hot"}),
+                serde_json::json!({"rule": "over_pressure"})
+            ]
+        );
+        assert!(RulesScorer::compile(&[("bad".into(), "a >".into())]).is_err());
     }
 }

@@ -293,7 +293,7 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
                 Err(r) => rejected.push((i, r)),
             }
         }
-        let mut scored = vec![Scored::default(); scorable.len()];
+        let mut scored = vec![Ok(Scored::default()); scorable.len()];
         {
             let records: Vec<_> = scorable.iter().map(|(_, r)| r).collect();
             let input = Batch {
@@ -311,7 +311,14 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
         let now = SystemTime::now();
         let mut intents = Vec::new();
         for (k, (i, record)) in scorable.into_iter().enumerate() {
-            let Scored { score, decision } = scored[k];
+            let Scored { score, decision } = match &scored[k] {
+                Ok(s) => *s,
+                // The scorer cannot judge this record: a dead letter with its reason.
+                Err(why) => {
+                    rejected.push((i, Rejection::Rule(why.0.clone())));
+                    continue;
+                }
+            };
             if decision >= 0.0 {
                 continue;
             }

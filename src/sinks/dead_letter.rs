@@ -33,12 +33,13 @@ pub const REFUSED: &str = "refused";
 
 /// Every dead-letter reason code: the [`Rejection`] reasons, then [`TOO_LARGE`] and
 /// [`REFUSED`].
-pub const REASONS: [&str; 7] = [
+pub const REASONS: [&str; 8] = [
     Rejection::REASONS[0],
     Rejection::REASONS[1],
     Rejection::REASONS[2],
     Rejection::REASONS[3],
     Rejection::REASONS[4],
+    Rejection::REASONS[5],
     TOO_LARGE,
     REFUSED,
 ];
