@@ -469,9 +469,27 @@ fn check_cluster_agreement(model: &ClusterModel, header: &ClusterHeader) -> Resu
             header.training_ranges.len()
         ));
     }
+    // The header's floats went through JSON, whose round trip need not give the same bits;
+    // compare them with the model's after the same trip.
+    let via_json = |v: f64| {
+        serde_json::to_string(&v)
+            .ok()
+            .and_then(|t| serde_json::from_str::<f64>(&t).ok())
+            .map(f64::to_bits)
+    };
+    let same = |a: f64, b: f64| via_json(b).is_some_and(|b| a.to_bits() == b);
+    let scaling = model.scaling();
+    let same_scaling = header.scaling.method == scaling.method
+        && header.scaling.scale.len() == scaling.scale.len()
+        && header
+            .scaling
+            .scale
+            .iter()
+            .zip(&scaling.scale)
+            .all(|(&a, &b)| same(a, b));
     if header.kind != model.kind()
-        || header.threshold.to_bits() != model.threshold().to_bits()
-        || header.scaling != *model.scaling()
+        || !same(header.threshold, model.threshold())
+        || !same_scaling
         || header.cluster_sizes != model.cluster_sizes()
         || header.cluster_sizes.len() > header.k
     {

@@ -30,6 +30,11 @@ pub enum TrainError {
     Csv(#[from] CsvError),
     #[error("{input}: {error}")]
     Forest { input: String, error: ForestError },
+    #[error("{input}: {error}")]
+    Clusters {
+        input: String,
+        error: crate::detect::kmeans::ClusterError,
+    },
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
@@ -41,7 +46,7 @@ impl TrainError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Csv(e) if e.is_missing() => exit::NO_INPUT,
-            Self::Csv(_) | Self::Forest { .. } => exit::DATA_ERR,
+            Self::Csv(_) | Self::Forest { .. } | Self::Clusters { .. } => exit::DATA_ERR,
             Self::Model(_) | Self::Report(_) => exit::CANT_CREATE,
         }
     }
@@ -188,9 +193,12 @@ pub fn train(options: &TrainOptions) -> Result<TrainSummary, TrainError> {
     })
 }
 
-type Loaded = (Vec<f64>, Vec<String>, String, ForestParams);
+/// Row-major training values, feature names, a description of the source, and the forest
+/// parameters that suit it.
+pub(crate) type Loaded = (Vec<f64>, Vec<String>, String, ForestParams);
 
-fn load(input: &TrainInput) -> Result<Loaded, TrainError> {
+/// Reads the training rows `input` names.
+pub(crate) fn load(input: &TrainInput) -> Result<Loaded, TrainError> {
     match input {
         TrainInput::Csv {
             path,
