@@ -1305,4 +1305,217 @@ mod tests {
         let err = save(&dir.path().join("m"), &forest, &meta).unwrap_err();
         assert!(matches!(err, ModelError::Write { .. }));
     }
+
+    /// Both cluster kinds trained on three blobs, with their training metadata and data.
+    fn cluster_models() -> Vec<(ClusterModel, ClusterTraining, TrainingMeta, Vec<f64>)> {
+        use crate::detect::kmeans::{ScaleMethod, ThresholdRule, tests::blobs};
+        let data = blobs(&[(0.0, 0.0), (6.0, 1.0), (2.0, 8.0)], 40, 0.7, 12);
+        let scaling = Scaling::fit(ScaleMethod::Standard, &data, 2);
+        let meta = TrainingMeta::describe(&data, vec!["p".into(), "q".into()], "blobs");
+        let training = |min_divisible| ClusterTraining {
+            seed: 5,
+            k: 3,
+            k_rule: "fixed: --k 3".into(),
+            elbow_ratio: None,
+            costs: vec![KCost { k: 3, cost: 1.5 }],
+            min_divisible,
+            threshold_rule: "top:4".into(),
+        };
+        let rule = ThresholdRule::Top(4);
+        let km = KMeans::fit(&data, 2, 3, scaling.clone(), rule, 5)
+            .unwrap()
+            .0;
+        let bk = BisectingKMeans::fit(&data, 2, 3, 1, scaling, rule, 5)
+            .unwrap()
+            .0;
+        vec![
+            (
+                ClusterModel::KMeans(km),
+                training(None),
+                meta.clone(),
+                data.clone(),
+            ),
+            (
+                ClusterModel::BisectingKMeans(bk),
+                training(Some(1)),
+                meta,
+                data,
+            ),
+        ]
+    }
+
+    /// Rewrites one JSON header field of a cluster file and fixes the lengths and checksum, so
+    /// only the content check can refuse it.
+    fn with_header(bytes: &[u8], edit: impl Fn(&mut serde_json::Value)) -> Vec<u8> {
+        let h = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+        let mut header: serde_json::Value = serde_json::from_slice(&bytes[24..24 + h]).unwrap();
+        edit(&mut header);
+        let header = serde_json::to_vec(&header).unwrap();
+        frame(&header, &bytes[24 + h..bytes.len() - CHECKSUM_LEN]).unwrap()
+    }
+
+    #[test]
+    fn cluster_models_round_trip_with_identical_scores_and_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        for (model, training, meta, data) in cluster_models() {
+            let path = dir.path().join(model.kind());
+            let id = save_clusters(&path, &model, &training, &meta).unwrap();
+            let loaded = LoadedModel::load(&path).unwrap();
+            assert_eq!(loaded.id(), id);
+            assert_eq!(loaded.kind(), model.kind());
+            assert_eq!(loaded.feature_names(), ["p", "q"]);
+            assert_eq!(loaded.n_features(), 2);
+            assert_eq!(loaded.header().rows(), 120);
+            assert_eq!(loaded.header().source(), "blobs");
+            assert_eq!(loaded.training_range(1), meta.training_ranges[1]);
+            assert!(loaded.scorer().higher_is_anomalous());
+            let AnyHeader::Clusters(h) = loaded.header() else {
+                panic!("not a cluster header")
+            };
+            assert_eq!(h.k, 3);
+            assert_eq!(h.seed, 5);
+            assert_eq!(h.threshold_rule, "top:4");
+            assert_eq!(
+                h.scaling.method,
+                crate::detect::kmeans::ScaleMethod::Standard
+            );
+            assert_eq!(h.cluster_sizes.iter().sum::<u64>(), 120);
+            let original = match &model {
+                ClusterModel::KMeans(m) => Scorer::KMeans(m.clone()),
+                ClusterModel::BisectingKMeans(m) => Scorer::BisectingKMeans(m.clone()),
+            };
+            assert_eq!(loaded.scorer(), &original);
+            let mut batch = vec![0.0; 120];
+            loaded.score_batch(&data, &mut batch);
+            let mut flagged = 0;
+            for (x, b) in data.chunks(2).zip(&batch) {
+                let s = loaded.score(x);
+                assert_eq!(s.to_bits(), original.score(x).to_bits());
+                assert_eq!(s.to_bits(), b.to_bits());
+                assert_eq!(loaded.decision(s), loaded.threshold() - s);
+                assert_eq!(loaded.is_anomaly(s), s > loaded.threshold());
+                flagged += usize::from(loaded.is_anomaly(s));
+            }
+            assert_eq!(flagged, 3, "top:4 flags 3 distinct rows");
+            let shares = loaded.attribution(&[20.0, 0.0]);
+            assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+            // The forest-only API refuses it, naming the kind.
+            let err = Model::load(&path).unwrap_err();
+            assert!(matches!(err, ModelError::Kind { .. }), "{err}");
+            assert!(err.to_string().contains(model.kind()), "{err}");
+
+            // Another time and source: the same id; another seed in the header: another.
+            let later = TrainingMeta {
+                trained_at: meta.trained_at + std::time::Duration::from_secs(3600),
+                source: "elsewhere".into(),
+                ..meta.clone()
+            };
+            assert_eq!(encode_clusters(&model, &training, &later).unwrap().1, id);
+            let reseeded = ClusterTraining {
+                seed: 6,
+                ..training.clone()
+            };
+            assert_ne!(encode_clusters(&model, &reseeded, &meta).unwrap().1, id);
+        }
+    }
+
+    #[test]
+    fn forest_files_load_through_the_any_kind_api_too() {
+        let (_dir, path, _, id) = saved();
+        let (forest, _) = trained();
+        let loaded = LoadedModel::load(&path).unwrap();
+        assert_eq!(loaded.id(), id);
+        assert_eq!(loaded.kind(), KIND_ISOLATION_FOREST);
+        assert!(!loaded.scorer().higher_is_anomalous());
+        let x = [1.0, 5.0, 9.5];
+        assert_eq!(loaded.score(&x), forest.score_samples(&x));
+        assert_eq!(loaded.threshold(), forest.offset());
+        assert_eq!(
+            loaded.decision(loaded.score(&x)),
+            forest.decision(forest.score_samples(&x))
+        );
+        assert_eq!(loaded.attribution(&x), forest.attribution(&x));
+        let model = Model::load(&path).unwrap();
+        assert_eq!(LoadedModel::from(model).id(), id);
+    }
+
+    #[test]
+    fn cluster_files_get_every_refusal() {
+        let dir = tempfile::tempdir().unwrap();
+        for (model, training, meta, _) in cluster_models() {
+            let path = dir.path().join(model.kind());
+            save_clusters(&path, &model, &training, &meta).unwrap();
+            let bytes = fs::read(&path).unwrap();
+            let load = |b: &[u8]| LoadedModel::from_bytes(&path, b).unwrap_err();
+
+            let mut wrong_magic = bytes.clone();
+            wrong_magic[3] ^= 1;
+            assert!(matches!(load(&wrong_magic), ModelError::BadMagic { .. }));
+            let mut future = bytes.clone();
+            future[8..12].copy_from_slice(&2u32.to_le_bytes());
+            assert!(matches!(
+                load(&future),
+                ModelError::UnknownVersion { found: 2, .. }
+            ));
+            for cut in [10, bytes.len() / 2, bytes.len() - 1] {
+                assert!(matches!(load(&bytes[..cut]), ModelError::Truncated { .. }));
+            }
+            let mut longer = bytes.clone();
+            longer.push(7);
+            assert!(matches!(load(&longer), ModelError::TrailingBytes { .. }));
+            // A flipped bit anywhere: in the header, in the payload.
+            for at in [40, bytes.len() - 40] {
+                let mut flipped = bytes.clone();
+                flipped[at] ^= 0x10;
+                let err = load(&flipped);
+                assert!(matches!(err, ModelError::Checksum { .. }), "at {at}: {err}");
+                assert!(err.to_string().contains(&path.display().to_string()));
+            }
+            // Checksum fixed, but the header lies: another kind, an unknown kind, another
+            // threshold, another feature count.
+            let other = if model.kind() == KIND_KMEANS {
+                KIND_BISECTING_KMEANS
+            } else {
+                KIND_KMEANS
+            };
+            let err = load(&with_header(&bytes, |h| h["kind"] = other.into()));
+            assert!(matches!(err, ModelError::Payload { .. }), "{err}");
+            let err = load(&with_header(&bytes, |h| {
+                h["kind"] = "gaussian_mixture".into()
+            }));
+            assert!(
+                matches!(&err, ModelError::Kind { kind, .. } if kind == "gaussian_mixture"),
+                "{err}"
+            );
+            let err = load(&with_header(&bytes, |h| h["threshold"] = 1e9.into()));
+            assert!(matches!(err, ModelError::Payload { .. }), "{err}");
+            let err = load(&with_header(&bytes, |h| {
+                h["feature_names"] = serde_json::json!(["p", "q", "r"]);
+            }));
+            assert!(matches!(err, ModelError::Payload { .. }), "{err}");
+            let err = load(&with_header(&bytes, |h| h["costs"] = "many".into()));
+            assert!(matches!(err, ModelError::Header { .. }), "{err}");
+            // A payload that is not a model of its kind.
+            let h = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+            let truncated_payload =
+                frame(&bytes[24..24 + h], &bytes[24 + h..bytes.len() - 40]).unwrap();
+            assert!(matches!(
+                load(&truncated_payload),
+                ModelError::Payload { .. }
+            ));
+            // Loaded fine, but configured for 3 features.
+            let loaded = LoadedModel::from_bytes(&path, &bytes).unwrap();
+            assert!(loaded.check_features(2).is_ok());
+            let err = loaded.check_features(3).unwrap_err();
+            assert!(matches!(
+                err,
+                ModelError::FeatureCount {
+                    found: 2,
+                    expected: 3,
+                    ..
+                }
+            ));
+            assert!(err.to_string().contains("2 features but 3"), "{err}");
+        }
+    }
 }
