@@ -27,7 +27,7 @@ const RECORDS: usize = 4096;
 fn data(rows: usize, seed: u64) -> (Vec<f64>, Vec<f64>) {
     let mut rng = StdRng::seed_from_u64(seed);
     let centres: Vec<f64> = (0..K * D).map(|_| rng.random_range(-10.0..10.0)).collect();
-    let mut draw = |rng: &mut StdRng, n: usize, far: bool| -> Vec<f64> {
+    let draw = |rng: &mut StdRng, n: usize, far: bool| -> Vec<f64> {
         let mut out = Vec::with_capacity(n * D);
         for i in 0..n {
             let c = rng.random_range(0..K);

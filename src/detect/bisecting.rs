@@ -26,9 +26,8 @@
 //!
 //! # Score
 //!
-//! The squared scaled distance ([`kmeans::distance`]) to the **assigned** leaf: the one reached
-//! by walking from the root and taking the nearer child at each level, as Spark's `predict`
-//! does. That is not always the nearest leaf. Higher is more anomalous; anomaly iff
+//! The squared scaled distance ([`distance`]) to the **assigned** leaf: the one reached by
+//! walking from the root and taking the nearer child at each level, as Spark's `predict` does. That is not always the nearest leaf. Higher is more anomalous; anomaly iff
 //! `score > threshold`, decision `threshold - score`.
 //!
 //! # Why not smartcore

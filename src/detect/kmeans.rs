@@ -347,7 +347,7 @@ pub fn check_data(data: &[f64], d: usize) -> Result<usize, ClusterError> {
     if data.is_empty() {
         return Err(ClusterError::Empty);
     }
-    if data.len() % d != 0 {
+    if !data.len().is_multiple_of(d) {
         return Err(ClusterError::Shape {
             len: data.len(),
             n_features: d,
@@ -727,7 +727,7 @@ pub(crate) mod tests {
             Err(ClusterError::TopTooLarge { n: 6, rows: 5 })
         ));
         let t = ThresholdRule::Quantile(0.5)
-            .apply(&mut vec![4.0, 1.0, 3.0, 2.0])
+            .apply(&mut [4.0, 1.0, 3.0, 2.0])
             .unwrap();
         assert_eq!(t, 2.5);
     }
