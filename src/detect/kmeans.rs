@@ -770,7 +770,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn same_seed_same_model_other_seed_may_differ() {
+    fn same_seed_same_model() {
         let data = blobs(&FOUR, 60, 2.0, 9);
         let fit = |seed| KMeans::fit(&data, 2, 5, none(2), ThresholdRule::Top(5), seed).unwrap();
         assert_eq!(fit(1), fit(1));

@@ -1100,6 +1100,7 @@ mod tests {
     fn model_is_send_and_sync() {
         fn shareable<T: Send + Sync>() {}
         shareable::<Model>();
+        shareable::<LoadedModel>();
     }
 
     #[test]

@@ -116,8 +116,9 @@ impl std::fmt::Display for TrainSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "model {} written to {}",
+            "model {} ({}) written to {}",
             self.model_id,
+            model::KIND_ISOLATION_FOREST,
             self.path.display()
         )?;
         writeln!(
@@ -296,7 +297,9 @@ mod tests {
         );
         let text = summary.to_string();
         assert!(
-            text.contains(&summary.model_id) && text.contains("offset"),
+            text.contains(&summary.model_id)
+                && text.contains("(isolation_forest)")
+                && text.contains("offset"),
             "{text}"
         );
     }
