@@ -5,12 +5,14 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand};
+use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
 
 use crate::detect::forest::{Contamination, MaxSamples};
+use crate::detect::kmeans::{KChoice, ScaleMethod, ThresholdRule};
 use crate::offline::eval::EvalOptions;
 use crate::offline::train::{TrainInput, TrainOptions};
+use crate::offline::train_kmeans::{self, ClusterKind, ClusterTrainOptions};
 use crate::tail::{Start, TailOptions};
 
 /// What `--help` and the man page say about the configuration file and exit codes.
@@ -64,9 +66,15 @@ pub enum Command {
     Health(HealthArgs),
     /// Talk to the running daemon: `status` (pretty /status) or `reload` (the model).
     Ctl(CtlArgs),
-    /// Train an Isolation Forest on a CSV file or the synthetic set and write a model file.
+    /// Train a model (Isolation Forest, k-means or bisecting k-means) on a CSV file or the
+    /// synthetic set and write a model file.
+    ///
+    /// `--kind kmeans|bisecting_kmeans` score a record by its squared distance to its assigned
+    /// centre (higher is more anomalous) and flag it when that exceeds the threshold set by
+    /// `--threshold`; `--k auto` keeps the k before the elbow of the cost curve.
     Train(TrainArgs),
-    /// Score a CSV file with a model: ROC AUC, average precision, share flagged, rows/s.
+    /// Score a CSV file with a model of any kind: ROC AUC, average precision, share flagged,
+    /// precision and recall at the model's threshold, rows/s.
     Eval(EvalArgs),
     /// Print a shell completion script to stdout.
     ///
@@ -196,15 +204,41 @@ impl TailArgs {
     }
 }
 
+/// `anomalyd train --kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TrainKind {
+    /// Isolation Forest: score in [-1, 0], lower is more anomalous.
+    #[value(name = "isolation_forest")]
+    IsolationForest,
+    /// k-means: squared distance to the nearest centre, higher is more anomalous.
+    #[value(name = "kmeans")]
+    KMeans,
+    /// Bisecting k-means (Spark's): squared distance to the leaf reached from the root,
+    /// higher is more anomalous.
+    #[value(name = "bisecting_kmeans")]
+    BisectingKMeans,
+}
+
+/// What `anomalyd train`'s arguments ask for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainJob {
+    Forest(TrainOptions),
+    Clusters(ClusterTrainOptions),
+}
+
 /// `anomalyd train`.
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("data").required(true).args(["input", "synthetic"])))]
 pub struct TrainArgs {
+    /// Model kind.
+    #[arg(long, value_enum, default_value_t = TrainKind::IsolationForest)]
+    pub kind: TrainKind,
     /// Training data: a CSV file with a header row.
     #[arg(long, value_name = "FILE.csv")]
     pub input: Option<PathBuf>,
-    /// Train on the synthetic two-blob set drawn with this seed (42 if omitted), with 50 trees,
-    /// max_samples 500 and contamination 0.01 unless overridden.
+    /// Train on the synthetic two-blob set drawn with this seed (42 if omitted); for the
+    /// Isolation Forest with 50 trees, max_samples 500 and contamination 0.01 unless
+    /// overridden.
     #[arg(long, value_name = "SEED", num_args = 0..=1, default_missing_value = "42")]
     pub synthetic: Option<u64>,
     /// Feature columns, comma-separated [default: every numeric column except the label].
@@ -213,15 +247,39 @@ pub struct TrainArgs {
     /// Label column, never used as a feature.
     #[arg(long, default_value = "label")]
     pub label: String,
-    /// Number of trees (n_estimators) [default: 100].
+    /// isolation_forest: number of trees (n_estimators) [default: 100].
     #[arg(long)]
     pub trees: Option<usize>,
-    /// Rows per tree: `auto` (min(256, rows)) or a count [default: auto].
+    /// isolation_forest: rows per tree, `auto` (min(256, rows)) or a count [default: auto].
     #[arg(long, value_name = "auto|N")]
     pub max_samples: Option<MaxSamples>,
-    /// Expected share of anomalies: `auto` (offset -0.5) or a fraction in (0, 0.5] [default: auto].
+    /// isolation_forest: expected share of anomalies, `auto` (offset -0.5) or a fraction in
+    /// (0, 0.5] [default: auto].
     #[arg(long, value_name = "auto|FRACTION")]
     pub contamination: Option<Contamination>,
+    /// k-means kinds: clusters, or `auto`: train k = 1..k-max and keep K-1, K the first k whose
+    /// cost(k)/cost(k-1) exceeds --elbow-ratio [default: auto].
+    #[arg(long, value_name = "auto|N")]
+    pub k: Option<KChoice>,
+    /// k-means kinds, --k auto: the largest k tried [default: 20].
+    #[arg(long, value_name = "N")]
+    pub k_max: Option<usize>,
+    /// k-means kinds, --k auto: the elbow's ratio, in (0, 1] [default: 0.7].
+    #[arg(long, value_name = "RATIO")]
+    pub elbow_ratio: Option<f64>,
+    /// k-means kinds: the threshold, `top:N` (the N-th largest training score; refused when
+    /// the training set has fewer than N rows) or `quantile:Q` (0 < Q < 1); a record is an
+    /// anomaly iff its score is above it [default: top:2000].
+    #[arg(long, value_name = "top:N|quantile:Q")]
+    pub threshold: Option<ThresholdRule>,
+    /// bisecting_kmeans: a cluster needs at least N rows to be split [default: 1].
+    #[arg(long, value_name = "N")]
+    pub min_divisible: Option<u64>,
+    /// k-means kinds: feature scaling, `none` or `standard` (divide each feature by its
+    /// training standard deviation; stored in the model and applied when scoring)
+    /// [default: none].
+    #[arg(long, value_name = "none|standard")]
+    pub scale: Option<ScaleMethod>,
     /// Random seed (random_state) [default: 42].
     #[arg(long)]
     pub seed: Option<u64>,
@@ -234,7 +292,86 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
-    /// The library's options; `progress` draws a progress bar on stderr.
+    /// What to train: the Isolation Forest's options or the k-means kinds'. Options of another
+    /// kind are a usage error (clap's, exit 2), not silently ignored.
+    pub fn job(&self, progress: bool) -> Result<TrainJob, clap::Error> {
+        let given = |flags: &[(&'static str, bool)]| -> Vec<&'static str> {
+            flags.iter().filter(|f| f.1).map(|f| f.0).collect()
+        };
+        let kind_name = self
+            .kind
+            .to_possible_value()
+            .map_or_else(String::new, |v| v.get_name().to_owned());
+        let refuse = |flags: Vec<&str>, applies: &str| {
+            usage_error(format!(
+                "{}: only for {applies}, not --kind {kind_name}",
+                flags.join(", ")
+            ))
+        };
+        let forest_only = given(&[
+            ("--trees", self.trees.is_some()),
+            ("--max-samples", self.max_samples.is_some()),
+            ("--contamination", self.contamination.is_some()),
+        ]);
+        let clusters_only = given(&[
+            ("--k", self.k.is_some()),
+            ("--k-max", self.k_max.is_some()),
+            ("--elbow-ratio", self.elbow_ratio.is_some()),
+            ("--threshold", self.threshold.is_some()),
+            ("--min-divisible", self.min_divisible.is_some()),
+            ("--scale", self.scale.is_some()),
+        ]);
+        let kind = match self.kind {
+            TrainKind::IsolationForest if !clusters_only.is_empty() => {
+                return Err(refuse(clusters_only, "--kind kmeans|bisecting_kmeans"));
+            }
+            TrainKind::IsolationForest => return Ok(TrainJob::Forest(self.options(progress))),
+            _ if !forest_only.is_empty() => {
+                return Err(refuse(forest_only, "--kind isolation_forest"));
+            }
+            TrainKind::KMeans if self.min_divisible.is_some() => {
+                return Err(refuse(vec!["--min-divisible"], "--kind bisecting_kmeans"));
+            }
+            TrainKind::KMeans => ClusterKind::KMeans,
+            TrainKind::BisectingKMeans => ClusterKind::BisectingKMeans,
+        };
+        let sweep_only = given(&[
+            ("--k-max", self.k_max.is_some()),
+            ("--elbow-ratio", self.elbow_ratio.is_some()),
+        ]);
+        if matches!(self.k, Some(KChoice::Fixed(_))) && !sweep_only.is_empty() {
+            return Err(usage_error(format!(
+                "{}: only for --k auto, not a fixed --k",
+                sweep_only.join(", ")
+            )));
+        }
+        let mut options = ClusterTrainOptions::new(kind, self.input(), self.out.clone());
+        options.k = self.k.unwrap_or(options.k);
+        options.k_max = self.k_max.unwrap_or(options.k_max);
+        options.elbow_ratio = self.elbow_ratio.unwrap_or(options.elbow_ratio);
+        options.threshold = self.threshold.unwrap_or(options.threshold);
+        options.min_divisible = self.min_divisible.unwrap_or(options.min_divisible);
+        options.scale = self.scale.unwrap_or(options.scale);
+        options.seed = self.seed.unwrap_or(train_kmeans::DEFAULT_SEED);
+        options.report = self.report.clone();
+        Ok(TrainJob::Clusters(options))
+    }
+
+    fn input(&self) -> TrainInput {
+        match (&self.input, self.synthetic) {
+            (Some(path), _) => TrainInput::Csv {
+                path: path.clone(),
+                features: self.features.clone(),
+                label: self.label.clone(),
+            },
+            (None, seed) => TrainInput::Synthetic {
+                seed: seed.unwrap_or(crate::synthetic::DEFAULT_SEED),
+            },
+        }
+    }
+
+    /// The Isolation Forest's options (whatever `--kind` says); `progress` draws a progress
+    /// bar on stderr.
     pub fn options(&self, progress: bool) -> TrainOptions {
         let input = match (&self.input, self.synthetic) {
             (Some(path), _) => TrainInput::Csv {
@@ -257,6 +394,16 @@ impl TrainArgs {
             progress,
         }
     }
+}
+
+/// A usage error of `anomalyd train`, as clap reports its own (exit 2).
+fn usage_error(message: String) -> clap::Error {
+    let mut cli = Cli::command();
+    let mut train = cli
+        .find_subcommand_mut("train")
+        .map(|c| c.clone().bin_name("anomalyd train"))
+        .unwrap_or(cli);
+    train.error(clap::error::ErrorKind::ArgumentConflict, message)
 }
 
 /// `anomalyd eval`.
@@ -504,5 +651,72 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    #[test]
+    fn train_kind_picks_the_options_and_refuses_the_other_kinds() {
+        let job = |args: &[&str]| {
+            let cli = Cli::try_parse_from(
+                [&["anomalyd", "train", "--synthetic", "-o", "m"], args].concat(),
+            )?;
+            let Command::Train(t) = cli.command else {
+                panic!("not train")
+            };
+            t.job(false)
+        };
+        assert!(matches!(job(&[]), Ok(TrainJob::Forest(_))));
+        assert!(
+            matches!(job(&["--kind", "isolation_forest", "--trees", "3"]), Ok(TrainJob::Forest(o)) if o.trees == Some(3))
+        );
+        let Ok(TrainJob::Clusters(o)) = job(&[
+            "--kind",
+            "bisecting_kmeans",
+            "--k",
+            "auto",
+            "--k-max",
+            "9",
+            "--elbow-ratio",
+            "0.5",
+            "--threshold",
+            "quantile:0.99",
+            "--min-divisible",
+            "4",
+            "--scale",
+            "standard",
+            "--seed",
+            "3",
+        ]) else {
+            panic!("not a cluster job")
+        };
+        assert_eq!(o.kind, ClusterKind::BisectingKMeans);
+        assert_eq!((o.k, o.k_max, o.elbow_ratio), (KChoice::Auto, 9, 0.5));
+        assert_eq!(o.threshold, ThresholdRule::Quantile(0.99));
+        assert_eq!(
+            (o.min_divisible, o.scale, o.seed),
+            (4, ScaleMethod::Standard, 3)
+        );
+        let Ok(TrainJob::Clusters(o)) = job(&["--kind", "kmeans", "--k", "5"]) else {
+            panic!("not a cluster job")
+        };
+        assert_eq!((o.k, o.seed), (KChoice::Fixed(5), 42));
+        assert_eq!(o.threshold, ThresholdRule::Top(2000));
+        for wrong in [
+            &["--k", "3"][..],
+            &["--kind", "kmeans", "--trees", "3"],
+            &["--kind", "kmeans", "--min-divisible", "3"],
+            &["--kind", "kmeans", "--k", "3", "--k-max", "5"],
+        ] {
+            let err = job(wrong).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{wrong:?}");
+            assert!(err.to_string().contains("only for"), "{err}");
+        }
+        for unparsable in [
+            &["--kind", "kmeans", "--threshold", "top:0"][..],
+            &["--kind", "kmeans", "--k", "0"],
+            &["--kind", "kmeans", "--scale", "minmax"],
+            &["--kind", "k_means"],
+        ] {
+            assert!(job(unparsable).is_err(), "{unparsable:?}");
+        }
     }
 }

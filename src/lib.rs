@@ -10,8 +10,8 @@
 //!
 //! - [`config`]: the `anomalyd.toml` schema, loading with env overrides, and validation.
 //! - [`source`]: where records come from: the detector's group consumer and the generator.
-//! - [`detect`]: features, the Isolation Forest and its model file, CEL rules, and the partition
-//!   workers.
+//! - [`detect`]: features, the models (Isolation Forest, k-means, bisecting k-means) and their
+//!   one file format, CEL rules, and the partition workers.
 //! - [`sinks`]: where results go: the anomalies topic, the dead-letter topic and Slack alerts.
 //! - [`daemon`]: wires the configuration into supervised tasks; [`supervisor`] restarts them.
 //! - [`control`]: the control socket (`/live`, `/ready`, `/status`, `/metrics`, `/reload`),

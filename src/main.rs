@@ -16,7 +16,7 @@ use anomalyd::config::{self, Config, ConfigError, ConfigErrors, Located, Propert
 use anomalyd::control::client;
 use anomalyd::control::health::{self, Verdict};
 use anomalyd::daemon::{self, DaemonError};
-use anomalyd::offline::{eval, train};
+use anomalyd::offline::{eval, train, train_kmeans};
 use anomalyd::signals::Signals;
 use anomalyd::tail::tail;
 use anomalyd::{exit, logging};
@@ -29,8 +29,8 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run(args) => run(args.config.as_deref()),
         Command::CheckConfig(args) => check_config(&args),
-        Command::Train(args) => {
-            match train::train(&args.options(std::io::stderr().is_terminal())) {
+        Command::Train(args) => match args.job(std::io::stderr().is_terminal()) {
+            Ok(cli::TrainJob::Forest(options)) => match train::train(&options) {
                 Ok(summary) => {
                     for warning in &summary.warnings {
                         warn(warning);
@@ -38,8 +38,16 @@ fn main() -> ExitCode {
                     done(summary)
                 }
                 Err(e) => fail(&e, e.exit_code()),
+            },
+            Ok(cli::TrainJob::Clusters(options)) => match train_kmeans::train_clusters(&options) {
+                Ok(summary) => done(summary),
+                Err(e) => fail(&e, e.exit_code()),
+            },
+            Err(usage) => {
+                let _ = usage.print();
+                ExitCode::from(u8::try_from(usage.exit_code()).unwrap_or(exit::FAILURE))
             }
-        }
+        },
         Command::Eval(args) => match eval::eval(&args.options()) {
             Ok(report) if args.json => match serde_json::to_string(&report) {
                 Ok(json) => done(json),

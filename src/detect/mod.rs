@@ -1,9 +1,12 @@
-//! detect: turning records into scores: feature extraction, the models, the rules (named CEL
-//! expressions, a scorer without a model), the scorer abstraction,
-//! the live model slot, and the partition workers that score records in batches.
+//! detect: turning records into scores: feature extraction, the models (Isolation Forest,
+//! k-means, bisecting k-means) and their file, the rules (named CEL expressions, a scorer
+//! without a model), the scorer abstraction the workers call, the live model slot, and the
+//! partition workers that score records in batches.
 
+pub mod bisecting;
 pub mod features;
 pub mod forest;
+pub mod kmeans;
 pub mod model;
 pub mod quantile;
 pub mod rules;

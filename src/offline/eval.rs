@@ -1,5 +1,10 @@
-//! `anomalyd eval`: score every row of a CSV file with a model and report how well the scores
-//! rank labelled anomalies, what the model's threshold flags, and how fast it scored.
+//! `anomalyd eval`: score every row of a CSV file with a model of any kind and report how well
+//! the scores rank labelled anomalies, what the model's threshold flags, and how fast it scored.
+//!
+//! Ranking metrics rank "more anomalous" high, so rows are ranked by `-decision`: for the
+//! Isolation Forest that is `offset - score` (a lower score is more anomalous), for the k-means
+//! kinds `score - threshold` (a larger distance is more anomalous). Both are monotone in the
+//! score, so ROC AUC and average precision are those of the score pointed the right way.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -9,7 +14,7 @@ use serde::Serialize;
 use super::csv::{self, Columns, CsvError};
 use super::metrics::{self, Confusion};
 use super::report::{self, Histogram, ReportError};
-use crate::detect::model::{Model, ModelError};
+use crate::detect::model::{LoadedModel, ModelError};
 use crate::exit;
 
 /// Errors from `eval`.
@@ -49,6 +54,8 @@ pub struct EvalOptions {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EvalReport {
     pub model_id: String,
+    /// `isolation_forest`, `kmeans` or `bisecting_kmeans`.
+    pub kind: String,
     pub model_path: PathBuf,
     pub input: PathBuf,
     pub rows: usize,
@@ -56,7 +63,8 @@ pub struct EvalReport {
     pub anomalies: Option<usize>,
     pub roc_auc: Option<f64>,
     pub average_precision: Option<f64>,
-    /// Rows the model's threshold flags (decision function < 0).
+    /// Rows the model's threshold flags (decision < 0: for the k-means kinds, score >
+    /// threshold).
     pub flagged: usize,
     pub flagged_share: f64,
     /// Among flagged rows, the share labelled anomalous.
@@ -65,13 +73,20 @@ pub struct EvalReport {
     pub recall: Option<f64>,
     /// Scoring throughput on one thread, batch path.
     pub rows_per_s: f64,
+    /// Where the decision is 0, in score units: the forest's offset, the k-means threshold.
     pub offset: f64,
 }
 
 impl std::fmt::Display for EvalReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let opt = |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.4}"));
-        writeln!(f, "model {} ({})", self.model_id, self.model_path.display())?;
+        writeln!(
+            f,
+            "model {} ({}, {})",
+            self.model_id,
+            self.kind,
+            self.model_path.display()
+        )?;
         match self.anomalies {
             Some(a) => writeln!(f, "rows {} ({} labelled anomalies)", self.rows, a)?,
             None => writeln!(f, "rows {} (no label column)", self.rows)?,
@@ -80,9 +95,14 @@ impl std::fmt::Display for EvalReport {
             writeln!(f, "ROC AUC {}", opt(self.roc_auc))?;
             writeln!(f, "average precision {}", opt(self.average_precision))?;
         }
+        let at = if self.kind == crate::detect::model::KIND_ISOLATION_FOREST {
+            "offset"
+        } else {
+            "threshold"
+        };
         writeln!(
             f,
-            "flagged {} ({:.2}%) at offset {:.6}",
+            "flagged {} ({:.2}%) at {at} {:.6}",
             self.flagged,
             100.0 * self.flagged_share,
             self.offset
@@ -101,7 +121,7 @@ impl std::fmt::Display for EvalReport {
 
 /// Scores `options.input` with `options.model` and measures the result.
 pub fn eval(options: &EvalOptions) -> Result<EvalReport, EvalError> {
-    let model = Model::load(&options.model)?;
+    let model = LoadedModel::load(&options.model)?;
     let table = csv::read(
         &options.input,
         Columns::Named(model.feature_names()),
@@ -112,14 +132,14 @@ pub fn eval(options: &EvalOptions) -> Result<EvalReport, EvalError> {
     let started = Instant::now();
     model.score_batch(&table.values, &mut scores);
     let seconds = started.elapsed().as_secs_f64();
-    let flags: Vec<bool> = scores.iter().map(|&s| model.decision(s) < 0.0).collect();
+    let flags: Vec<bool> = scores.iter().map(|&s| model.is_anomaly(s)).collect();
     let flagged = flags.iter().filter(|&&f| f).count();
 
     let (mut anomalies, mut roc_auc, mut average_precision) = (None, None, None);
     let (mut precision, mut recall) = (None, None);
     if let Some(labels) = &table.labels {
-        // Metrics rank "more anomalous" high; score_samples ranks it low.
-        let ranking: Vec<f64> = scores.iter().map(|s| -s).collect();
+        // Metrics rank "more anomalous" high: -decision does for every kind.
+        let ranking: Vec<f64> = scores.iter().map(|&s| -model.decision(s)).collect();
         anomalies = Some(labels.iter().filter(|&&l| l).count());
         roc_auc = metrics::roc_auc(labels, &ranking);
         average_precision = metrics::average_precision(labels, &ranking);
@@ -139,12 +159,13 @@ pub fn eval(options: &EvalOptions) -> Result<EvalReport, EvalError> {
                 title: &title,
                 scores: &scores,
                 labels: table.labels.as_deref(),
-                threshold: model.offset(),
+                threshold: model.threshold(),
             },
         )?;
     }
     Ok(EvalReport {
         model_id: model.id().into(),
+        kind: model.kind().into(),
         model_path: options.model.clone(),
         input: options.input.clone(),
         rows,
@@ -156,7 +177,7 @@ pub fn eval(options: &EvalOptions) -> Result<EvalReport, EvalError> {
         precision,
         recall,
         rows_per_s: rows as f64 / seconds.max(1e-9),
-        offset: model.offset(),
+        offset: model.threshold(),
     })
 }
 
@@ -254,5 +275,47 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(err.exit_code(), exit::NO_INPUT);
+    }
+
+    #[test]
+    fn ranks_far_records_high_for_the_k_means_kinds() {
+        use crate::detect::kmeans::{KChoice, ThresholdRule};
+        use crate::offline::train::TrainInput;
+        use crate::offline::train_kmeans::{ClusterKind, ClusterTrainOptions, train_clusters};
+        let dir = tempfile::tempdir().unwrap();
+        for kind in [ClusterKind::KMeans, ClusterKind::BisectingKMeans] {
+            let out = dir.path().join(format!("{}.model", kind.name()));
+            let mut options =
+                ClusterTrainOptions::new(kind, TrainInput::Synthetic { seed: 42 }, out.clone());
+            options.k = KChoice::Fixed(2);
+            options.threshold = ThresholdRule::Top(5);
+            train_clusters(&options).unwrap();
+            let input = dir.path().join("e.csv");
+            let mut text = String::from("x1,label,x0\n");
+            for (x, y) in [(2.1, 1.9), (-2.0, -2.2), (1.8, 2.0), (-1.9, -1.9)] {
+                text.push_str(&format!("{y},0,{x}\n"));
+            }
+            for (x, y) in [(3.9, -3.8), (-3.5, 3.7), (0.0, 0.1)] {
+                text.push_str(&format!("{y},1,{x}\n"));
+            }
+            std::fs::write(&input, text).unwrap();
+            let report = eval(&EvalOptions {
+                model: out,
+                input,
+                label: "label".into(),
+                report: Some(dir.path().join("r.svg")),
+            })
+            .unwrap();
+            assert_eq!(report.kind, kind.name());
+            assert_eq!(report.roc_auc, Some(1.0), "{kind:?}");
+            assert_eq!(report.average_precision, Some(1.0));
+            assert_eq!(report.flagged, 3);
+            assert_eq!((report.precision, report.recall), (Some(1.0), Some(1.0)));
+            let text = report.to_string();
+            assert!(
+                text.contains(kind.name()) && text.contains("at threshold"),
+                "{text}"
+            );
+        }
     }
 }

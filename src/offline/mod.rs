@@ -1,5 +1,6 @@
 //! offline: working with files rather than streams: reading CSV data, ranking metrics, the
-//! score-distribution picture, and the `train` and `eval` commands built from them.
+//! score-distribution picture, and the `train` (Isolation Forest, k-means, bisecting k-means)
+//! and `eval` commands built from them.
 
 pub mod benchmark;
 pub mod csv;
@@ -7,3 +8,4 @@ pub mod eval;
 pub mod metrics;
 pub mod report;
 pub mod train;
+pub mod train_kmeans;

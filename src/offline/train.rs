@@ -36,6 +36,11 @@ pub enum TrainError {
         columns.join(", ")
     )]
     AllConstant { input: String, columns: Vec<String> },
+    #[error("{input}: {error}")]
+    Clusters {
+        input: String,
+        error: crate::detect::kmeans::ClusterError,
+    },
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
@@ -47,7 +52,10 @@ impl TrainError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Csv(e) if e.is_missing() => exit::NO_INPUT,
-            Self::Csv(_) | Self::Forest { .. } | Self::AllConstant { .. } => exit::DATA_ERR,
+            Self::Csv(_)
+            | Self::Forest { .. }
+            | Self::AllConstant { .. }
+            | Self::Clusters { .. } => exit::DATA_ERR,
             Self::Model(_) | Self::Report(_) => exit::CANT_CREATE,
         }
     }
@@ -120,8 +128,9 @@ impl std::fmt::Display for TrainSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "model {} written to {}",
+            "model {} ({}) written to {}",
             self.model_id,
+            model::KIND_ISOLATION_FOREST,
             self.path.display()
         )?;
         writeln!(
@@ -236,9 +245,12 @@ fn constant_columns(data: &[f64], names: &[String]) -> Vec<String> {
         .collect()
 }
 
-type Loaded = (Vec<f64>, Vec<String>, String, ForestParams);
+/// Row-major training values, feature names, a description of the source, and the forest
+/// parameters that suit it.
+pub(crate) type Loaded = (Vec<f64>, Vec<String>, String, ForestParams);
 
-fn load(input: &TrainInput) -> Result<Loaded, TrainError> {
+/// Reads the training rows `input` names.
+pub(crate) fn load(input: &TrainInput) -> Result<Loaded, TrainError> {
     match input {
         TrainInput::Csv {
             path,
@@ -336,7 +348,9 @@ mod tests {
         );
         let text = summary.to_string();
         assert!(
-            text.contains(&summary.model_id) && text.contains("offset"),
+            text.contains(&summary.model_id)
+                && text.contains("(isolation_forest)")
+                && text.contains("offset"),
             "{text}"
         );
     }
