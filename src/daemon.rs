@@ -19,13 +19,14 @@ use rdkafka::producer::FutureProducer;
 use thiserror::Error;
 use tokio::net::UnixListener;
 
-use crate::config::{Config, DetectorConfig, FeatureMatch, FeatureSpec, SlackMode};
+use crate::config::{Config, DetectorConfig, FeatureMatch, FeatureSpec, RecordFormat, SlackMode};
 use crate::control::lag::{LagProbe, PartitionLag};
 use crate::control::liveness::{self, BrokerLink, Facts, Judgement, Orphan, OrphanWatch};
 use crate::control::server::{self, Control, ControlError};
 use crate::control::status::{
     DetectorReload, DetectorStatus, ModelStatus, PartitionStatus, ReloadReport, Status,
 };
+use crate::detect::csv_record::CsvFormat;
 use crate::detect::model::{Model, ModelError};
 use crate::detect::rules::RulesError;
 use crate::detect::scorer::{Fixed, ModelSource, RulesScorer, Scorer, ScorerSource};
@@ -147,8 +148,38 @@ pub fn load_model(name: &str, detector: &DetectorConfig) -> Result<Model, Daemon
         })
     })?;
     let model = Model::load(path).map_err(model_error)?;
-    check_features(name, &detector.features, detector.match_features, &model)?;
+    check_features(
+        name,
+        &feature_pointers(detector),
+        detector.match_features,
+        &model,
+    )?;
     Ok(model)
+}
+
+/// The detector's features as [`check_features`] takes them: its `features` for JSON; for
+/// CSV, its column names as the JSON pointers of the line's cells
+/// ([`crate::detect::csv_record::as_pointers`]), so a model's feature names match column names.
+fn feature_pointers(detector: &DetectorConfig) -> FeatureSpec {
+    match (&detector.format, &detector.features) {
+        (RecordFormat::Csv, FeatureSpec::Pointers(names)) => {
+            FeatureSpec::Pointers(crate::detect::csv_record::as_pointers(names))
+        }
+        _ => detector.features.clone(),
+    }
+}
+
+/// A detector's CSV reading (`format = "csv"`): its columns and feature columns; `None` for
+/// JSON. Validation guarantees `columns` and that the features are among them.
+fn csv_format(detector: &DetectorConfig) -> Option<Arc<CsvFormat>> {
+    if detector.format != RecordFormat::Csv {
+        return None;
+    }
+    let features = match &detector.features {
+        FeatureSpec::Pointers(names) => names.as_slice(),
+        FeatureSpec::Field(_) => &[],
+    };
+    CsvFormat::new(detector.columns.clone().unwrap_or_default(), features).map(Arc::new)
 }
 
 /// A detector's scorer, loaded: a model file, or compiled rules.
@@ -164,6 +195,10 @@ pub fn load_scorer(name: &str, detector: &DetectorConfig) -> Result<Loaded, Daem
     match &detector.rules {
         Some(rules) if detector.model.is_none() => {
             RulesScorer::compile(&crate::config::rule_pairs(rules))
+                .map(|r| match detector.format {
+                    RecordFormat::Csv => r.reading_csv(),
+                    RecordFormat::Json => r,
+                })
                 .map(Loaded::Rules)
                 .map_err(|source| DaemonError::Rules {
                     detector: name.to_owned(),
@@ -415,8 +450,13 @@ impl Detector {
         // The same check as at start: a retrained model with its features renamed or
         // reordered must not start serving.
         let fits = |m: &Model| {
-            check_features(&name, &detector.features, detector.match_features, m)
-                .map_err(Refusal::from)
+            check_features(
+                &name,
+                &feature_pointers(detector),
+                detector.match_features,
+                m,
+            )
+            .map_err(Refusal::from)
         };
         let result = slot
             .reload_if(&source.path, fits)
@@ -798,6 +838,7 @@ impl Daemon {
                 producer: producer.clone(),
                 scorer: detector.scorer.source(),
                 features: d.features.clone(),
+                csv: csv_format(d),
                 output_topic: d.output_topic.clone(),
                 dead_letter_topic: d.dead_letter_topic.clone(),
                 batch_max: d.batch_max,

@@ -123,8 +123,12 @@ pub const MANAGED_PROPERTIES: &[&str] = &[
 pub struct DetectorConfig {
     /// Topic of the records to score. Required.
     pub input_topic: String,
-    /// How a record is read: `"json"` (one JSON value per Kafka record).
+    /// How a record is read: `"json"` (one JSON value per Kafka record) or `"csv"` (one CSV
+    /// line per Kafka record, its cells named by `columns`).
     pub format: RecordFormat,
+    /// `format = "csv"` only, and required there: the name of each CSV column, in order
+    /// (unique, non-empty). Features and rules name these columns.
+    pub columns: Option<Vec<String>>,
     /// Either the name of a field holding `[x, y, ...]` (or `[[x, y, ...]]`), or a list of JSON
     /// pointers, one per feature.
     pub features: FeatureSpec,
@@ -161,6 +165,7 @@ impl Default for DetectorConfig {
         Self {
             input_topic: String::new(),
             format: RecordFormat::Json,
+            columns: None,
             features: FeatureSpec::Field("data".into()),
             match_features: FeatureMatch::ByName,
             scorer: None,
@@ -210,6 +215,9 @@ pub enum RecordFormat {
     /// One JSON value per record; features are found by `features`.
     #[default]
     Json,
+    /// One CSV line per record (RFC 4180, no header line), its cells named by `columns`;
+    /// `features` name columns. See [`crate::detect::csv_record`].
+    Csv,
 }
 
 /// `[detectors.NAME] scorer`: what scores the records.
@@ -761,6 +769,60 @@ pub fn is_secret_property(name: &str) -> bool {
 /// The key that names "no detector at all".
 pub const NO_DETECTOR_KEY: &str = "detectors";
 
+/// The checks of a `format = "csv"` detector: `columns` set, non-empty and unique; `features`
+/// (needed by a model, optional for rules) a list of those columns.
+fn validate_csv(
+    d: &DetectorConfig,
+    key: &impl Fn(&str) -> String,
+    bad: &mut impl FnMut(&str, String),
+) {
+    let Some(columns) = &d.columns else {
+        bad(
+            &key("columns"),
+            "must be set with format = \"csv\": the name of each column, in order, e.g. \
+             columns = [\"InvoiceNo\", \"Quantity\"]"
+                .into(),
+        );
+        return;
+    };
+    if columns.is_empty() {
+        bad(&key("columns"), "needs at least one column name".into());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for c in columns {
+        if c.is_empty() {
+            bad(&key("columns"), "a column name must not be empty".into());
+        } else if !seen.insert(c.as_str()) {
+            bad(&key("columns"), format!("column {c:?} is named twice"));
+        }
+    }
+    match &d.features {
+        FeatureSpec::Pointers(names) if names.is_empty() => {
+            bad(&key("features"), "needs at least one column name".into())
+        }
+        FeatureSpec::Pointers(names) => {
+            for n in names.iter().filter(|n| !columns.contains(n)) {
+                bad(
+                    &key("features"),
+                    format!(
+                        "{n:?} is not one of the columns (with format = \"csv\", features name \
+                         columns)"
+                    ),
+                );
+            }
+        }
+        // The default (`"data"`) is harmless for rules, which read columns by name.
+        FeatureSpec::Field(_) if d.scorer_kind() != Some(ScorerKind::Model) => {}
+        FeatureSpec::Field(f) => bad(
+            &key("features"),
+            format!(
+                "with format = \"csv\", features is a list of column names, e.g. \
+                 features = [\"Quantity\", \"UnitPrice\"] (found {f:?})"
+            ),
+        ),
+    }
+}
+
 /// One detector's own checks, with keys `detectors.<name>.<key>`.
 fn validate_detector(name: &str, d: &DetectorConfig, bad: &mut impl FnMut(&str, String)) {
     let key = |k: &str| format!("detectors.{name}.{k}");
@@ -790,7 +852,17 @@ fn validate_detector(name: &str, d: &DetectorConfig, bad: &mut impl FnMut(&str, 
             "must differ from input_topic (bad records would loop)".into(),
         );
     }
+    if d.format == RecordFormat::Csv {
+        validate_csv(d, &key, bad);
+    } else if d.columns.is_some() {
+        bad(
+            &key("columns"),
+            "is read only with format = \"csv\" (a JSON record names its own fields)".into(),
+        );
+    }
     match &d.features {
+        // Column names, checked by `validate_csv`.
+        _ if d.format == RecordFormat::Csv => {}
         FeatureSpec::Field(field) if field.trim().is_empty() => {
             bad(&key("features"), "field name must not be empty".into())
         }

@@ -33,17 +33,29 @@ pub enum Rejection {
     /// [`RuleError`](crate::detect::rules::RuleError)): the text names the rule and the reason.
     #[error("{0}")]
     Rule(String),
+    /// A CSV record's value is not UTF-8 ([`crate::detect::csv_record`]).
+    #[error("not UTF-8: {0}")]
+    NotUtf8(String),
+    /// A CSV record's value is not one CSV line (empty, or two lines).
+    #[error("not one CSV line: {0}")]
+    NotCsv(String),
+    /// A CSV line with another number of fields than the detector's `columns`.
+    #[error("expected {expected} fields, found {found}")]
+    WrongFieldCount { expected: usize, found: usize },
 }
 
 impl Rejection {
     /// Every reason code, for metrics that list all of them even at zero.
-    pub const REASONS: [&'static str; 6] = [
+    pub const REASONS: [&'static str; 9] = [
         "not_json",
         "missing_feature",
         "not_a_number",
         "not_finite",
         "wrong_feature_count",
         crate::detect::rules::RuleError::CODE,
+        "not_utf8",
+        "not_csv",
+        "wrong_field_count",
     ];
 
     /// A stable, machine-readable code.
@@ -55,6 +67,9 @@ impl Rejection {
             Self::NotFinite(_) => "not_finite",
             Self::WrongFeatureCount { .. } => "wrong_feature_count",
             Self::Rule(_) => crate::detect::rules::RuleError::CODE,
+            Self::NotUtf8(_) => "not_utf8",
+            Self::NotCsv(_) => "not_csv",
+            Self::WrongFieldCount { .. } => "wrong_field_count",
         }
     }
 }

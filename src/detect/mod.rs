@@ -1,9 +1,11 @@
-//! detect: turning records into scores: feature extraction, the models (Isolation Forest,
+//! detect: turning records into scores: feature extraction (from JSON records, or CSV lines
+//! in [`csv_record`]), the models (Isolation Forest,
 //! k-means, bisecting k-means) and their file, the rules (named CEL expressions, a scorer
 //! without a model), the scorer abstraction the workers call, the live model slot, and the
 //! partition workers that score records in batches.
 
 pub mod bisecting;
+pub mod csv_record;
 pub mod features;
 pub mod forest;
 pub mod kmeans;

@@ -152,6 +152,9 @@ pub struct RulesScorer {
     rules: RuleSet,
     identity: ScorerIdentity,
     names: Vec<String>,
+    /// The records are CSV lines' JSON views ([`crate::detect::csv_record`]): the rules read
+    /// the cells under `record` as text (a number when it parses as one).
+    csv: bool,
 }
 
 impl RulesScorer {
@@ -181,6 +184,7 @@ impl RulesScorer {
         Ok(Self {
             names: rules.iter().map(|(n, _)| n.clone()).collect(),
             rules: set,
+            csv: false,
             identity: ScorerIdentity {
                 id,
                 kind: RULES_KIND.to_owned(),
@@ -189,11 +193,35 @@ impl RulesScorer {
         })
     }
 
+    /// The same rules over CSV lines (`format = "csv"`): each record is a line's JSON view
+    /// ([`crate::detect::csv_record::CsvLine::json`]) and the rules read its cells by column
+    /// name, each a number when it parses as one, else a string.
+    pub fn reading_csv(mut self) -> Self {
+        self.csv = true;
+        self
+    }
+
     /// The record as the rules see it: its JSON text as a value (a record whose text holds a
     /// number JSON values cannot hold, such as `1e400`, cannot be judged).
     fn fields(record: &Record<'_>) -> Result<Value, Unscorable> {
         serde_json::from_str(record.text())
             .map_err(|e| Unscorable(format!("the rules cannot read the record: {e}")))
+    }
+
+    /// What the rules say about `record`.
+    fn verdict(&self, record: &Record<'_>) -> Result<super::rules::Verdict, Unscorable> {
+        let verdict = if self.csv {
+            #[derive(serde::Deserialize)]
+            struct CsvView {
+                record: std::collections::HashMap<String, String>,
+            }
+            let view: CsvView = serde_json::from_str(record.text())
+                .map_err(|e| Unscorable(format!("the rules cannot read the CSV line: {e}")))?;
+            self.rules.evaluate(&view.record)
+        } else {
+            self.rules.evaluate(&Self::fields(record)?)
+        };
+        verdict.map_err(|e| Unscorable(e.to_string()))
     }
 }
 
@@ -217,24 +245,17 @@ impl Scorer for RulesScorer {
     fn score_batch(&self, batch: &Batch<'_, '_>, out: &mut [Result<Scored, Unscorable>]) {
         assert_eq!(out.len(), batch.len(), "one output per record");
         for (o, record) in out.iter_mut().zip(batch.records) {
-            *o = Self::fields(record).and_then(|v| {
-                let verdict = self
-                    .rules
-                    .evaluate(&v)
-                    .map_err(|e| Unscorable(e.to_string()))?;
-                Ok(Scored {
-                    score: verdict.score(),
-                    decision: verdict.decision(),
-                })
+            *o = self.verdict(record).map(|verdict| Scored {
+                score: verdict.score(),
+                decision: verdict.decision(),
             });
         }
     }
 
     /// The rules that fired, each `{"rule": name}`, in the rule set's order.
     fn explain(&self, _features: &[f64], record: &Record<'_>) -> Vec<Value> {
-        Self::fields(record)
+        self.verdict(record)
             .ok()
-            .and_then(|v| self.rules.evaluate(&v).ok())
             .map(|verdict| {
                 verdict
                     .fired

@@ -27,11 +27,12 @@ use rdkafka::{Offset, TopicPartitionList};
 use thiserror::Error;
 use tokio::sync::watch;
 
+use super::csv_record::{CsvFormat, CsvReader};
 use super::features::{FeatureExtractor, Rejection};
 use super::scorer::{Batch, Needs, Scored, ScorerSource};
 use crate::config::FeatureSpec;
 use crate::metrics::{Metrics, PartitionStats};
-use crate::sinks::anomalies::{Additions, Detection, write_anomaly};
+use crate::sinks::anomalies::{Additions, Detection, Layout, write_anomaly};
 use crate::sinks::{Pending, SinkError, SourceRef, dead_letter, enqueue};
 
 /// What every worker of one detector shares.
@@ -42,6 +43,9 @@ pub struct WorkerEnv {
     /// The scorer serving now, taken once per batch.
     pub scorer: Arc<dyn ScorerSource>,
     pub features: FeatureSpec,
+    /// `format = "csv"`: the columns and feature columns each line is read with; `None` for
+    /// JSON records.
+    pub csv: Option<Arc<CsvFormat>>,
     pub output_topic: String,
     pub dead_letter_topic: String,
     pub batch_max: usize,
@@ -70,6 +74,35 @@ pub enum WorkerError {
         offset: i64,
         source: KafkaError,
     },
+}
+
+/// Reads every record of `batch` as a CSV line of `format`: its JSON view, or why not. The
+/// features a scorer that [`Needs::Features`] takes are appended to `rows`, one row per line
+/// read, in order.
+fn read_csv(
+    format: &CsvFormat,
+    needs: Needs,
+    batch: &[OwnedMessage],
+    rows: &mut Vec<f64>,
+) -> Vec<Result<String, Rejection>> {
+    let features = match needs {
+        Needs::Features(n) => Some(n),
+        Needs::Record => None,
+    };
+    // A model whose feature count is not the columns' was refused at load and at reload;
+    // should one get here, its records go to the dead letters rather than be misread.
+    let mismatch = features.filter(|&n| n != format.n_features());
+    let mut reader = CsvReader::new(format, features.is_some());
+    batch
+        .iter()
+        .map(|m| match mismatch {
+            Some(expected) => Err(Rejection::WrongFeatureCount {
+                expected,
+                found: format.n_features(),
+            }),
+            None => reader.read(m.payload(), rows).map(|line| line.json),
+        })
+        .collect()
 }
 
 /// One partition, owned by one worker.
@@ -283,11 +316,22 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
         let mut rows = Vec::with_capacity(batch.len() * nf);
         let mut scorable = Vec::with_capacity(batch.len());
         let mut rejected = Vec::new();
+        // A CSV line's JSON view (`csv_record`), owned here so its record can borrow it.
+        let csv_lines = env
+            .csv
+            .as_deref()
+            .map(|format| read_csv(format, needs, &batch, &mut rows));
         for (i, m) in batch.iter().enumerate() {
-            let outcome = FeatureExtractor::parse(m.payload()).and_then(|r| match needs {
-                Needs::Features(_) => extractor.extract(&r, &mut rows).map(|()| r),
-                Needs::Record => Ok(r),
-            });
+            let outcome = match &csv_lines {
+                Some(lines) => match &lines[i] {
+                    Ok(json) => FeatureExtractor::parse(Some(json.as_bytes())),
+                    Err(r) => Err(r.clone()),
+                },
+                None => FeatureExtractor::parse(m.payload()).and_then(|r| match needs {
+                    Needs::Features(_) => extractor.extract(&r, &mut rows).map(|()| r),
+                    Needs::Record => Ok(r),
+                }),
+            };
             match outcome {
                 Ok(r) => scorable.push((i, r)),
                 Err(r) => rejected.push((i, r)),
@@ -328,7 +372,7 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
                 decision,
                 features: &rows[k * nf..(k + 1) * nf],
             };
-            let additions = Additions::new(
+            let mut additions = Additions::new(
                 &record,
                 &detection,
                 &env.detector,
@@ -336,6 +380,9 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
                 self.source(m),
                 now,
             );
+            if env.csv.is_some() {
+                additions.layout = Layout::Csv;
+            }
             let mut payload = Vec::new();
             let at = write_anomaly(&mut payload, &record, &additions);
             intents.push((

@@ -14,7 +14,12 @@
 //!   is `{"record":<source text>,"anomalyd":{…}}`, so nothing of the source is overwritten or
 //!   shadowed.
 //!
-//! `anomalyd.layout` says which (`"inline"` or `"wrapped"`); the source record is the anomaly
+//! - **csv**: the source is a CSV line (`format = "csv"`). The anomaly is
+//!   `{"line":"<the line>","record":{"<column>":"<cell>",…},"anomalyd":{…}}`: the exact line
+//!   (without its trailing line ending) as a JSON string, and its cells as strings by column
+//!   name ([`crate::detect::csv_record`]).
+//!
+//! `anomalyd.layout` says which (`"inline"`, `"wrapped"` or `"csv"`); the source record is the anomaly
 //! without its `anomalyd` member, or its `record` member. The splice is built straight into a
 //! byte buffer: no JSON tree of the source is ever made.
 
@@ -51,6 +56,8 @@ pub enum Layout {
     Inline,
     /// The source is the anomaly's `record` member.
     Wrapped,
+    /// The source is a CSV line: the anomaly's `line` member, its cells in `record`.
+    Csv,
 }
 
 impl Layout {
@@ -118,7 +125,8 @@ pub fn write_anomaly(
     let text = source.text().as_bytes();
     out.reserve(text.len() + 512);
     match additions.layout {
-        Layout::Inline => {
+        // A CSV line's JSON view is an object without an `anomalyd` member.
+        Layout::Inline | Layout::Csv => {
             // `text` is an object: it ends with its `}`.
             out.extend_from_slice(&text[..text.len() - 1]);
             if source.members().is_some_and(|m| !m.is_empty()) {
@@ -154,7 +162,7 @@ pub fn source_text<'a>(anomaly: &Record<'a>) -> Option<String> {
         .layout;
     match layout {
         Layout::Wrapped => anomaly.get(WRAPPED_RECORD).map(str::to_owned),
-        Layout::Inline => {
+        Layout::Inline | Layout::Csv => {
             // The additions are the last member, spliced in as `,"anomalyd":` (or without the
             // comma in an empty object) right before the final `}`.
             let text = anomaly.text();

@@ -33,13 +33,16 @@ pub const REFUSED: &str = "refused";
 
 /// Every dead-letter reason code: the [`Rejection`] reasons, then [`TOO_LARGE`] and
 /// [`REFUSED`].
-pub const REASONS: [&str; 8] = [
+pub const REASONS: [&str; 11] = [
     Rejection::REASONS[0],
     Rejection::REASONS[1],
     Rejection::REASONS[2],
     Rejection::REASONS[3],
     Rejection::REASONS[4],
     Rejection::REASONS[5],
+    Rejection::REASONS[6],
+    Rejection::REASONS[7],
+    Rejection::REASONS[8],
     TOO_LARGE,
     REFUSED,
 ];

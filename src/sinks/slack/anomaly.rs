@@ -84,7 +84,8 @@ impl Anomaly {
         let a: Additions = serde_json::from_str(additions)?;
         let id = match a.layout {
             Layout::Inline => anomaly.get("id"),
-            Layout::Wrapped => anomaly
+            // A CSV anomaly holds its cells under `record` too.
+            Layout::Wrapped | Layout::Csv => anomaly
                 .get(WRAPPED_RECORD)
                 .and_then(record::members)
                 .and_then(|m| m.iter().rev().find(|m| m.key == "id").map(|m| m.value)),
