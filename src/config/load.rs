@@ -833,6 +833,58 @@ mod tests {
     }
 
     #[test]
+    fn csv_needs_unique_columns_and_features_among_them() {
+        let cols = "columns = [\"InvoiceNo\", \"Quantity\", \"UnitPrice\"]\n";
+        let (_d, path) = write(&format!(
+            "[detectors.tx]\nformat = \"csv\"\n{cols}features = [\"Quantity\", \"UnitPrice\"]\n"
+        ));
+        let c = load_with_env(&path, no_env()).unwrap();
+        assert_eq!(c.detectors["tx"].format, crate::config::RecordFormat::Csv);
+        assert_eq!(c.detectors["tx"].columns.as_ref().unwrap().len(), 3);
+
+        let (_d, path) = write("[detectors.tx]\nformat = \"csv\"\nfeatures = [\"Quantity\"]\n");
+        let msg = one_error(load_with_env(&path, no_env()));
+        assert!(msg.contains("detectors.tx.columns: must be set"), "{msg}");
+        assert!(msg.contains("anomalyd.toml:"), "{msg}");
+
+        let (_d, path) = write(&format!(
+            "[detectors.tx]\nformat = \"csv\"\n{cols}features = [\"Quantity\", \"Price\"]\n"
+        ));
+        let msg = one_error(load_with_env(&path, no_env()));
+        assert!(
+            msg.contains(":4:12: detectors.tx.features: \"Price\" is not one of the columns"),
+            "{msg}"
+        );
+
+        let (_d, path) = write(
+            "[detectors.tx]\nformat = \"csv\"\ncolumns = [\"a\", \"b\", \"a\"]\nfeatures = [\"b\"]\n",
+        );
+        let msg = one_error(load_with_env(&path, no_env()));
+        assert!(
+            msg.contains(":3:11: detectors.tx.columns: column \"a\" is named twice"),
+            "{msg}"
+        );
+
+        // A model reads a list of columns, not a field.
+        let (_d, path) = write(&format!(
+            "[detectors.tx]\nformat = \"csv\"\n{cols}features = \"data\"\n"
+        ));
+        let msg = one_error(load_with_env(&path, no_env()));
+        assert!(
+            msg.contains("detectors.tx.features: with format = \"csv\", features is a list"),
+            "{msg}"
+        );
+
+        // Columns mean nothing to JSON.
+        let (_d, path) = write(&format!("[detectors.tx]\n{cols}"));
+        let msg = one_error(load_with_env(&path, no_env()));
+        assert!(
+            msg.contains(":2:11: detectors.tx.columns: is read only with format = \"csv\""),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn env_overrides_a_named_detector() {
         let (_d, path) = write(
             "[detectors.transactions]\ninput_topic = \"t\"\noutput_topic = \"a\"\ndead_letter_topic = \"d\"\nmodel = \"m\"\n",

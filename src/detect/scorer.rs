@@ -356,6 +356,55 @@ mod tests {
     }
 
     #[test]
+    fn csv_rules_read_cells_by_column_as_numbers_when_they_parse() {
+        use crate::detect::csv_record::{CsvFormat, CsvReader};
+        let rules = [
+            ("big".to_owned(), "Quantity > 1000.0".to_owned()),
+            ("uk".to_owned(), "Country == 'United Kingdom'".to_owned()),
+        ];
+        let scorer = RulesScorer::compile(&rules).unwrap().reading_csv();
+        let columns = ["InvoiceNo", "Quantity", "Country"]
+            .map(String::from)
+            .to_vec();
+        let format = CsvFormat::new(columns, &[]).unwrap();
+        let mut reader = CsvReader::new(&format, false);
+        let lines = [
+            "536365,6,France",
+            "536366,\"2000\",United Kingdom",
+            "536367,many,France",
+        ];
+        let json: Vec<String> = lines
+            .iter()
+            .map(|l| reader.read(Some(l.as_bytes()), &mut vec![]).unwrap().json)
+            .collect();
+        let records: Vec<Record<'_>> = json
+            .iter()
+            .map(|t| Record::parse(Some(t.as_bytes())).unwrap())
+            .collect();
+        let refs: Vec<&Record<'_>> = records.iter().collect();
+        let mut out = vec![Ok(Scored::default()); 3];
+        scorer.score_batch(
+            &Batch {
+                rows: &[],
+                records: &refs,
+            },
+            &mut out,
+        );
+        assert_eq!(out[0].as_ref().unwrap().decision, 1.0);
+        assert_eq!(out[1].as_ref().unwrap().score, 2.0);
+        assert_eq!(out[1].as_ref().unwrap().decision, -1.0);
+        let why = out[2].as_ref().unwrap_err();
+        assert!(why.0.contains("big"), "{why:?}");
+        assert_eq!(
+            scorer.explain(&[], &records[1]),
+            [
+                serde_json::json!({"rule": "big"}),
+                serde_json::json!({"rule": "uk"})
+            ]
+        );
+    }
+
+    #[test]
     fn rules_score_through_the_trait_and_refuse_what_they_cannot_judge() {
         let rules = [
             ("hot".to_owned(), "temperature > 40.0".to_owned()),
