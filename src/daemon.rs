@@ -26,7 +26,8 @@ use crate::control::server::{self, Control, ControlError};
 use crate::control::status::{
     DetectorReload, DetectorStatus, ModelStatus, PartitionStatus, ReloadReport, Status,
 };
-use crate::detect::model::{Model, ModelError};
+// The daemon serves a model file of any kind (Isolation Forest, k-means, bisecting k-means).
+use crate::detect::model::{LoadedModel as Model, ModelError};
 use crate::detect::rules::RulesError;
 use crate::detect::scorer::{Fixed, ModelSource, RulesScorer, Scorer, ScorerSource};
 use crate::detect::slot::ModelSlot;
