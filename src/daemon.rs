@@ -27,7 +27,8 @@ use crate::control::status::{
     DetectorReload, DetectorStatus, ModelStatus, PartitionStatus, ReloadReport, Status,
 };
 use crate::detect::csv_record::CsvFormat;
-use crate::detect::model::{Model, ModelError};
+// The daemon serves a model file of any kind (Isolation Forest, k-means, bisecting k-means).
+use crate::detect::model::{LoadedModel as Model, ModelError};
 use crate::detect::rules::RulesError;
 use crate::detect::scorer::{Fixed, ModelSource, RulesScorer, Scorer, ScorerSource};
 use crate::detect::slot::ModelSlot;

@@ -970,6 +970,29 @@ fn detector_configurations_that_cannot_run_exit_78_naming_the_key() {
         ],
     );
 
+    // Rules: compiled by check-config and run; a syntax error names the rule, its line and
+    // where in the expression.
+    let sensors = "[detectors.sensors]\ninput_topic = \"sensors\"\noutput_topic = \"sensor-anomalies\"\n\
+                   dead_letter_topic = \"sensors.dead-letter\"\n[detectors.sensors.rules]\n\
+                   hot = \"temperature > 40.0\"\n";
+    let config = write(&format!("{head}{sensors}bad = \"pressure >\"\n"));
+    refused(
+        &config,
+        &[":9:7: detectors.sensors.rules.bad: rule `bad`: syntax error at line 1, column"],
+    );
+    let config = write(&format!("{head}{sensors}"));
+    assert_eq!(text(&check(&config, &[]).stdout), "ok\n");
+    // Both scorers at once.
+    let config = write(&format!(
+        "{head}{sensors}[detectors.tx]\ninput_topic = \"t\"\noutput_topic = \"a\"\n\
+         dead_letter_topic = \"d\"\nmodel = \"{}\"\n[detectors.tx.rules]\nx = \"a > 1.0\"\n",
+        model.display()
+    ));
+    refused(
+        &config,
+        &["detectors.tx.rules: a detector has one scorer: a model file or rules, not both"],
+    );
+
     // The environment reaches a named detector's keys.
     let config = write(&format!("{head}{}", detector_table(&model, "")));
     let out = check(

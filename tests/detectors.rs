@@ -507,3 +507,172 @@ async fn a_forest_and_rules_on_one_topic() {
         "{error}"
     );
 }
+
+/// Issue 12's "done when": detectors of every kind (an Isolation Forest, a k-means, a bisecting
+/// k-means and rules) on one topic in one daemon, each publishing exactly the anomalies its
+/// scorer gives offline, to its own topic, named, with one meaning of `decision`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_kind_runs_side_by_side() {
+    use anomalyd::detect::kmeans::{KChoice, ThresholdRule};
+    use anomalyd::detect::model::LoadedModel;
+    use anomalyd::offline::train::TrainInput;
+    use anomalyd::offline::train_kmeans::{ClusterKind, ClusterTrainOptions, train_clusters};
+
+    const N: u64 = 4_000;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let forest = support::seed_model(d);
+    let cluster = |kind, file: &str| {
+        let out = d.join(file);
+        train_clusters(&ClusterTrainOptions {
+            k: KChoice::Fixed(2),
+            threshold: ThresholdRule::Quantile(0.98),
+            ..ClusterTrainOptions::new(kind, TrainInput::Synthetic { seed: 42 }, out.clone())
+        })
+        .expect("train a cluster model");
+        out
+    };
+    let kmeans = cluster(ClusterKind::KMeans, "k.kmeans");
+    let bisecting = cluster(ClusterKind::BisectingKMeans, "b.kmeans");
+    let mut config = detectors_on_one_topic(
+        d,
+        &[
+            ("forest", &forest),
+            ("kmeans", &kmeans),
+            ("bisecting", &bisecting),
+        ],
+    )
+    .await;
+    let input = config.generator.topic.clone();
+    let mut rules = support::fresh_detector(&input, &forest).await;
+    rules.model = None;
+    rules.rules = Some(BTreeMap::from([(
+        "far".to_owned(),
+        "data[0][0] > 3.0 || data[0][0] < -3.0".to_owned(),
+    )]));
+    config.detectors.insert("rules".to_owned(), rules);
+    support::produce_generated(&input, SEED, 0..N).await;
+
+    // What each flags offline, by the model file or the rule itself.
+    let mut expected: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
+    for (name, path) in [
+        ("forest", &forest),
+        ("kmeans", &kmeans),
+        ("bisecting", &bisecting),
+    ] {
+        let m = LoadedModel::load(path).unwrap();
+        let set: BTreeSet<u64> = (0..N)
+            .filter(|&id| {
+                let v = anomalyd::source::generator::record(
+                    SEED,
+                    id,
+                    0.2,
+                    std::time::SystemTime::now(),
+                );
+                let x: Vec<f64> = v["data"][0]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| n.as_f64().unwrap())
+                    .collect();
+                m.decision(m.score(&x)) < 0.0
+            })
+            .collect();
+        assert!(
+            !set.is_empty() && set.len() < N as usize / 2,
+            "{name}: {}",
+            set.len()
+        );
+        expected.insert(name, set);
+    }
+    expected.insert(
+        "rules",
+        (0..N)
+            .filter(|&id| {
+                let v = anomalyd::source::generator::record(
+                    SEED,
+                    id,
+                    0.2,
+                    std::time::SystemTime::now(),
+                );
+                v["data"][0][0].as_f64().unwrap().abs() > 3.0
+            })
+            .collect(),
+    );
+    let outputs: BTreeMap<String, String> = config
+        .detectors
+        .iter()
+        .map(|(n, d)| (n.clone(), d.output_topic.clone()))
+        .collect();
+
+    let daemon = Daemon::start(config).await.expect("daemon starts");
+    let metrics: Vec<_> = daemon
+        .detectors()
+        .iter()
+        .map(|d| (d.name().to_owned(), d.metrics().clone()))
+        .collect();
+    let all = support::wait_until(Duration::from_secs(180), || {
+        metrics.iter().all(|(_, m)| m.records_in.load(Relaxed) >= N)
+    })
+    .await;
+    assert!(
+        all,
+        "scored: {:?}",
+        metrics
+            .iter()
+            .map(|(n, m)| (n, m.records_in.load(Relaxed)))
+            .collect::<Vec<_>>()
+    );
+    let mut got = BTreeMap::new();
+    for (name, topic) in &outputs {
+        got.insert(
+            name.clone(),
+            anomalies(
+                topic,
+                expected[name.as_str()].len(),
+                Duration::from_secs(60),
+            )
+            .await,
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (name, m) in &metrics {
+        assert_eq!(m.records_in.load(Relaxed), N, "{name}: every record once");
+    }
+    let kinds: BTreeMap<String, String> = daemon
+        .detectors()
+        .iter()
+        .map(|d| (d.name().to_owned(), d.scorer().identity().kind))
+        .collect();
+    daemon
+        .stop(Duration::from_secs(30))
+        .await
+        .expect("clean stop");
+
+    assert_eq!(kinds["forest"], "isolation_forest");
+    assert_eq!(kinds["kmeans"], "kmeans");
+    assert_eq!(kinds["bisecting"], "bisecting_kmeans");
+    assert_eq!(kinds["rules"], "rules");
+    for (name, anomalies) in &got {
+        let ids: Vec<u64> = anomalies
+            .iter()
+            .map(|v| v["id"].as_u64().unwrap())
+            .collect();
+        let unique: BTreeSet<u64> = ids.iter().copied().collect();
+        assert_eq!(ids.len(), unique.len(), "{name}: no duplicates");
+        assert_eq!(
+            unique,
+            expected[name.as_str()],
+            "{name}: what its scorer flags offline"
+        );
+        for v in anomalies {
+            let a = &v["anomalyd"];
+            assert_eq!(a["detector"], name.as_str(), "{v}");
+            assert_eq!(a["model"]["kind"], kinds[name].as_str(), "{v}");
+            assert!(
+                a["decision"].as_f64().unwrap() < 0.0,
+                "negative means anomalous: {v}"
+            );
+        }
+    }
+}

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use anomalyd::config::FeatureSpec;
 use anomalyd::daemon::Daemon;
 use anomalyd::detect::features::{FeatureExtractor, Rejection};
-use anomalyd::detect::model::Model;
+use anomalyd::detect::model::LoadedModel as Model;
 use anomalyd::record::{self, Record};
 use anomalyd::sinks::SourceRef;
 use anomalyd::sinks::anomalies::{Additions, Detection, source_text, write_anomaly};

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::model::Model;
+use super::model::LoadedModel;
 use super::rules::{RuleSet, RulesError};
 use super::slot::ModelSlot;
 use crate::record::Record;
@@ -40,7 +40,7 @@ pub struct Scored {
 /// Which scorer scored a record: published in every anomaly (as `model`) and in `/status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ScorerIdentity {
-    /// 12 hex digits of the model's digest (see [`Model::id`]), or of the rules' text.
+    /// 12 hex digits of the model's digest (see [`LoadedModel::id`]), or of the rules' text.
     pub id: String,
     /// The model file's kind, e.g. `isolation_forest`, or `rules`.
     pub kind: String,
@@ -110,7 +110,8 @@ pub trait Scorer: Send + Sync + fmt::Debug {
     fn explain(&self, features: &[f64], record: &Record<'_>) -> Vec<Value>;
 }
 
-impl Scorer for Model {
+/// Every model kind a model file holds: Isolation Forest, k-means, bisecting k-means.
+impl Scorer for LoadedModel {
     fn identity(&self) -> ScorerIdentity {
         ScorerIdentity {
             id: self.id().to_owned(),
@@ -124,13 +125,13 @@ impl Scorer for Model {
     }
 
     fn feature_names(&self) -> &[String] {
-        Model::feature_names(self)
+        LoadedModel::feature_names(self)
     }
 
     fn score_batch(&self, batch: &Batch<'_, '_>, out: &mut [Result<Scored, Unscorable>]) {
         assert_eq!(out.len(), batch.len(), "one output per record");
         let mut scores = vec![0.0; batch.len()];
-        Model::score_batch(self, batch.rows, &mut scores);
+        LoadedModel::score_batch(self, batch.rows, &mut scores);
         for (o, s) in out.iter_mut().zip(scores) {
             *o = Ok(Scored {
                 score: s,
@@ -322,9 +323,9 @@ mod tests {
             ..TrainOptions::synthetic(42, path.clone())
         })
         .unwrap();
-        let model = Model::load(&path).unwrap();
+        let model = LoadedModel::load(&path).unwrap();
         let source = ModelSource {
-            slot: Arc::new(ModelSlot::new(Model::load(&path).unwrap())),
+            slot: Arc::new(ModelSlot::new(LoadedModel::load(&path).unwrap())),
             path: path.clone(),
         };
         let scorer = source.current();

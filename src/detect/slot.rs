@@ -1,4 +1,6 @@
-//! The model currently serving, shared by every worker and swapped atomically on reload.
+//! The model currently serving, shared by every worker and swapped atomically on reload. Any
+//! kind a model file holds ([`LoadedModel`](super::model::LoadedModel)): Isolation Forest,
+//! k-means, bisecting k-means.
 //!
 //! Workers take the current model once per batch, so a swap takes effect at the next batch and
 //! a batch is never scored by two models: no record is dropped or scored twice by a reload. A
@@ -13,7 +15,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
-use super::model::{Model, ModelError};
+use super::model::{LoadedModel as Model, ModelError};
 
 #[derive(Debug)]
 pub struct ModelSlot {

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::SourceRef;
-use crate::detect::model::Model;
+use crate::detect::model::{LoadedModel, Model};
 use crate::detect::scorer::{Scorer, ScorerIdentity};
 use crate::record::Record;
 
@@ -186,6 +186,48 @@ struct LayoutOnly {
     layout: Layout,
 }
 
+/// What [`explanation`] needs of a model: its features' names and training ranges, and each
+/// feature's share of a record's score.
+pub trait Explained {
+    fn feature_names(&self) -> &[String];
+    fn n_features(&self) -> usize;
+    /// `(p0.5, p99.5)` of `feature` in the training data.
+    fn training_range(&self, feature: usize) -> (f64, f64);
+    /// Each feature's share of why `x` scored as it did (see
+    /// [`crate::detect::model::Scorer::attribution`]).
+    fn attribution(&self, x: &[f64]) -> Vec<f64>;
+}
+
+impl Explained for Model {
+    fn feature_names(&self) -> &[String] {
+        Model::feature_names(self)
+    }
+    fn n_features(&self) -> usize {
+        Model::n_features(self)
+    }
+    fn training_range(&self, feature: usize) -> (f64, f64) {
+        Model::training_range(self, feature)
+    }
+    fn attribution(&self, x: &[f64]) -> Vec<f64> {
+        self.forest().attribution(x)
+    }
+}
+
+impl Explained for LoadedModel {
+    fn feature_names(&self) -> &[String] {
+        LoadedModel::feature_names(self)
+    }
+    fn n_features(&self) -> usize {
+        LoadedModel::n_features(self)
+    }
+    fn training_range(&self, feature: usize) -> (f64, f64) {
+        LoadedModel::training_range(self, feature)
+    }
+    fn attribution(&self, x: &[f64]) -> Vec<f64> {
+        LoadedModel::attribution(self, x)
+    }
+}
+
 /// Attribution entries listed at most; the rest of the share is left out.
 const MAX_ATTRIBUTED: usize = 3;
 /// Attribution entries are listed, most first, until they cover this share.
@@ -205,7 +247,7 @@ const MIN_SHARE: f64 = 0.01;
 ///
 /// The attribution walks every tree once more, so it is computed only here, for anomalies,
 /// and only when the ranges say nothing.
-pub fn explanation(features: &[f64], model: &Model) -> Vec<Value> {
+pub fn explanation(features: &[f64], model: &impl Explained) -> Vec<Value> {
     let name = |i: usize| {
         model
             .feature_names()
@@ -230,7 +272,7 @@ pub fn explanation(features: &[f64], model: &Model) -> Vec<Value> {
     if !outside.is_empty() || features.len() != model.n_features() {
         return outside;
     }
-    let shares = model.forest().attribution(features);
+    let shares = model.attribution(features);
     let mut ranked: Vec<(usize, f64)> = shares
         .into_iter()
         .enumerate()
@@ -258,7 +300,7 @@ pub fn explanation(features: &[f64], model: &Model) -> Vec<Value> {
 mod tests {
     use super::*;
 
-    fn anomaly(source: &str, model: &Model) -> Vec<u8> {
+    fn anomaly(source: &str, model: &LoadedModel) -> Vec<u8> {
         let record = Record::parse(Some(source.as_bytes())).unwrap();
         let from = SourceRef {
             topic: "t",
@@ -362,14 +404,14 @@ mod tests {
         }
     }
 
-    fn demo_model(dir: &std::path::Path) -> Model {
+    fn demo_model(dir: &std::path::Path) -> LoadedModel {
         let path = dir.join("m.iforest");
         crate::offline::train::train(&crate::offline::train::TrainOptions::synthetic(
             42,
             path.clone(),
         ))
         .unwrap();
-        Model::load(&path).unwrap()
+        LoadedModel::load(&path).unwrap()
     }
 
     #[test]

@@ -113,7 +113,7 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::detect::model::Model;
+    use crate::detect::model::LoadedModel as Model;
     use crate::sinks::SourceRef;
     use crate::sinks::anomalies::{Additions, Detection, write_anomaly};
 
