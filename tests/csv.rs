@@ -326,3 +326,73 @@ async fn csv_lines_are_scored_by_rules_and_a_forest_and_bad_lines_dead_lettered(
         .await
         .expect("clean stop");
 }
+
+/// `anomalyd check-config` on `toml` (written into `dir`): its exit code and stderr.
+fn check_config(dir: &Path, toml: &str) -> (Option<i32>, String) {
+    let path = dir.join("anomalyd.toml");
+    std::fs::write(&path, toml).unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_anomalyd"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ANOMALYD_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run anomalyd");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A CSV detector's config: `body` holds its format, columns, features and scorer.
+fn csv_toml(body: &str) -> String {
+    format!(
+        "[detectors.retail]\ninput_topic = \"retail\"\noutput_topic = \"retail-anomalies\"\n\
+         dead_letter_topic = \"retail-dead-letters\"\nformat = \"csv\"\n{body}"
+    )
+}
+
+#[test]
+fn csv_config_errors_exit_78_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = train_forest(dir.path());
+    let model = model.to_str().unwrap();
+    let columns = "columns = [\"InvoiceNo\", \"Quantity\", \"UnitPrice\"]\n";
+    let rules = "[detectors.retail.rules]\nbig = \"Quantity > 1000.0\"\n";
+    // Valid: rules over columns; a model whose features are columns, matched by name.
+    for body in [
+        format!("{columns}{rules}"),
+        format!("{columns}features = [\"Quantity\", \"UnitPrice\"]\nmodel = {model:?}\n"),
+    ] {
+        let (code, stderr) = check_config(dir.path(), &csv_toml(&body));
+        assert_eq!(code, Some(0), "{body}\n{stderr}");
+    }
+    for (body, expected) in [
+        (
+            rules.to_owned(),
+            // A key left out has no line of its own: the file and the key.
+            "anomalyd.toml: detectors.retail.columns: must be set with format = \"csv\"".to_owned(),
+        ),
+        (
+            format!("columns = [\"a\", \"b\", \"a\"]\n{rules}"),
+            ":6:11: detectors.retail.columns: column \"a\" is named twice".to_owned(),
+        ),
+        (
+            format!("{columns}features = [\"Quantity\", \"Price\"]\nmodel = {model:?}\n"),
+            ":7:12: detectors.retail.features: \"Price\" is not one of the columns".to_owned(),
+        ),
+        // Columns in another order than the model's features: refused by name, with the fix.
+        (
+            format!("{columns}features = [\"UnitPrice\", \"Quantity\"]\nmodel = {model:?}\n"),
+            "features = [\"/Quantity\", \"/UnitPrice\"]".to_owned(),
+        ),
+    ] {
+        let (code, stderr) = check_config(dir.path(), &csv_toml(&body));
+        assert_eq!(code, Some(78), "{body}\n{stderr}");
+        assert!(stderr.contains(&expected), "{expected} not in:\n{stderr}");
+    }
+}
