@@ -264,13 +264,15 @@ pub fn detector_name_problem(name: &str) -> Option<String> {
         })
 }
 
-/// How feature values are found in a JSON record.
+/// How feature values are found in a record: in a JSON record, a field or JSON pointers; in a
+/// CSV line (`format = "csv"`), a list of column names ([`FeatureSpec::Pointers`] holds them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum FeatureSpec {
     /// A field holding a flat `[x, y]` or nested `[[x, y]]` array of numbers.
     Field(String),
-    /// JSON pointers (RFC 6901), one per feature, e.g. `["/temperature", "/pressure"]`.
+    /// JSON pointers (RFC 6901), one per feature, e.g. `["/temperature", "/pressure"]`; for
+    /// CSV, column names, e.g. `["Quantity", "UnitPrice"]`.
     Pointers(Vec<String>),
 }
 
