@@ -7,7 +7,7 @@
 //! within the grace period. Tests call it too, with hand-made [`Signals`].
 //!
 //! The control server does not know this type: it serves anything that implements
-//! [`Control`](crate::control::server::Control), which [`Daemon`] does.
+//! [`crate::control::server::Control`], which [`Daemon`] does.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;

@@ -1,8 +1,8 @@
 //! The one scorer abstraction the partition worker calls without knowing the kind.
 //!
-//! A detector scores with a [`Scorer`]: an Isolation Forest model file today (any model kind
-//! behind [`Model`], since the model file's header names its kind), rules or other model kinds
-//! through small adapters. The worker asks the detector's [`ScorerSource`] for the scorer once
+//! A detector scores with a [`Scorer`]: a model file of any kind ([`LoadedModel`]: Isolation
+//! Forest, k-means, bisecting k-means; the file's header names its kind) or named CEL rules
+//! ([`RulesScorer`]); another kind plugs in with an implementation of the trait. The worker asks the detector's [`ScorerSource`] for the scorer once
 //! per batch (so a reload takes effect at the next batch and never splits one), reads what the
 //! scorer [`Needs`] from each record, calls [`Scorer::score_batch`], and publishes every record
 //! whose [`Scored::decision`] is negative, naming the scorer by its [`ScorerIdentity`].
