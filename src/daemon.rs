@@ -149,13 +149,38 @@ pub fn load_model(name: &str, detector: &DetectorConfig) -> Result<Model, Daemon
         })
     })?;
     let model = Model::load(path).map_err(model_error)?;
-    check_features(
+    check_detector_features(name, detector, &model)?;
+    Ok(model)
+}
+
+/// [`check_features`] for `detector`'s features in its format: a CSV detector's columns are
+/// checked as the pointers to its line's cells, and a mismatch is told in column names.
+fn check_detector_features(
+    name: &str,
+    detector: &DetectorConfig,
+    model: &Model,
+) -> Result<(), Box<FeatureMismatch>> {
+    let checked = check_features(
         name,
         &feature_pointers(detector),
         detector.match_features,
-        &model,
-    )?;
-    Ok(model)
+        model,
+    );
+    match (&detector.format, &detector.features, checked) {
+        (RecordFormat::Csv, FeatureSpec::Pointers(columns), Err(mut m)) => {
+            m.configured = format!("{} CSV columns ({})", columns.len(), columns.join(", "));
+            let pointers = crate::detect::csv_record::as_pointers(columns);
+            for (c, p) in columns.iter().zip(&pointers) {
+                m.why = m
+                    .why
+                    .replace(&format!("{p:?}"), &format!("{c:?}"))
+                    .replace(&format!("({p})"), &format!("({c})"));
+            }
+            m.why = m.why.replace("pointer ", "column ");
+            Err(m)
+        }
+        (_, _, checked) => checked,
+    }
 }
 
 /// The detector's features as [`check_features`] takes them: its `features` for JSON; for
@@ -450,15 +475,7 @@ impl Detector {
         let detector = &self.config;
         // The same check as at start: a retrained model with its features renamed or
         // reordered must not start serving.
-        let fits = |m: &Model| {
-            check_features(
-                &name,
-                &feature_pointers(detector),
-                detector.match_features,
-                m,
-            )
-            .map_err(Refusal::from)
-        };
+        let fits = |m: &Model| check_detector_features(&name, detector, m).map_err(Refusal::from);
         let result = slot
             .reload_if(&source.path, fits)
             .map(|m| m.identity())

@@ -388,7 +388,15 @@ fn csv_config_errors_exit_78_naming_the_key() {
         // Columns in another order than the model's features: refused by name, with the fix.
         (
             format!("{columns}features = [\"UnitPrice\", \"Quantity\"]\nmodel = {model:?}\n"),
-            "features = [\"/Quantity\", \"/UnitPrice\"]".to_owned(),
+            "detectors.retail.features: 2 CSV columns (UnitPrice, Quantity) but the model"
+                .to_owned(),
+        ),
+        (
+            format!("{columns}features = [\"UnitPrice\", \"Quantity\"]\nmodel = {model:?}\n"),
+            "column 1 (UnitPrice) reads `UnitPrice` where the model expects `Quantity`; column 2 \
+             (Quantity) reads `Quantity` where the model expects `UnitPrice`; the same names in \
+             the model's order: features = [\"Quantity\", \"UnitPrice\"]"
+                .to_owned(),
         ),
     ] {
         let (code, stderr) = check_config(dir.path(), &csv_toml(&body));
