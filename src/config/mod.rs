@@ -203,8 +203,21 @@ impl DetectorConfig {
     /// output topic agree: the scorer kind and the features. Two detectors with the same
     /// schema write anomalies that a reader can take alike; the model files may differ (an
     /// A/B comparison keeps one topic and tells the anomalies apart by `detector`).
-    fn schema(&self) -> (Option<ScorerKind>, &FeatureSpec) {
-        (self.scorer_kind(), &self.features)
+    fn schema(
+        &self,
+    ) -> (
+        Option<ScorerKind>,
+        RecordFormat,
+        Option<&[String]>,
+        &FeatureSpec,
+    ) {
+        // A CSV line's anomaly holds its cells by column: other columns, another schema.
+        (
+            self.scorer_kind(),
+            self.format,
+            self.columns.as_deref(),
+            &self.features,
+        )
     }
 }
 
@@ -661,13 +674,16 @@ impl Config {
                         &format!("detectors.{name}.output_topic"),
                         format!(
                             "{:?} is also detector {other}'s output topic, with another schema \
-                             (scorer {} and features {}, against {} and {}): detectors sharing \
-                             an output topic need the same scorer kind and features",
+                             (scorer {} and features {} of {} records, against {} and {} of {} \
+                             records): detectors sharing an output topic need the same scorer \
+                             kind, record format (and CSV columns) and features",
                             d.output_topic,
                             kind_name(d.scorer_kind()),
                             features_text(&d.features),
+                            format_text(d),
                             kind_name(o.scorer_kind()),
                             features_text(&o.features),
+                            format_text(o),
                         ),
                     );
                 }
@@ -821,6 +837,17 @@ fn validate_csv(
                 "with format = \"csv\", features is a list of column names, e.g. \
                  features = [\"Quantity\", \"UnitPrice\"] (found {f:?})"
             ),
+        ),
+    }
+}
+
+/// A detector's record format in words: `JSON`, or `CSV (a, b, c)` with its columns.
+fn format_text(d: &DetectorConfig) -> String {
+    match d.format {
+        RecordFormat::Json => "JSON".into(),
+        RecordFormat::Csv => format!(
+            "CSV ({})",
+            d.columns.as_deref().unwrap_or_default().join(", ")
         ),
     }
 }
@@ -1096,6 +1123,20 @@ mod tests {
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert_eq!(errs[0].key, "detectors.tx.output_topic");
         assert!(errs[0].message.contains("another schema"), "{errs:?}");
+        // Same scorer kind and features (columns may be named like pointers), another
+        // format: anomalies of two shapes.
+        let names = vec!["/a".to_owned(), "/b".to_owned()];
+        let ab = c.detectors.get_mut("ab").unwrap();
+        ab.format = RecordFormat::Csv;
+        ab.columns = Some(names.clone());
+        ab.features = FeatureSpec::Pointers(names.clone());
+        c.detectors.get_mut("tx").unwrap().features = FeatureSpec::Pointers(names);
+        let errs = c.validate();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].message.contains("of CSV (/a, /b) records"),
+            "{errs:?}"
+        );
     }
 
     #[test]
