@@ -90,6 +90,8 @@ pub struct CsvReader<'f> {
     features: &'f [usize],
     builder: csv::ReaderBuilder,
     record: StringRecord,
+    /// Where a second record in one value would be read (there must be none).
+    rest: StringRecord,
 }
 
 /// A line read by [`CsvReader::read`].
@@ -111,6 +113,7 @@ impl<'f> CsvReader<'f> {
             features: if features { &format.features } else { &[] },
             builder,
             record: StringRecord::with_capacity(256, format.columns.len()),
+            rest: StringRecord::new(),
         }
     }
 
@@ -143,8 +146,7 @@ impl<'f> CsvReader<'f> {
         if !reader.read_record(&mut self.record).map_err(not_csv)? {
             return Err(Rejection::NotCsv("the line holds no record".into()));
         }
-        let mut rest = StringRecord::new();
-        if reader.read_record(&mut rest).map_err(not_csv)? {
+        if reader.read_record(&mut self.rest).map_err(not_csv)? {
             return Err(Rejection::NotCsv(
                 "the value holds more than one CSV line (a line break outside quotes)".into(),
             ));
