@@ -324,6 +324,8 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
         for (i, m) in batch.iter().enumerate() {
             let outcome = match &csv_lines {
                 Some(lines) => match &lines[i] {
+                    // Built by `csv_record` from escaped strings, so always JSON: the rows
+                    // `read_csv` appended stay in step with `scorable`.
                     Ok(json) => FeatureExtractor::parse(Some(json.as_bytes())),
                     Err(r) => Err(r.clone()),
                 },
