@@ -380,6 +380,29 @@ mod tests {
     }
 
     #[test]
+    fn every_line_read_gives_a_json_record_with_line_and_record() {
+        // The worker relies on it: a line read is never lost to its JSON view.
+        let f = CsvFormat::new(vec!["a".into(), "b".into()], &[]).unwrap();
+        let mut reader = CsvReader::new(&f, false);
+        let odd = [
+            "\\,\"\u{0}\u{7f}\"",
+            "\"\"\"\",\"a\nb\"",
+            "\u{2028}\u{feff},\u{1F600}",
+            "\"}\",\"{\\\"",
+            " , ",
+        ];
+        for line in odd {
+            let read = reader.read(Some(line.as_bytes()), &mut vec![]).unwrap();
+            let record = crate::record::Record::parse(Some(read.json.as_bytes()))
+                .unwrap_or_else(|e| panic!("{line:?}: {e}"));
+            let keys: Vec<&str> = record.members().unwrap().iter().map(|m| &*m.key).collect();
+            assert_eq!(keys, [LINE, RECORD], "{line:?}");
+            let v: Value = serde_json::from_str(&read.json).unwrap();
+            assert_eq!(v[LINE], line);
+        }
+    }
+
+    #[test]
     fn the_json_view_escapes_names_and_cells() {
         let f = CsvFormat::new(vec!["a\"b".into(), "c/d".into()], &[]).unwrap();
         let (v, x) = read(&f, "\"x\"\"\\y\",é\u{1}".as_bytes()).unwrap();
