@@ -378,13 +378,13 @@ fn summary(alert: &Alert, mrkdwn: bool, listed: usize) -> String {
         format!("rules {} fired", join(fired.iter(), code))
     } else {
         format!(
-            "model {code}{}{code} ({})",
+            "model {code}{}{code}, {}",
             esc(&alert.key.model_id),
             esc(&alert.model_kind)
         )
     };
     format!(
-        "{b}{}{b} {noun} from detector {code}{}{code} ({scorer}) on {code}{}{code}, detected {when}.{shown}",
+        "{b}{}{b} {noun} from detector {code}{}{code} on {code}{}{code} ({scorer}), detected {when}.{shown}",
         alert.count,
         esc(&alert.key.detector),
         esc(&alert.key.topic),
@@ -637,7 +637,10 @@ mod tests {
         assert!(p.contains("source transactions partition 1, offset 42, id tx-42"));
         let one = alert("t", vec![], 1);
         assert_eq!(header(&one), "1 anomaly from detector fraud on t");
-        assert!(plain(&one).contains("\n1 anomaly from detector fraud (model 3f2a9c"));
+        assert!(
+            plain(&one)
+                .contains("\n1 anomaly from detector fraud on t (model 3f2a9c, isolation_forest)")
+        );
     }
 
     #[test]
@@ -665,7 +668,7 @@ mod tests {
         let all = texts(&m.blocks);
         assert!(
             all[1].starts_with(
-                "*2* anomalies from detector `sensors` (rules `hot`, `over_pressure` fired) on `sensors`"
+                "*2* anomalies from detector `sensors` on `sensors` (rules `hot`, `over_pressure` fired)"
             ),
             "{all:#?}"
         );
@@ -863,12 +866,12 @@ mod tests {
                 text_chars(&unbudgeted.blocks),
                 json(&unbudgeted)
             ),
-            (43, 18_563, 23_549)
+            (43, 18_562, 23_548)
         );
         assert_within(&m, Limits::default(), "issue");
         assert_eq!(
             (m.blocks.len(), text_chars(&m.blocks), json(&m), m.listed),
-            (36, 6_752, 10_726, 16)
+            (36, 6_751, 10_725, 16)
         );
         assert_eq!(
             m.blocks[0]["text"]["text"],
