@@ -820,21 +820,27 @@ impl Daemon {
         }
 
         if config.slack.mode != SlackMode::Off {
-            // The notifier reads one topic: the first detector's output topic. Detectors that
-            // write elsewhere are not alerted on (see docs/configuration.md).
-            if let Some(first) = self.detectors.first() {
+            // The notifier reads every detector's output topic, each once: detectors whose
+            // schemas match may share one.
+            let mut topics: Vec<String> = self
+                .detectors
+                .iter()
+                .map(|d| d.config.output_topic.clone())
+                .collect();
+            topics.sort();
+            topics.dedup();
+            if !topics.is_empty() {
                 let config = Arc::clone(&self.config);
-                let topic = first.config.output_topic.clone();
                 let metrics = Arc::clone(&self.slack_metrics);
                 self.supervisor
                     .spawn("notifier", move |status, shutdown| {
-                        let (config, metrics, topic) =
-                            (Arc::clone(&config), Arc::clone(&metrics), topic.clone());
+                        let (config, metrics, topics) =
+                            (Arc::clone(&config), Arc::clone(&metrics), topics.clone());
                         async move {
                             slack::run(
                                 &config.slack,
                                 &config.kafka,
-                                &topic,
+                                &topics,
                                 &metrics,
                                 || status.heartbeat(),
                                 shutdown,

@@ -82,6 +82,7 @@ fn anomaly(model: &str, n: i64) -> Value {
         "id": n,
         "data": [[3.9, -0.5]],
         "anomalyd": {
+            "detector": "transactions",
             "score": -0.6 - (n % 100) as f64 / 1000.0,
             "decision": -0.1,
             "model": {"id": model, "kind": "isolation_forest", "path": "/m.iforest"},
@@ -157,15 +158,17 @@ struct Running {
     task: JoinHandle<Result<(), NotifierError>>,
 }
 
-fn start(slack: &SlackConfig, topic: &str, metrics: &Arc<SlackMetrics>) -> Running {
-    let (slack, topic, metrics) = (slack.clone(), topic.to_owned(), Arc::clone(metrics));
+/// The notifier reading `topics` (every detector's output topic, as the daemon passes them).
+fn start(slack: &SlackConfig, topics: &[&str], metrics: &Arc<SlackMetrics>) -> Running {
+    let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+    let (slack, metrics) = (slack.clone(), Arc::clone(metrics));
     let stop = CancellationToken::new();
     let token = stop.clone();
     let task = tokio::spawn(async move {
         run(
             &slack,
             &support::kafka_config(),
-            &topic,
+            &topics,
             &metrics,
             || {},
             token,
@@ -210,7 +213,7 @@ async fn start_supervised(
                 run(
                     &slack,
                     &support::kafka_config(),
-                    &topic,
+                    std::slice::from_ref(&topic),
                     &metrics,
                     || status.heartbeat(),
                     shutdown,
@@ -246,7 +249,7 @@ fn header(r: &Request) -> String {
         .to_owned()
 }
 
-/// The anomaly count a message carries, from its header "N anomalies on ...".
+/// The anomaly count a message carries, from its header "N anomalies from detector ...".
 fn count(r: &Request) -> u64 {
     header(r)
         .split(' ')
@@ -273,9 +276,14 @@ fn block_texts(r: &Request) -> Vec<String> {
 
 /// The source offsets of the anomalies a message lists, from its "Source" fields.
 fn listed(r: &Request) -> BTreeSet<i64> {
+    listed_from(r, SOURCE)
+}
+
+/// The offsets of `source` records among the anomalies a message lists.
+fn listed_from(r: &Request, source: &str) -> BTreeSet<i64> {
     block_texts(r)
         .iter()
-        .filter_map(|t| t.strip_prefix(&format!("*Source*\n`{SOURCE}` partition ")))
+        .filter_map(|t| t.strip_prefix(&format!("*Source*\n`{source}` partition ")))
         .map(|rest| {
             rest.split("offset ")
                 .nth(1)
@@ -304,7 +312,7 @@ async fn an_alert_has_the_documented_shape() {
     let topic = anomalies_topic().await;
     produce(&topic, (0..3).map(|n| anomaly("model-a", n))).await;
     let metrics = Arc::new(SlackMetrics::default());
-    let n = start(&bot_config(&server, dir.path()), &topic, &metrics);
+    let n = start(&bot_config(&server, dir.path()), &[&topic], &metrics);
     assert!(
         support::wait_until(Duration::from_secs(60), || !server.accepted().is_empty()).await,
         "no message accepted: {:?}",
@@ -327,11 +335,14 @@ async fn an_alert_has_the_documented_shape() {
             .starts_with("application/json")
     );
     assert_eq!(r.body["channel"], "#alerts");
-    assert_eq!(header(r), "3 anomalies on transactions");
+    assert_eq!(
+        header(r),
+        "3 anomalies from detector transactions on transactions"
+    );
     assert!(header(r).chars().count() <= 150);
     let text = r.body["text"].as_str().unwrap();
     assert!(
-        text.starts_with("3 anomalies on transactions (model model-a)"),
+        text.starts_with("3 anomalies from detector transactions on transactions (model model-a)"),
         "{text}"
     );
     let texts = block_texts(r);
@@ -367,7 +378,7 @@ async fn a_storm_becomes_a_handful_of_messages_one_second_apart() {
     let mut slack = bot_config(&server, dir.path());
     slack.group_wait_s = 2;
     slack.group_interval_s = 3;
-    let n = start(&slack, &topic, &metrics);
+    let n = start(&slack, &[&topic], &metrics);
     // Two models, so two groups; produced in ten bursts over about five seconds.
     let producer: FutureProducer = anomalyd::kafka::producer_config(&support::kafka_config())
         .create()
@@ -450,7 +461,7 @@ async fn a_429_waits_its_retry_after() {
     let topic = anomalies_topic().await;
     produce(&topic, (0..2).map(|n| anomaly("model-a", n))).await;
     let metrics = Arc::new(SlackMetrics::default());
-    let n = start(&bot_config(&server, dir.path()), &topic, &metrics);
+    let n = start(&bot_config(&server, dir.path()), &[&topic], &metrics);
     assert!(support::wait_until(Duration::from_secs(60), || !server.accepted().is_empty()).await);
     n.stop().await.expect("clean stop");
 
@@ -486,7 +497,7 @@ async fn server_errors_and_silence_are_retried_with_backoff() {
     let metrics = Arc::new(SlackMetrics::default());
     let mut slack = bot_config(&server, dir.path());
     slack.request_timeout_s = 2;
-    let n = start(&slack, &topic, &metrics);
+    let n = start(&slack, &[&topic], &metrics);
     assert!(support::wait_until(Duration::from_secs(90), || !server.accepted().is_empty()).await);
     n.stop().await.expect("clean stop");
 
@@ -519,7 +530,7 @@ async fn invalid_auth_fails_the_task_and_the_next_run_sends_everything() {
     produce(&topic, (0..4).map(|n| anomaly("model-a", n))).await;
     let metrics = Arc::new(SlackMetrics::default());
     let slack = bot_config(&server, dir.path());
-    let n = start(&slack, &topic, &metrics);
+    let n = start(&slack, &[&topic], &metrics);
     let err = tokio::time::timeout(Duration::from_secs(60), n.task)
         .await
         .expect("the run ends by itself")
@@ -539,7 +550,7 @@ async fn invalid_auth_fails_the_task_and_the_next_run_sends_everything() {
 
     // The token is fixed; the supervisor's next attempt sends what was refused.
     server.set_default(Reply::Ok);
-    let n = start(&slack, &topic, &metrics);
+    let n = start(&slack, &[&topic], &metrics);
     assert!(support::wait_until(Duration::from_secs(60), || !server.accepted().is_empty()).await);
     n.stop().await.expect("clean stop");
     let sent = server.accepted();
@@ -563,7 +574,7 @@ async fn no_anomaly_is_lost_across_a_restart_in_an_outage() {
     slack.top_n = 20;
 
     // Before the outage: batch A is sent and committed.
-    let n = start(&slack, &topic, &metrics);
+    let n = start(&slack, &[&topic], &metrics);
     produce(&topic, (0..10).map(|i| anomaly("model-a", i))).await;
     assert!(support::wait_until(Duration::from_secs(60), || !server.accepted().is_empty()).await);
     let a_messages = server.accepted();
@@ -589,7 +600,7 @@ async fn no_anomaly_is_lost_across_a_restart_in_an_outage() {
     let accepted_before_restart = server.accepted().len();
 
     server.set_default(Reply::Ok);
-    let n = start(&slack, &topic, &metrics);
+    let n = start(&slack, &[&topic], &metrics);
     assert!(
         support::wait_until(Duration::from_secs(60), || {
             server.accepted()[accepted_before_restart..]
@@ -636,7 +647,7 @@ async fn webhooks_post_to_their_url_and_a_4xx_is_permanent() {
         webhook_url_file: Some(url_file),
         ..bot_config(&server, dir.path())
     };
-    let n = start(&slack, &topic, &metrics);
+    let n = start(&slack, &[&topic], &metrics);
     assert!(support::wait_until(Duration::from_secs(60), || !server.accepted().is_empty()).await);
     n.stop().await.expect("clean stop");
     let r = &server.accepted()[0];
@@ -646,11 +657,14 @@ async fn webhooks_post_to_their_url_and_a_4xx_is_permanent() {
         r.body.get("channel").is_none(),
         "the webhook has its channel"
     );
-    assert_eq!(header(r), "2 anomalies on transactions");
+    assert_eq!(
+        header(r),
+        "2 anomalies from detector transactions on transactions"
+    );
 
     server.set_default(Reply::Status(404, "no_service"));
     produce(&topic, [anomaly("model-w", 5)]).await;
-    let n = start(&slack, &topic, &metrics);
+    let n = start(&slack, &[&topic], &metrics);
     let err = tokio::time::timeout(Duration::from_secs(60), n.task)
         .await
         .expect("the run ends by itself")
@@ -683,7 +697,7 @@ async fn log_mode_writes_the_alert_to_the_log() {
         group_wait_s: 1,
         ..SlackConfig::default()
     };
-    let n = start(&slack, &topic, &metrics);
+    let n = start(&slack, &[&topic], &metrics);
     assert!(
         support::wait_until(Duration::from_secs(60), || metrics
             .alerts_sent
@@ -693,7 +707,9 @@ async fn log_mode_writes_the_alert_to_the_log() {
     );
     n.stop().await.expect("clean stop");
     let logged = log_text();
-    assert!(logged.contains(&format!("2 anomalies on {source}")));
+    assert!(logged.contains(&format!(
+        "2 anomalies from detector transactions on {source}"
+    )));
     assert!(logged.contains("x0 = 3.91, outside training range [-2.6, 2.7]"));
     assert!(logged.contains(&format!("source {source} partition 1, offset 1, id 1")));
 }
@@ -733,7 +749,7 @@ async fn twenty_anomalies_of_twelve_features_go_out_in_one_message() {
     assert!(text_size(r) <= 10_000, "{} characters", text_size(r));
     assert_eq!(
         header(r),
-        "30 anomalies on transactions",
+        "30 anomalies from detector transactions on transactions",
         "the group's count"
     );
     // README's numbers (the unit test of message.rs checks them in detail).
@@ -781,7 +797,10 @@ async fn a_message_refused_for_its_size_is_sent_smaller_without_a_restart() {
         !listed(&reqs[1]).is_empty(),
         "still lists the most anomalous"
     );
-    assert_eq!(header(&reqs[1]), "25 anomalies on transactions");
+    assert_eq!(
+        header(&reqs[1]),
+        "25 anomalies from detector transactions on transactions"
+    );
     assert_eq!(metrics.alerts_sent.load(Relaxed), 1);
     assert_eq!(metrics.alerts_reduced.load(Relaxed), 1);
     assert_eq!(metrics.alerts_refused.load(Relaxed), 0);
@@ -838,7 +857,9 @@ async fn a_message_refused_in_every_form_is_logged_counted_and_committed() {
     assert!(reqs[2].body.get("blocks").is_none(), "text only");
     let text = reqs[2].body["text"].as_str().unwrap();
     assert!(
-        text.starts_with(&format!("3 anomalies on transactions (model {model})")),
+        text.starts_with(&format!(
+            "3 anomalies from detector transactions on transactions (model {model})"
+        )),
         "{text}"
     );
     assert_eq!(metrics.alerts_sent.load(Relaxed), 0);
@@ -901,7 +922,157 @@ async fn a_webhook_refusing_the_blocks_gets_a_smaller_message() {
     let reqs = server.requests();
     assert_eq!(reqs.len(), 2, "refused, then accepted smaller");
     assert!(!reqs[0].accepted && reqs[1].accepted);
-    assert_eq!(header(&reqs[1]), "20 anomalies on transactions");
+    assert_eq!(
+        header(&reqs[1]),
+        "20 anomalies from detector transactions on transactions"
+    );
     assert_eq!(metrics.alerts_reduced.load(Relaxed), 1);
+    assert_no_secret_logged();
+}
+
+/// An anomaly of detector `detector`, as [`anomaly`] but named for it.
+fn anomaly_of(detector: &str, model: &str, n: i64) -> Value {
+    let mut a = anomaly(model, n);
+    a["anomalyd"]["detector"] = json!(detector);
+    a
+}
+
+/// An anomaly of a rules detector on `sensors`: the rules that fired are its explanation.
+fn rules_anomaly(n: i64) -> Value {
+    json!({
+        "id": format!("s-{n}"),
+        "temperature": 50.0,
+        "anomalyd": {
+            "detector": "sensors",
+            "score": 1.0,
+            "decision": -1.0,
+            "model": {"id": "rules-1234", "kind": "rules"},
+            "source": {"topic": "sensors", "partition": 0, "offset": n},
+            "detected_at": format!("2026-05-01T12:00:{:02}.000Z", n % 60),
+            "explanation": [{"rule": "hot"}],
+            "layout": "inline",
+        },
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_detectors_output_topic_is_alerted_per_detector_and_committed() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let server = FakeSlack::start().await;
+    // Two output topics: `fraud` and `audit` share one (same schema), `sensors` has its own.
+    let shared = anomalies_topic().await;
+    let sensors = anomalies_topic().await;
+    produce(
+        &shared,
+        (0..5)
+            .map(|n| anomaly_of("fraud", "model-a", n))
+            .chain((100..103).map(|n| anomaly_of("audit", "model-a", n))),
+    )
+    .await;
+    produce(&sensors, (0..4).map(rules_anomaly)).await;
+    let metrics = Arc::new(SlackMetrics::default());
+    let mut slack = bot_config(&server, dir.path());
+    slack.top_n = 20;
+    // The daemon passes each topic once; a repeated one is read once all the same.
+    let topics = [shared.as_str(), sensors.as_str(), shared.as_str()];
+    let n = start(&slack, &topics, &metrics);
+    let by_detector = |reqs: &[Request], detector: &str, on: &str| -> u64 {
+        let prefix = format!("from detector {detector} on {on}");
+        reqs.iter()
+            .filter(|r| header(r).ends_with(&prefix))
+            .map(count)
+            .sum()
+    };
+    assert!(
+        support::wait_until(Duration::from_secs(60), || {
+            let sent = server.accepted();
+            by_detector(&sent, "fraud", SOURCE) == 5
+                && by_detector(&sent, "audit", SOURCE) == 3
+                && by_detector(&sent, "sensors", "sensors") == 4
+        })
+        .await,
+        "every detector's anomalies alerted: {:#?}",
+        server.accepted().iter().map(header).collect::<Vec<_>>()
+    );
+    n.stop().await.expect("clean stop");
+
+    let sent = server.accepted();
+    assert_eq!(total(&sent), 12, "each anomaly in one message");
+    for r in &sent {
+        let h = header(r);
+        let offsets = listed(r);
+        // One alert, one detector: the listed anomalies are that detector's only.
+        if h.ends_with("from detector fraud on transactions") {
+            assert!(
+                offsets.iter().all(|o| (0..5).contains(o)),
+                "{h}: {offsets:?}"
+            );
+        } else if h.ends_with("from detector audit on transactions") {
+            assert!(
+                offsets.iter().all(|o| (100..103).contains(o)),
+                "{h}: {offsets:?}"
+            );
+        } else {
+            assert!(h.ends_with("from detector sensors on sensors"), "{h}");
+            let texts = block_texts(r);
+            assert!(
+                texts.iter().any(|t| t.contains("(rules `hot` fired)")),
+                "{texts:#?}"
+            );
+            assert!(
+                texts.iter().any(|t| t == "*Rules fired*\n`hot`"),
+                "{texts:#?}"
+            );
+            assert!(
+                !texts.iter().any(|t| t.contains("rules-1234")),
+                "{texts:#?}"
+            );
+            assert!(listed_from(r, "sensors").iter().all(|o| (0..4).contains(o)));
+        }
+    }
+    let all: BTreeSet<i64> = sent.iter().flat_map(listed).collect();
+    assert_eq!(all, (0..5).chain(100..103).collect());
+    let all: BTreeSet<i64> = sent
+        .iter()
+        .flat_map(|r| listed_from(r, "sensors"))
+        .collect();
+    assert_eq!(all, (0..4).collect());
+
+    // Restarted in the same group, with one new anomaly on each topic: only those go out, so
+    // both topics' offsets were committed.
+    let before = sent.len();
+    let n = start(&slack, &topics, &metrics);
+    produce(&shared, [anomaly_of("fraud", "model-a", 5)]).await;
+    produce(&sensors, [rules_anomaly(4)]).await;
+    assert!(
+        support::wait_until(Duration::from_secs(60), || {
+            let after = &server.accepted()[before..];
+            by_detector(after, "fraud", SOURCE) >= 1
+                && by_detector(after, "sensors", "sensors") >= 1
+        })
+        .await,
+        "the new anomalies are alerted"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    n.stop().await.expect("clean stop");
+    let after = &server.accepted()[before..];
+    assert_eq!(
+        total(after),
+        2,
+        "nothing sent again after the restart: {:#?}",
+        after.iter().map(header).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        after.iter().flat_map(listed).collect::<BTreeSet<_>>(),
+        [5].into()
+    );
+    assert_eq!(
+        after
+            .iter()
+            .flat_map(|r| listed_from(r, "sensors"))
+            .collect::<BTreeSet<_>>(),
+        [4].into()
+    );
     assert_no_secret_logged();
 }

@@ -23,9 +23,15 @@ pub enum ParseError {
 /// One anomaly, as written by [`crate::sinks::anomalies::write_anomaly`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Anomaly {
-    /// `score_samples`: lower is more anomalous.
+    /// The `[detectors.NAME]` that flagged it (empty if the record does not say).
+    pub detector: String,
+    /// In the scorer's native unit (Isolation Forest: `score_samples`, lower is more
+    /// anomalous; rules: how many fired).
     pub score: f64,
+    /// The scorer: a model `{id, kind}`, or for rules kind `rules` and the id of their text.
     pub model: ModelRef,
+    /// For a rules detector, the rules that fired (from its `explanation`); else empty.
+    pub rules: Vec<String>,
     pub source: Source,
     /// RFC 3339, UTC.
     pub detected_at: String,
@@ -37,13 +43,23 @@ pub struct Anomaly {
 /// The part of anomalyd's additions an alert uses.
 #[derive(Deserialize)]
 struct Additions {
+    #[serde(default)]
+    detector: String,
     score: f64,
     model: ModelRef,
     source: Source,
     detected_at: String,
     #[serde(default)]
-    explanation: Vec<Explained>,
+    explanation: Vec<Entry>,
     layout: Layout,
+}
+
+/// One `explanation` entry: a rule that fired (`{"rule": name}`), or a feature.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Entry {
+    Rule { rule: String },
+    Feature(Explained),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -90,12 +106,21 @@ impl Anomaly {
                 .and_then(record::members)
                 .and_then(|m| m.iter().rev().find(|m| m.key == "id").map(|m| m.value)),
         };
+        let (mut rules, mut explanation) = (Vec::new(), Vec::new());
+        for entry in a.explanation {
+            match entry {
+                Entry::Rule { rule } => rules.push(rule),
+                Entry::Feature(f) => explanation.push(f),
+            }
+        }
         Ok(Self {
+            detector: a.detector,
             score: a.score,
             model: a.model,
+            rules,
             source: a.source,
             detected_at: a.detected_at,
-            explanation: a.explanation,
+            explanation,
             id: id.and_then(display_id),
         })
     }
@@ -157,6 +182,8 @@ mod tests {
         );
         let a = Anomaly::parse(&out).unwrap();
         assert_eq!(a.score, -0.8);
+        assert_eq!(a.detector, "tx");
+        assert_eq!(a.rules, Vec::<String>::new());
         assert_eq!(a.model.id, model.id());
         assert_eq!(a.model.kind, "isolation_forest");
         assert_eq!(
@@ -196,6 +223,21 @@ mod tests {
         .unwrap();
         assert_eq!(a.explanation[0].share, Some(0.62));
         assert_eq!(a.explanation[0].low, None);
+    }
+
+    #[test]
+    fn a_rules_anomaly_names_its_detector_and_the_rules_that_fired() {
+        let a = Anomaly::parse(
+            br#"{"t": 50, "anomalyd": {"detector": "sensors", "score": 2, "decision": -1,
+                 "model": {"id": "ab12", "kind": "rules"}, "detected_at": "t",
+                 "source": {"topic": "s", "partition": 0, "offset": 1}, "layout": "inline",
+                 "explanation": [{"rule": "hot"}, {"rule": "over_pressure"}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(a.detector, "sensors");
+        assert_eq!(a.model.kind, "rules");
+        assert_eq!(a.rules, ["hot", "over_pressure"]);
+        assert!(a.explanation.is_empty());
     }
 
     #[test]

@@ -230,7 +230,7 @@ impl<'m> Poster<'m> {
         let m = self.metrics;
         if matches!(self.dest, Destination::Log) {
             let text = message::plain(alert);
-            tracing::warn!(target: "anomalyd::alert", topic = %alert.key.topic, model_id = %alert.key.model_id, count = alert.count, "{text}");
+            tracing::warn!(target: "anomalyd::alert", detector = %alert.key.detector, topic = %alert.key.topic, model_id = %alert.key.model_id, count = alert.count, "{text}");
             self.accepted(alert, Form::Full);
             return Ok(Sent::Accepted(Form::Full));
         }
@@ -253,7 +253,7 @@ impl<'m> Poster<'m> {
                     return Ok(Sent::Accepted(form));
                 }
                 Err(ClientError::Content { error }) => {
-                    tracing::warn!(to = %self.dest.describe(), topic = %alert.key.topic, model_id = %alert.key.model_id, count = alert.count, ?form, error = %error, "Slack refused the message for its content");
+                    tracing::warn!(to = %self.dest.describe(), detector = %alert.key.detector, topic = %alert.key.topic, model_id = %alert.key.model_id, count = alert.count, ?form, error = %error, "Slack refused the message for its content");
                     refusals.push(error);
                 }
                 Err(e) => return Err(e),
@@ -261,13 +261,14 @@ impl<'m> Poster<'m> {
             last_body = Some(body);
         }
         let why = format!(
-            "Slack refused every form of the alert of {} anomalies on {} (model {}) for its content ({}); it is not sent",
+            "Slack refused every form of the alert of {} anomalies from detector {} on {} (model {}) for its content ({}); it is not sent",
             alert.count,
+            message::cut(&alert.key.detector, NAME_QUOTE_MAX),
             message::cut(&alert.key.topic, NAME_QUOTE_MAX),
             message::cut(&alert.key.model_id, NAME_QUOTE_MAX),
             refusals.join(", ")
         );
-        tracing::error!(to = %self.dest.describe(), topic = %alert.key.topic, model_id = %alert.key.model_id, count = alert.count, "{why}");
+        tracing::error!(to = %self.dest.describe(), detector = %alert.key.detector, topic = %alert.key.topic, model_id = %alert.key.model_id, count = alert.count, "{why}");
         m.alerts_refused.fetch_add(1, Relaxed);
         m.set_error(why);
         Ok(Sent::Refused)
@@ -279,7 +280,7 @@ impl<'m> Poster<'m> {
         m.failing.store(false, Relaxed);
         m.alerts_sent.fetch_add(1, Relaxed);
         m.anomalies_alerted.fetch_add(alert.count, Relaxed);
-        tracing::info!(to = %self.dest.describe(), topic = %alert.key.topic, model_id = %alert.key.model_id, count = alert.count, ?form, "alert sent");
+        tracing::info!(to = %self.dest.describe(), detector = %alert.key.detector, topic = %alert.key.topic, model_id = %alert.key.model_id, count = alert.count, ?form, "alert sent");
     }
 
     /// Posts `body`, waiting and retrying until it is accepted, or refused for good (for its

@@ -1,5 +1,5 @@
-//! Grouping, as Prometheus Alertmanager does it: anomalies are grouped by (source topic, model
-//! id). A new group gathers for `group_wait`, then sends one alert; anomalies that arrive later
+//! Grouping, as Prometheus Alertmanager does it: anomalies are grouped by (detector, source
+//! topic, model id), so one alert never mixes detectors, even when they share an output topic. A new group gathers for `group_wait`, then sends one alert; anomalies that arrive later
 //! go out at most every `group_interval`, again as one alert with their count and the top N by
 //! score. A group with nothing new when its interval ends is dropped, so the next anomaly starts
 //! a fresh `group_wait`. A storm therefore costs one message per group per interval.
@@ -7,7 +7,8 @@
 //! Time is passed in, so the rules are tested without sleeping.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -17,23 +18,29 @@ use super::anomaly::Anomaly;
 /// What anomalies are grouped by.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct GroupKey {
+    /// The `[detectors.NAME]` that flagged the anomalies.
+    pub detector: String,
+    /// The topic the scored records were read from.
     pub topic: String,
+    /// The scorer's id (for rules, the id of their text).
     pub model_id: String,
 }
 
-/// A record's place on the anomalies topic: (partition, offset).
-pub type Position = (i32, i64);
+/// A record's place on an anomalies topic: (topic, partition, offset).
+pub type Position = (Arc<str>, i32, i64);
 
 /// The anomalies of one group gathered since its last alert: what one message carries.
 #[derive(Debug, Clone)]
 pub struct Alert {
     pub key: GroupKey,
     pub model_kind: String,
+    /// For a rules detector, every rule that fired in any anomaly gathered (sorted).
+    pub rules: BTreeSet<String>,
     /// Every anomaly gathered, shown or not.
     pub count: u64,
     /// The most anomalous (lowest score) first; at most `top_n`.
     pub top: Vec<Anomaly>,
-    /// Positions on the anomalies topic of every anomaly counted: committed once sent.
+    /// Positions on the anomalies topics of every anomaly counted: committed once sent.
     pub positions: Vec<Position>,
     /// Per source partition, the lowest and highest source offset among the anomalies.
     pub source_ranges: BTreeMap<i32, (i64, i64)>,
@@ -47,6 +54,7 @@ impl Alert {
         Self {
             key,
             model_kind: first.model.kind.clone(),
+            rules: BTreeSet::new(),
             count: 0,
             top: Vec::new(),
             positions: Vec::new(),
@@ -59,6 +67,7 @@ impl Alert {
     fn add(&mut self, anomaly: Anomaly, at: Position, top_n: usize) {
         self.count += 1;
         self.positions.push(at);
+        self.rules.extend(anomaly.rules.iter().cloned());
         let s = &anomaly.source;
         let range = self
             .source_ranges
@@ -117,6 +126,7 @@ impl Grouper {
 
     pub fn add(&mut self, now: Instant, anomaly: Anomaly, at: Position) {
         let key = GroupKey {
+            detector: anomaly.detector.clone(),
             topic: anomaly.source.topic.clone(),
             model_id: anomaly.model.id.clone(),
         };
@@ -173,6 +183,8 @@ mod tests {
 
     pub(crate) fn anomaly(topic: &str, model: &str, score: f64, offset: i64) -> Anomaly {
         Anomaly {
+            detector: "d".into(),
+            rules: vec![],
             score,
             model: ModelRef {
                 id: model.into(),
@@ -189,6 +201,10 @@ mod tests {
         }
     }
 
+    fn at(partition: i32, offset: i64) -> Position {
+        ("tx-anomalies".into(), partition, offset)
+    }
+
     const S: Duration = Duration::from_secs(1);
 
     #[test]
@@ -199,7 +215,7 @@ mod tests {
             g.add(
                 t0 + i * S,
                 anomaly("tx", "m1", -0.5 - i as f64 / 100.0, i.into()),
-                (0, i.into()),
+                at(0, i.into()),
             );
         }
         assert_eq!(
@@ -224,21 +240,21 @@ mod tests {
     fn later_anomalies_wait_for_the_group_interval() {
         let t0 = Instant::now();
         let mut g = Grouper::new(30 * S, 300 * S, 5);
-        g.add(t0, anomaly("tx", "m1", -0.6, 0), (0, 0));
+        g.add(t0, anomaly("tx", "m1", -0.6, 0), at(0, 0));
         let first = g.take_due(t0 + 30 * S).unwrap();
         assert_eq!(first.count, 1);
-        g.add(t0 + 31 * S, anomaly("tx", "m1", -0.7, 1), (0, 1));
-        g.add(t0 + 40 * S, anomaly("tx", "m1", -0.8, 2), (0, 2));
+        g.add(t0 + 31 * S, anomaly("tx", "m1", -0.7, 1), at(0, 1));
+        g.add(t0 + 40 * S, anomaly("tx", "m1", -0.8, 2), at(0, 2));
         assert_eq!(g.next_due(), Some(t0 + 330 * S));
         assert!(g.take_due(t0 + 329 * S).is_none());
         let second = g.take_due(t0 + 330 * S).unwrap();
         assert_eq!(second.count, 2);
-        assert_eq!(second.positions, [(0, 1), (0, 2)]);
+        assert_eq!(second.positions, [at(0, 1), at(0, 2)]);
         // Nothing new by the next interval: the group is dropped, and a new anomaly waits
         // group_wait again rather than group_interval.
         assert!(g.take_due(t0 + 630 * S).is_none());
         assert_eq!(g.next_due(), None);
-        g.add(t0 + 700 * S, anomaly("tx", "m1", -0.6, 3), (0, 3));
+        g.add(t0 + 700 * S, anomaly("tx", "m1", -0.6, 3), at(0, 3));
         assert_eq!(g.next_due(), Some(t0 + 730 * S));
     }
 
@@ -246,10 +262,10 @@ mod tests {
     fn groups_are_by_source_topic_and_model() {
         let t0 = Instant::now();
         let mut g = Grouper::new(S, 10 * S, 5);
-        g.add(t0, anomaly("tx", "m1", -0.6, 0), (0, 0));
-        g.add(t0, anomaly("tx", "m2", -0.6, 1), (0, 1));
-        g.add(t0, anomaly("other", "m1", -0.6, 2), (0, 2));
-        g.add(t0, anomaly("tx", "m1", -0.6, 3), (0, 3));
+        g.add(t0, anomaly("tx", "m1", -0.6, 0), at(0, 0));
+        g.add(t0, anomaly("tx", "m2", -0.6, 1), at(0, 1));
+        g.add(t0, anomaly("other", "m1", -0.6, 2), at(0, 2));
+        g.add(t0, anomaly("tx", "m1", -0.6, 3), at(0, 3));
         assert_eq!(g.pending(), 4);
         let mut keys = Vec::new();
         while let Some(a) = g.take_due(t0 + S) {
@@ -278,7 +294,7 @@ mod tests {
             g.add(
                 now,
                 anomaly("tx", "m1", -0.5 - (i % 97) as f64 / 1000.0, i),
-                (0, i),
+                at(0, i),
             );
             alerts.extend(g.take_due(now));
         }
@@ -287,5 +303,33 @@ mod tests {
         assert_eq!(alerts[0].count, 10_000);
         assert_eq!(alerts[0].top.len(), 5);
         assert!(alerts[0].top.iter().all(|a| a.score == -0.596));
+    }
+
+    #[test]
+    fn one_alert_never_mixes_detectors() {
+        let t0 = Instant::now();
+        let mut g = Grouper::new(S, 10 * S, 5);
+        // Two detectors on one source topic, with one model file, sharing an output topic.
+        let mut a = anomaly("tx", "m1", -0.6, 0);
+        a.detector = "fraud".into();
+        let mut b = anomaly("tx", "m1", -0.7, 1);
+        b.detector = "audit".into();
+        b.rules = vec!["big".into()];
+        g.add(t0, a.clone(), at(0, 0));
+        g.add(t0, b, at(0, 1));
+        g.add(t0, a, at(0, 2));
+        let mut seen = Vec::new();
+        while let Some(alert) = g.take_due(t0 + S) {
+            assert!(alert.top.iter().all(|x| x.detector == alert.key.detector));
+            seen.push((alert.key.detector, alert.count, alert.rules));
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                ("audit".into(), 1, BTreeSet::from(["big".to_owned()])),
+                ("fraud".into(), 2, BTreeSet::new())
+            ]
+        );
     }
 }

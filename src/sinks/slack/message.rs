@@ -106,7 +106,7 @@ const DETAILS: [Detail; 3] = [
     },
 ];
 
-/// "3 anomalies on transactions".
+/// "3 anomalies from detector transactions on transactions" (detector, then source topic).
 pub fn header(alert: &Alert) -> String {
     let noun = if alert.count == 1 {
         "anomaly"
@@ -114,9 +114,34 @@ pub fn header(alert: &Alert) -> String {
         "anomalies"
     };
     cut(
-        &format!("{} {noun} on {}", alert.count, alert.key.topic),
+        &format!(
+            "{} {noun} from detector {} on {}",
+            alert.count, alert.key.detector, alert.key.topic
+        ),
         HEADER_MAX,
     )
+}
+
+/// Whether the alert's scorer is rules (named by the rules that fired, not a model id).
+fn is_rules(kind: &str) -> bool {
+    kind == "rules"
+}
+
+/// "rules hot, over_pressure" for a rules alert (the rules that fired), else "model ID".
+fn scorer_plain(alert: &Alert) -> String {
+    if is_rules(&alert.model_kind) {
+        format!("rules {}", join(alert.rules.iter(), ""))
+    } else {
+        format!("model {}", alert.key.model_id)
+    }
+}
+
+/// `names` joined by ", ", each between `quote`s.
+fn join<'a>(names: impl Iterator<Item = &'a String>, quote: &str) -> String {
+    names
+        .map(|n| format!("{quote}{n}{quote}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The Block Kit message of `alert`, within the default [`Limits`].
@@ -218,13 +243,19 @@ fn render(alert: &Alert, listed: usize, detail: &Detail) -> Message {
     let field_max = detail.field_max;
     for (rank, a) in alert.top.iter().take(listed).enumerate() {
         blocks.push(json!({"type": "divider"}));
-        let mut fields = vec![
-            field("Score", &format!("{:.4}", a.score), field_max),
+        let scorer = if is_rules(&a.model.kind) {
+            let fired: Vec<String> = a.rules.iter().map(|r| escape(r)).collect();
+            field("Rules fired", &join(fired.iter(), "`"), field_max)
+        } else {
             field(
                 "Model",
                 &format!("`{}` ({})", escape(&a.model.id), escape(&a.model.kind)),
                 field_max,
-            ),
+            )
+        };
+        let mut fields = vec![
+            field("Score", &format!("{:.4}", a.score), field_max),
+            scorer,
             field("Time", &escape(&a.detected_at), field_max),
             field("Source", &source_mrkdwn(a), field_max),
         ];
@@ -286,12 +317,15 @@ pub fn plain(alert: &Alert) -> String {
             a.id.as_ref()
                 .map(|i| format!(", id {i}"))
                 .unwrap_or_default();
+        let scorer = if is_rules(&a.model.kind) {
+            format!("rules {}", join(a.rules.iter(), ""))
+        } else {
+            format!("model {} ({})", a.model.id, a.model.kind)
+        };
         out.push(format!(
-            "#{} score {:.4}, model {} ({}), detected {}, source {} partition {}, offset {}{id}",
+            "#{} score {:.4}, {scorer}, detected {}, source {} partition {}, offset {}{id}",
             rank + 1,
             a.score,
-            a.model.id,
-            a.model.kind,
             a.detected_at,
             a.source.topic,
             a.source.partition,
@@ -304,7 +338,7 @@ pub fn plain(alert: &Alert) -> String {
 
 /// The top-level `text`: what a phone notification shows.
 fn fallback(alert: &Alert) -> String {
-    let mut text = format!("{} (model {})", header(alert), alert.key.model_id);
+    let mut text = format!("{} ({})", header(alert), scorer_plain(alert));
     if let Some(a) = alert.top.first() {
         text.push_str(&format!(
             "; most anomalous: score {:.4} at {} partition {}, offset {}",
@@ -332,16 +366,27 @@ fn summary(alert: &Alert, mrkdwn: bool, listed: usize) -> String {
     } else {
         "anomalies"
     };
-    let shown = if listed > 0 {
-        format!(" Showing the top {listed} by score (lowest = most anomalous).")
+    let rules = is_rules(&alert.model_kind);
+    let shown = match listed {
+        0 => String::new(),
+        // A rules score counts the rules that fired: lower is not more anomalous.
+        _ if rules => format!(" Showing {listed} of them."),
+        _ => format!(" Showing the top {listed} by score (lowest = most anomalous)."),
+    };
+    let scorer = if rules {
+        let fired: Vec<String> = alert.rules.iter().map(|r| esc(r)).collect();
+        format!("rules {} fired", join(fired.iter(), code))
     } else {
-        String::new()
+        format!(
+            "model {code}{}{code}, {}",
+            esc(&alert.key.model_id),
+            esc(&alert.model_kind)
+        )
     };
     format!(
-        "{b}{}{b} {noun} from model {code}{}{code} ({}) on {code}{}{code}, detected {when}.{shown}",
+        "{b}{}{b} {noun} from detector {code}{}{code} on {code}{}{code} ({scorer}), detected {when}.{shown}",
         alert.count,
-        esc(&alert.key.model_id),
-        esc(&alert.model_kind),
+        esc(&alert.key.detector),
         esc(&alert.key.topic),
     )
 }
@@ -375,6 +420,9 @@ fn source_mrkdwn(a: &Anomaly) -> String {
 /// explained by attribution, one line "isolated mostly by x1 = 0.12 (62 %), x0 = -0.3 (38 %)";
 /// unescaped.
 fn explanation(a: &Anomaly) -> Vec<String> {
+    if !a.rules.is_empty() {
+        return vec![format!("rules fired: {}", join(a.rules.iter(), ""))];
+    }
     if a.explanation.is_empty() {
         return vec![
             "No single feature is outside its training range: the combination is unusual.".into(),
@@ -490,6 +538,8 @@ mod tests {
 
     fn anomaly(topic: &str, score: f64, offset: i64, explained: usize, feature: &str) -> Anomaly {
         Anomaly {
+            detector: "fraud".into(),
+            rules: vec![],
             score,
             model: ModelRef {
                 id: "3f2a9c".into(),
@@ -517,10 +567,12 @@ mod tests {
     fn alert(topic: &str, top: Vec<Anomaly>, count: u64) -> Alert {
         Alert {
             key: GroupKey {
+                detector: "fraud".into(),
                 topic: topic.into(),
                 model_id: "3f2a9c".into(),
             },
             model_kind: "isolation_forest".into(),
+            rules: Default::default(),
             count,
             source_ranges: BTreeMap::from([(1, (5, 900))]),
             positions: vec![],
@@ -551,10 +603,13 @@ mod tests {
             3,
         );
         let m = build(&a);
-        assert_eq!(m.blocks[0]["text"]["text"], "3 anomalies on transactions");
+        assert_eq!(
+            m.blocks[0]["text"]["text"],
+            "3 anomalies from detector fraud on transactions"
+        );
         assert!(
             m.text
-                .starts_with("3 anomalies on transactions (model 3f2a9c)")
+                .starts_with("3 anomalies from detector fraud on transactions (model 3f2a9c)")
         );
         let all = texts(&m.blocks);
         for want in [
@@ -574,12 +629,61 @@ mod tests {
                 .contains("partition 1: 5-900")
         );
         let p = plain(&a);
-        assert!(p.starts_with("3 anomalies on transactions\n"), "{p}");
+        assert!(
+            p.starts_with("3 anomalies from detector fraud on transactions\n"),
+            "{p}"
+        );
         assert!(p.contains("x0 = 3.91, outside training range [-2.6, 2.7]"));
         assert!(p.contains("source transactions partition 1, offset 42, id tx-42"));
         let one = alert("t", vec![], 1);
-        assert_eq!(header(&one), "1 anomaly on t");
-        assert!(plain(&one).contains("\n1 anomaly from model 3f2a9c"));
+        assert_eq!(header(&one), "1 anomaly from detector fraud on t");
+        assert!(
+            plain(&one)
+                .contains("\n1 anomaly from detector fraud on t (model 3f2a9c, isolation_forest)")
+        );
+    }
+
+    #[test]
+    fn a_rules_alert_names_the_rules_that_fired_not_a_model() {
+        let mut x = anomaly("sensors", 2.0, 9, 0, "x");
+        x.detector = "sensors".into();
+        x.model.kind = "rules".into();
+        x.rules = vec!["hot".into(), "over_pressure".into()];
+        let mut a = alert("sensors", vec![x], 2);
+        a.key.detector = "sensors".into();
+        a.model_kind = "rules".into();
+        a.rules = ["hot".to_owned(), "over_pressure".to_owned()].into();
+        let m = build(&a);
+        assert_eq!(
+            m.blocks[0]["text"]["text"],
+            "2 anomalies from detector sensors on sensors"
+        );
+        assert!(
+            m.text.starts_with(
+                "2 anomalies from detector sensors on sensors (rules hot, over_pressure)"
+            ),
+            "{}",
+            m.text
+        );
+        let all = texts(&m.blocks);
+        assert!(
+            all[1].starts_with(
+                "*2* anomalies from detector `sensors` on `sensors` (rules `hot`, `over_pressure` fired)"
+            ),
+            "{all:#?}"
+        );
+        for want in [
+            "*Rules fired*\n`hot`, `over_pressure`",
+            "*#1*\nrules fired: hot, over_pressure",
+        ] {
+            assert!(all.iter().any(|t| t == want), "{want:?} not in {all:#?}");
+        }
+        assert!(!all.iter().any(|t| t.contains("3f2a9c")), "{all:#?}");
+        let p = plain(&a);
+        assert!(
+            p.contains("score 2.0000, rules hot, over_pressure, detected"),
+            "{p}"
+        );
     }
 
     #[test]
@@ -715,6 +819,7 @@ mod tests {
                 "id": format!("txn-2026-05-01-{n:08}"),
                 "data": [[3.9, -0.5]],
                 "anomalyd": {
+                    "detector": "transactions",
                     "score": -0.6 - n as f64 / 1000.0,
                     "decision": -0.1,
                     "model": {"id": "model-a", "kind": "isolation_forest", "path": "/m.iforest"},
@@ -727,7 +832,7 @@ mod tests {
             g.add(
                 t,
                 Anomaly::parse(record.to_string().as_bytes()).unwrap(),
-                (0, n),
+                ("transactions-anomalies".into(), 0, n),
             );
         }
         g.take_due(t).expect("due at once")
@@ -761,14 +866,17 @@ mod tests {
                 text_chars(&unbudgeted.blocks),
                 json(&unbudgeted)
             ),
-            (43, 18_510, 23_496)
+            (43, 18_562, 23_548)
         );
         assert_within(&m, Limits::default(), "issue");
         assert_eq!(
             (m.blocks.len(), text_chars(&m.blocks), json(&m), m.listed),
-            (36, 6_699, 10_673, 16)
+            (36, 6_751, 10_725, 16)
         );
-        assert_eq!(m.blocks[0]["text"]["text"], "30 anomalies on transactions");
+        assert_eq!(
+            m.blocks[0]["text"]["text"],
+            "30 anomalies from detector transactions on transactions"
+        );
         assert_eq!(ranks(&m), (1..=16).collect::<Vec<_>>());
         assert_eq!(more(&m), Some(14));
         // The most anomalous first: the highest offsets have the lowest scores.
@@ -797,7 +905,9 @@ mod tests {
         let smaller = build_within(&a, half);
         assert_within(&smaller, half, "half");
         assert!(smaller.listed >= 1 && smaller.listed <= 8);
-        assert!(text_only(&a).starts_with("30 anomalies on transactions (model model-a)"));
+        assert!(text_only(&a).starts_with(
+            "30 anomalies from detector transactions on transactions (model model-a)"
+        ));
     }
 
     /// A string of a length in `len` mixing mrkdwn's special characters, multi-byte ones, JSON

@@ -1,4 +1,5 @@
-//! The notifier task: reads the anomalies topic in its own consumer group, groups the
+//! The notifier task: reads every detector's anomalies (output) topic in its own consumer
+//! group, groups the
 //! anomalies, sends one alert at a time, and commits an anomaly's offset only once the message
 //! carrying it was accepted. A restart (a crash, a permanent Slack error, a stop) therefore
 //! sends again whatever was not yet accepted: at least once, never lost.
@@ -13,6 +14,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -42,8 +44,8 @@ pub enum NotifierError {
     Slack(#[from] ClientError),
     #[error("could not create the notifier's consumer: {0}")]
     Create(KafkaError),
-    #[error("could not subscribe the notifier to {topic}: {source}")]
-    Subscribe { topic: String, source: KafkaError },
+    #[error("could not subscribe the notifier to {topics}: {source}")]
+    Subscribe { topics: String, source: KafkaError },
 }
 
 /// The notifier's consumer group: `slack.group_id`, else `<kafka.group_id>-notifier`.
@@ -60,10 +62,13 @@ type Sending<'a> = Pin<Box<dyn Future<Output = (Alert, Result<Sent, ClientError>
 /// Slack refuses an alert for good (then commits what was sent and returns the error, for the
 /// supervisor to retry with backoff). Returns `Ok` at once when `slack.mode` is `off`.
 /// `heartbeat` is called about once a second while the task is alive.
+///
+/// `anomalies_topics` are the topics read, one subscription for all: every detector's output
+/// topic, each named once (duplicates are dropped here too).
 pub async fn run(
     slack: &SlackConfig,
     kafka: &KafkaConfig,
-    anomalies_topic: &str,
+    anomalies_topics: &[String],
     metrics: &SlackMetrics,
     heartbeat: impl Fn() + Sync,
     shutdown: CancellationToken,
@@ -76,17 +81,22 @@ pub async fn run(
     let consumer: StreamConsumer = crate::kafka::consumer_config(kafka, &group)
         .create()
         .map_err(NotifierError::Create)?;
+    let mut topics: Vec<&str> = anomalies_topics.iter().map(String::as_str).collect();
+    topics.sort_unstable();
+    topics.dedup();
     consumer
-        .subscribe(&[anomalies_topic])
+        .subscribe(&topics)
         .map_err(|source| NotifierError::Subscribe {
-            topic: anomalies_topic.to_owned(),
+            topics: topics.join(", "),
             source,
         })?;
-    tracing::info!(to = %poster.destination().describe(), topic = anomalies_topic, group, "notifier started");
+    let topic_list = topics.join(", ");
+    tracing::info!(to = %poster.destination().describe(), topics = topic_list, group, "notifier started");
+    // One shared name per topic, so that a position costs no allocation.
+    let names: Vec<Arc<str>> = topics.iter().map(|&t| Arc::from(t)).collect();
 
     let mut state = State {
         consumer: &consumer,
-        topic: anomalies_topic,
         grouper: Grouper::new(
             Duration::from_secs(slack.group_wait_s),
             Duration::from_secs(slack.group_interval_s),
@@ -137,7 +147,7 @@ pub async fn run(
                     // either way done with.
                     Ok(Sent::Accepted(_) | Sent::Refused) => {
                         for at in &alert.positions {
-                            state.offsets.done(*at);
+                            state.offsets.done(at);
                         }
                         state.commit(CommitMode::Async);
                     }
@@ -150,10 +160,15 @@ pub async fn run(
             _ = tokio::time::sleep_until(wake.unwrap_or(never)), if wake.is_some() => {}
             m = consumer.recv() => match m {
                 Ok(m) => {
-                    let at = (m.partition(), m.offset());
+                    let topic = names
+                        .iter()
+                        .find(|t| ***t == *m.topic())
+                        .cloned()
+                        .unwrap_or_else(|| Arc::from(m.topic()));
+                    let at = (topic, m.partition(), m.offset());
                     match m.payload().map(Anomaly::parse) {
                         Some(Ok(anomaly)) => {
-                            state.offsets.read(at);
+                            state.offsets.read(&at);
                             state.grouper.add(Instant::now(), anomaly, at);
                         }
                         other => {
@@ -161,9 +176,9 @@ pub async fn run(
                                 Some(Err(e)) => e.to_string(),
                                 _ => "no payload".into(),
                             };
-                            tracing::warn!(topic = anomalies_topic, partition = at.0, offset = at.1, error = %why, "skipping a record that is not an anomaly");
+                            tracing::warn!(topic = &*at.0, partition = at.1, offset = at.2, error = %why, "skipping a record that is not an anomaly");
                             metrics.skipped_records.fetch_add(1, Relaxed);
-                            state.offsets.skip(at);
+                            state.offsets.skip(&at);
                             if state.last_commit.elapsed() >= COMMIT_EVERY {
                                 state.commit(CommitMode::Async);
                             }
@@ -184,7 +199,6 @@ pub async fn run(
 
 struct State<'a> {
     consumer: &'a StreamConsumer,
-    topic: &'a str,
     grouper: Grouper,
     offsets: Offsets,
     last_commit: Instant,
@@ -199,11 +213,9 @@ impl State<'_> {
         let moved = self.offsets.to_commit();
         if !moved.is_empty() {
             let mut tpl = TopicPartitionList::new();
-            for (partition, next) in &moved {
-                if let Err(e) =
-                    tpl.add_partition_offset(self.topic, *partition, Offset::Offset(*next))
-                {
-                    tracing::warn!(partition, error = %e, "cannot list an offset to commit");
+            for (topic, partition, next) in &moved {
+                if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
+                    tracing::warn!(topic = &**topic, partition, error = %e, "cannot list an offset to commit");
                 }
             }
             // Stored offsets are what librdkafka's auto-commit and its close commit use.
