@@ -451,36 +451,43 @@ async fn detector_records(socket: &Path) -> Option<Vec<(String, u64)>> {
         .collect()
 }
 
-/// Runs one daemon over the backlog until every detector has scored all of it; returns each
-/// detector's records/s, from its first record scored to its last (polled every 20 ms), by
-/// name.
+/// Runs one daemon over the backlog until every detector has scored all of it, or for at
+/// most 120 s; returns each finished detector's records/s, from its first record scored to its
+/// last (polled every 20 ms), by name. A detector that did not finish is named on stdout with
+/// its count and left out of the figures (a stalled group is a finding, not a rate).
 async fn detectors_run(cfg: &Path, dir: &Path, name: &str) -> Vec<(String, f64)> {
     let socket = dir.join(format!("{name}.sock"));
-    let child = start(cfg, &dir.join(format!("{name}.log")));
+    let log = dir.join(format!("{name}.log"));
+    let child = start(cfg, &log);
     let mut first: std::collections::BTreeMap<String, Instant> = Default::default();
     let mut last: std::collections::BTreeMap<String, Instant> = Default::default();
-    let mut detectors = 0;
-    let give_up = Instant::now() + Duration::from_secs(300);
+    let mut counts = Vec::new();
+    let give_up = Instant::now() + Duration::from_secs(120);
     loop {
         let now = Instant::now();
-        let counts = detector_records(&socket).await.unwrap_or_default();
-        detectors = detectors.max(counts.len());
-        for (d, n) in counts {
-            if n > 0 {
+        if let Some(c) = detector_records(&socket).await {
+            counts = c;
+        }
+        for (d, n) in &counts {
+            if *n > 0 {
                 first.entry(d.clone()).or_insert(now);
             }
-            if n >= DETECTOR_RECORDS {
-                last.entry(d).or_insert(now);
+            if *n >= DETECTOR_RECORDS {
+                last.entry(d.clone()).or_insert(now);
             }
         }
-        if detectors > 0 && last.len() == detectors {
+        if !counts.is_empty() && last.len() == counts.len() {
             break;
         }
-        assert!(
-            now < give_up,
-            "{name}: the detectors did not finish in 300 s (log: {})",
-            dir.join(format!("{name}.log")).display()
-        );
+        if now >= give_up {
+            for (d, n) in counts.iter().filter(|(d, _)| !last.contains_key(d)) {
+                println!(
+                    "{name}: detector {d} scored {n} of {DETECTOR_RECORDS} records in 120 s; left out (log: {})",
+                    log.display()
+                );
+            }
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop(child);
@@ -520,7 +527,6 @@ async fn detectors(dir: &Path, forest: &Path) {
     let mut rates: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     for round in 0..ROUNDS {
         // Fresh output topics and consumer groups each run: every run reads the whole backlog.
-        let mut line = format!("detectors round {round}:");
         for three in [false, true] {
             let output = unique("bench-det-out");
             let names: &[&str] = if three {
@@ -535,6 +541,7 @@ async fn detectors(dir: &Path, forest: &Path) {
             create_topics(&topics.iter().map(String::as_str).collect::<Vec<_>>()).await;
             let run = format!("det{round}-{}", if three { "three" } else { "single" });
             let cfg = detectors_config(dir, forest, &kmeans, &input, &output, three, &run);
+            let mut line = format!("detectors {run}:");
             for (d, r) in detectors_run(&cfg, dir, &run).await {
                 let label = if three {
                     format!("three/{d}")
@@ -544,18 +551,23 @@ async fn detectors(dir: &Path, forest: &Path) {
                 line.push_str(&format!(" {label} {r:.0}"));
                 rates.entry(label).or_default().push(r);
             }
+            println!("{line} records/s");
         }
-        println!("{line} records/s");
     }
-    let single = median(rates["single/forest"].clone());
+    let Some(single) = rates.get("single/forest").map(|v| median(v.clone())) else {
+        println!("detectors: the forest alone never finished; no figures");
+        return;
+    };
+    let n = rates["single/forest"].len();
     println!(
-        "detectors (median of {ROUNDS}, {DETECTOR_RECORDS} records): forest alone {single:.0} records/s"
+        "detectors (median of {n}, {DETECTOR_RECORDS} records): forest alone {single:.0} records/s"
     );
     for (label, v) in &rates {
         if label.starts_with("three/") {
             let r = median(v.clone());
             println!(
-                "detectors (median of {ROUNDS}): {label} {r:.0} records/s, {:.2} of the forest alone",
+                "detectors (median of {}): {label} {r:.0} records/s, {:.2} of the forest alone",
+                v.len(),
                 r / single
             );
         }
