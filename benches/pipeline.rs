@@ -5,7 +5,14 @@
 //!    alternating, three rounds each; medians and their ratio;
 //! 2. latency at a steady 2,000 records/s: `anomalyd run` with its generator on, from each
 //!    source record's timestamp to its anomaly's, p50 and p99;
-//! 3. memory: the daemon's peak resident set (VmHWM) over both.
+//! 3. memory: the daemon's peak resident set (VmHWM) over both;
+//! 4. many detectors (issue 12): one backlog of 100,000 records read by one daemon with three
+//!    detectors on it (an Isolation Forest, a k-means model and a CEL rule), each in its own
+//!    consumer group with its own output topic, against the forest alone on the same backlog,
+//!    alternating, three rounds; each detector's records/s (from its first record scored to its
+//!    last, by the per-detector `records` of `/status`), medians.
+//!
+//! `BENCH_ONLY=latency` runs parts 2 and 3 only, `BENCH_ONLY=detectors` part 4 only.
 //!
 //! Run with `scripts/bench-pipeline` (it starts a throw-away broker and sets
 //! `KAFKA_TEST_BROKERS`). Figures are in docs/benchmarks.md.
@@ -24,6 +31,11 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 const RECORDS: u64 = 200_000;
+/// The backlog of part 4: smaller than `RECORDS` so that three rounds of the single-detector
+/// and three-detector runs fit in about three minutes on a shared two-core machine.
+const DETECTOR_RECORDS: u64 = 100_000;
+/// Part 4's rules detector: true for the generator's uniform outliers far from both blobs.
+const FAR_RULE: &str = "data[0][0] > 3.0 || data[0][0] < -3.0";
 const ROUNDS: usize = 3;
 const RATE: f64 = 2000.0;
 const LATENCY_SECONDS: u64 = 20;
@@ -367,14 +379,199 @@ async fn main() {
     let model = dir.path().join("seed.iforest");
     train(&TrainOptions::synthetic(42, model.clone())).unwrap();
 
-    // BENCH_ONLY=latency skips the throughput rounds (for tuning runs).
-    let throughput = std::env::var("BENCH_ONLY").map_or(true, |v| v != "latency");
+    // BENCH_ONLY=latency skips the throughput rounds (for tuning runs); BENCH_ONLY=detectors
+    // runs the many-detectors part alone.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    if only == "detectors" {
+        detectors(dir.path(), &model).await;
+        return;
+    }
     let mut peaks = Vec::new();
-    if throughput {
+    if only != "latency" {
         peaks = throughput_rounds(dir.path(), &model).await;
     }
 
     latency(dir.path(), &model, &peaks).await;
+    if only.is_empty() {
+        detectors(dir.path(), &model).await;
+    }
+}
+
+/// Part 4's daemon configuration, `<run>.toml` with its socket `<run>.sock`: `bench` (the
+/// forest), and with `three`, `kmeans` and `rules` too, all reading `input`, each with its own consumer group (the default,
+/// `<group_id>-<name>`) and its own output and dead-letter topics, `<output>-<name>`.
+fn detectors_config(
+    dir: &Path,
+    forest: &Path,
+    kmeans: &Path,
+    input: &str,
+    output: &str,
+    three: bool,
+    run: &str,
+) -> PathBuf {
+    let path = config(dir, forest, input, &format!("{output}-bench"), run);
+    let mut c: Config = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    if three {
+        let forest = c.detectors["bench"].clone();
+        let other = |name: &str| anomalyd::config::DetectorConfig {
+            output_topic: format!("{output}-{name}"),
+            dead_letter_topic: format!("{output}-{name}.dlq"),
+            model: None,
+            ..forest.clone()
+        };
+        c.detectors.insert(
+            "kmeans".into(),
+            anomalyd::config::DetectorConfig {
+                model: Some(kmeans.into()),
+                ..other("kmeans")
+            },
+        );
+        c.detectors.insert(
+            "rules".into(),
+            anomalyd::config::DetectorConfig {
+                rules: Some([("far".to_string(), FAR_RULE.to_string())].into()),
+                ..other("rules")
+            },
+        );
+    }
+    std::fs::write(&path, toml::to_string(&c).unwrap()).unwrap();
+    path
+}
+
+/// Each detector's (name, records) from `/status`.
+async fn detector_records(socket: &Path) -> Option<Vec<(String, u64)>> {
+    let (_, body) = client::request(socket, "GET", "/status", Duration::from_secs(2))
+        .await
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v["detectors"]
+        .as_array()?
+        .iter()
+        .map(|d| Some((d["name"].as_str()?.to_string(), d["records"].as_u64()?)))
+        .collect()
+}
+
+/// Runs one daemon over the backlog until every detector has scored all of it, or for at
+/// most 120 s; returns each finished detector's records/s, from its first record scored to its
+/// last (polled every 20 ms), by name. A detector that did not finish is named on stdout with
+/// its count and left out of the figures (a stalled group is a finding, not a rate).
+async fn detectors_run(cfg: &Path, dir: &Path, name: &str) -> Vec<(String, f64)> {
+    let socket = dir.join(format!("{name}.sock"));
+    let log = dir.join(format!("{name}.log"));
+    let child = start(cfg, &log);
+    let mut first: std::collections::BTreeMap<String, Instant> = Default::default();
+    let mut last: std::collections::BTreeMap<String, Instant> = Default::default();
+    let mut counts = Vec::new();
+    let give_up = Instant::now() + Duration::from_secs(120);
+    loop {
+        let now = Instant::now();
+        if let Some(c) = detector_records(&socket).await {
+            counts = c;
+        }
+        for (d, n) in &counts {
+            if *n > 0 {
+                first.entry(d.clone()).or_insert(now);
+            }
+            if *n >= DETECTOR_RECORDS {
+                last.entry(d.clone()).or_insert(now);
+            }
+        }
+        if !counts.is_empty() && last.len() == counts.len() {
+            break;
+        }
+        if now >= give_up {
+            for (d, n) in counts.iter().filter(|(d, _)| !last.contains_key(d)) {
+                println!(
+                    "{name}: detector {d} scored {n} of {DETECTOR_RECORDS} records in 120 s; left out (log: {})",
+                    log.display()
+                );
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop(child);
+    last.iter()
+        .map(|(d, end)| {
+            let secs = end.duration_since(first[d]).as_secs_f64();
+            (d.clone(), DETECTOR_RECORDS as f64 / secs)
+        })
+        .collect()
+}
+
+/// Part 4: three detectors on one input topic against the forest alone, alternating.
+async fn detectors(dir: &Path, forest: &Path) {
+    let kmeans = dir.join("bench.kmeans");
+    let mut options = anomalyd::offline::train_kmeans::ClusterTrainOptions::new(
+        anomalyd::offline::train_kmeans::ClusterKind::KMeans,
+        anomalyd::offline::train::TrainInput::Synthetic { seed: 42 },
+        kmeans.clone(),
+    );
+    // top:2000 needs more rows than the synthetic set's 1,000.
+    options.threshold = anomalyd::detect::kmeans::ThresholdRule::Quantile(0.99);
+    let summary = anomalyd::offline::train_kmeans::train_clusters(&options).unwrap();
+    println!(
+        "detectors: k-means trained on the synthetic set, k = {} ({})",
+        summary.k, summary.k_rule
+    );
+
+    let input = unique("bench-det-in");
+    create_topics(&[&input]).await;
+    let t = Instant::now();
+    produce(&input, DETECTOR_RECORDS).await;
+    println!(
+        "detectors: produced {DETECTOR_RECORDS} records in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let mut rates: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    for round in 0..ROUNDS {
+        // Fresh output topics and consumer groups each run: every run reads the whole backlog.
+        for three in [false, true] {
+            let output = unique("bench-det-out");
+            let names: &[&str] = if three {
+                &["bench", "kmeans", "rules"]
+            } else {
+                &["bench"]
+            };
+            let topics: Vec<String> = names
+                .iter()
+                .flat_map(|n| [format!("{output}-{n}"), format!("{output}-{n}.dlq")])
+                .collect();
+            create_topics(&topics.iter().map(String::as_str).collect::<Vec<_>>()).await;
+            let run = format!("det{round}-{}", if three { "three" } else { "single" });
+            let cfg = detectors_config(dir, forest, &kmeans, &input, &output, three, &run);
+            let mut line = format!("detectors {run}:");
+            for (d, r) in detectors_run(&cfg, dir, &run).await {
+                let label = if three {
+                    format!("three/{d}")
+                } else {
+                    "single/forest".to_string()
+                };
+                line.push_str(&format!(" {label} {r:.0}"));
+                rates.entry(label).or_default().push(r);
+            }
+            println!("{line} records/s");
+        }
+    }
+    let Some(single) = rates.get("single/forest").map(|v| median(v.clone())) else {
+        println!("detectors: the forest alone never finished; no figures");
+        return;
+    };
+    let n = rates["single/forest"].len();
+    println!(
+        "detectors (median of {n}, {DETECTOR_RECORDS} records): forest alone {single:.0} records/s"
+    );
+    for (label, v) in &rates {
+        if label.starts_with("three/") {
+            let r = median(v.clone());
+            println!(
+                "detectors (median of {}): {label} {r:.0} records/s, {:.2} of the forest alone",
+                v.len(),
+                r / single
+            );
+        }
+    }
 }
 
 /// Part 1: relay and anomalyd over the same records, alternating. Returns anomalyd's peaks.
