@@ -24,7 +24,7 @@ ANOMALYD_CONFIG must exist. health, ctl and tail run on built-in defaults when n
 Exit codes: 0 success; 1 runtime failure; 2 usage (clap); 64 usage (check-config --get: no \
 such key); 65 bad data or damaged model file; 66 missing input (model file, CSV, tail's topic); \
 69 unavailable (the daemon's socket or the Kafka brokers do not answer); 73 cannot write the \
-output; 78 invalid configuration (or a model that does not fit detector.features); 130 and 143: \
+output; 78 invalid configuration (or a model that does not fit its detector's features); 130 and 143: \
 a second SIGINT or SIGTERM stopped `run` during its shutdown. health: 0 OK, 1 WARNING, \
 2 CRITICAL, 3 UNKNOWN.";
 
@@ -52,7 +52,7 @@ pub enum Command {
     Run(ConfigArg),
     /// Check the configuration and its model as `run` would: print `ok`, or every error.
     ///
-    /// Exit 78 for the configuration or a model that does not fit `detector.features`, 66 for
+    /// Exit 78 for the configuration or a model that does not fit its detector's `features`, 66 for
     /// a missing model file, 65 for a damaged one.
     CheckConfig(CheckConfigArgs),
     /// Print a topic's last records as JSON lines, as Unix `tail` (`-f` follows).

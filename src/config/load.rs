@@ -424,7 +424,7 @@ pub fn defaults_with_env(
 
 /// Where `key`'s value comes from: the `ANOMALYD_*` variable in `env` that sets it, else its
 /// position in the file at `path`, else the file as a whole. For errors found after loading,
-/// such as a model that does not fit `detector.features`.
+/// such as a model that does not fit its detector's `features`.
 pub fn origin_of(
     path: &Path,
     key: &str,

@@ -484,7 +484,7 @@ pub enum LogFormat {
 /// A semantic problem with one key, found after the file and environment parsed cleanly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid {
-    /// Dotted key, e.g. `detector.batch_max`.
+    /// Dotted key, e.g. `detectors.transactions.batch_max`.
     pub key: String,
     pub message: String,
 }

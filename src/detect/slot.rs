@@ -62,7 +62,7 @@ impl ModelSlot {
     }
 
     /// As [`reload`](Self::reload), and `fits` must accept the new model too (the daemon
-    /// checks it against `detector.features`); its error is kept and returned as a refusal.
+    /// checks it against the detector's `features`); its error is kept and returned as a refusal.
     pub fn reload_if<E: From<ModelError> + std::fmt::Display>(
         &self,
         path: &Path,
