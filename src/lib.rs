@@ -10,6 +10,7 @@
 //!
 //! - [`config`]: the `anomalyd.toml` schema, loading with env overrides, and validation.
 //! - [`source`]: where records come from: the detector's group consumer and the generator.
+//! - [`stages`]: stateful steps before detection (session and hopping windows), and time.
 //! - [`detect`]: features, the models (Isolation Forest, k-means, bisecting k-means) and their
 //!   one file format, CEL rules, and the partition workers.
 //! - [`sinks`]: where results go: the anomalies topic, the dead-letter topic and Slack alerts.
@@ -45,6 +46,7 @@ pub mod record;
 pub mod signals;
 pub mod sinks;
 pub mod source;
+pub mod stages;
 pub mod supervisor;
 pub mod synthetic;
 pub mod tail;
