@@ -7,6 +7,7 @@
 
 mod librdkafka;
 mod load;
+pub mod stages;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use librdkafka::property_problem;
+pub use stages::{StageConfig, StageKind, TimeMode};
 pub use load::{
     CONFIG_VAR, ConfigError, ConfigErrors, DEFAULT_PATH, ENV_PREFIX, LOCAL_NAME, Located, NO_FILE,
     Origin, Rule, defaults_with_env, load, load_located, load_located_for_tools, load_with_env,
@@ -36,6 +38,9 @@ pub struct Config {
     /// The single `[model]` section of earlier versions: refused likewise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<serde_json::Value>,
+    /// `[stages.NAME]`: stateful stages (invoice session windows, cancellation counts in
+    /// hopping windows), each with its own consumer group. Default: none.
+    pub stages: BTreeMap<String, StageConfig>,
     pub generator: GeneratorConfig,
     pub slack: SlackConfig,
     pub control: ControlConfig,
@@ -537,7 +542,7 @@ impl Config {
                     .into(),
             );
         }
-        if self.detectors.is_empty() && self.detector.is_none() {
+        if self.detectors.is_empty() && self.detector.is_none() && self.stages.is_empty() {
             bad(
                 NO_DETECTOR_KEY,
                 "no detector: add a [detectors.<name>] table with input_topic, output_topic, \
@@ -547,6 +552,33 @@ impl Config {
         }
         for (name, d) in &self.detectors {
             validate_detector(name, d, &mut bad);
+        }
+        for (name, stage) in &self.stages {
+            if let Some(why) = detector_name_problem(name) {
+                bad(&format!("stages.{name}"), why);
+            }
+            if self.detectors.contains_key(name) {
+                bad(
+                    &format!("stages.{name}"),
+                    "a detector has the same name; names are shared by consumer groups and metrics"
+                        .into(),
+                );
+            }
+            for (key, why) in stage.problems() {
+                bad(&format!("stages.{name}.{key}"), why);
+            }
+            for (key, topic) in [
+                ("input_topic", Some(&stage.input_topic)),
+                ("output_topic", Some(&stage.output_topic)),
+                ("late_topic", Some(&stage.late_topic)),
+                ("dead_letter_topic", Some(&stage.dead_letter_topic)),
+                ("invalid_topic", stage.invalid_topic.as_ref()),
+                ("partials_topic", stage.partials_topic.as_ref()),
+            ] {
+                if let Some(why) = topic.filter(|t| !t.trim().is_empty()).and_then(|t| topic_problem(t)) {
+                    bad(&format!("stages.{name}.{key}"), why);
+                }
+            }
         }
         self.validate_between_detectors(&mut bad);
 
@@ -762,6 +794,16 @@ impl Config {
                 ]
             })
             .collect();
+        for st in self.stages.values() {
+            topics.extend([
+                st.input_topic.as_str(),
+                st.output_topic.as_str(),
+                st.late_topic.as_str(),
+                st.dead_letter_topic.as_str(),
+            ]);
+            topics.extend(st.invalid_topic.as_deref());
+            topics.extend(st.partials_topic.as_deref());
+        }
         if self.generator.enabled {
             topics.push(self.generator.topic.as_str());
         }

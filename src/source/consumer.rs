@@ -1,5 +1,7 @@
-//! The detector's Kafka consumer: one member of the configured group, subscribed to the input
-//! topic, with one worker task per assigned partition fed by that partition's own queue.
+//! A group consumer: one member of the configured group, subscribed to one topic, with one
+//! worker task per assigned partition fed by that partition's own queue. What a worker does is
+//! a [`PartitionRunner`]'s business: a detector scores ([`crate::detect::worker`]), a stage
+//! keeps windows ([`crate::stages::worker`]).
 //!
 //! librdkafka serves group events (rebalances) only while the consumer's main queue is polled,
 //! and its rebalance callbacks must not return before a revoked partition is fully handed
@@ -13,6 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak, mpsc};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
+use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -28,6 +31,52 @@ use crate::control::liveness::BrokerLink;
 use crate::detect::worker::{PartitionWorker, WorkerEnv, WorkerError};
 use crate::supervisor::TaskStatus;
 
+/// Why a partition's worker stopped with an error (the consumer then stops too, so that the
+/// supervisor starts a fresh one from the committed offsets).
+pub type PartitionError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The future a [`PartitionRunner`] returns for one partition.
+pub type PartitionFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), PartitionError>> + Send>>;
+
+/// What runs one assigned partition: reads its queue in order until `stop` turns true, and
+/// stores only offsets that are safe to commit.
+pub trait PartitionRunner: Send + Sync + 'static {
+    /// The worker of `topic`/`partition`. It must finish soon after `stop` turns true (the
+    /// revoke of a rebalance waits for it) and drop `consumer` before it ends.
+    fn run(
+        self: Arc<Self>,
+        consumer: Arc<StreamConsumer<GroupContext>>,
+        queue: StreamPartitionQueue<GroupContext>,
+        topic: String,
+        partition: i32,
+        stop: watch::Receiver<bool>,
+    ) -> PartitionFuture;
+}
+
+impl PartitionRunner for WorkerEnv {
+    fn run(
+        self: Arc<Self>,
+        consumer: Arc<StreamConsumer<GroupContext>>,
+        queue: StreamPartitionQueue<GroupContext>,
+        topic: String,
+        partition: i32,
+        stop: watch::Receiver<bool>,
+    ) -> PartitionFuture {
+        Box::pin(async move {
+            let worker = PartitionWorker {
+                env: &self,
+                consumer: &consumer,
+                topic: &topic,
+                partition,
+            };
+            let result = worker.run(queue, stop).await;
+            drop(consumer);
+            result.map_err(|e: WorkerError| -> PartitionError { Box::new(e) })
+        })
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum ConsumerError {
     #[error("could not create the consumer: {0}")]
@@ -35,7 +84,7 @@ pub enum ConsumerError {
     #[error("could not subscribe to {topic}: {source}")]
     Subscribe { topic: String, source: KafkaError },
     #[error(transparent)]
-    Worker(#[from] WorkerError),
+    Worker(PartitionError),
     #[error("the group thread could not start: {0}")]
     Thread(std::io::Error),
     #[error("the group thread panicked")]
@@ -106,12 +155,12 @@ struct WorkerHandle {
 
 /// Our side of librdkafka's callbacks: it starts and stops partition workers.
 pub struct GroupContext {
-    env: Arc<WorkerEnv>,
+    runner: Arc<dyn PartitionRunner>,
     runtime: tokio::runtime::Handle,
     /// Set right after the consumer is built; weak, since the consumer owns this context.
     consumer: OnceLock<Weak<StreamConsumer<GroupContext>>>,
     workers: Mutex<BTreeMap<Partition, WorkerHandle>>,
-    failures: tokio::sync::mpsc::UnboundedSender<WorkerError>,
+    failures: tokio::sync::mpsc::UnboundedSender<PartitionError>,
     /// Longest a revoke waits for a worker to finish its batch.
     drain_timeout: Duration,
     assignment: Arc<Assignment>,
@@ -172,21 +221,15 @@ impl GroupContext {
         };
         let (stop, stop_rx) = watch::channel(false);
         let (done_tx, done) = mpsc::channel();
-        let env = Arc::clone(&self.env);
         let failures = self.failures.clone();
         let owned_topic = topic.to_owned();
+        // The runner releases the consumer before its future ends, so that the group thread
+        // holds the last reference and closes it there.
+        let work = Arc::clone(&self.runner).run(consumer, queue, owned_topic, partition, stop_rx);
+        let name = topic.to_owned();
         self.runtime.spawn(async move {
-            let topic = owned_topic;
-            let worker = PartitionWorker {
-                env: &env,
-                consumer: &consumer,
-                topic: &topic,
-                partition,
-            };
-            let result = worker.run(queue, stop_rx).await;
-            // The consumer is released before saying done, so that the group thread holds the
-            // last reference and closes it there.
-            drop(consumer);
+            let topic = name;
+            let result = work.await;
             if let Err(e) = result {
                 tracing::error!(topic, partition, error = %e, "partition worker failed");
                 let _ = failures.send(e);
@@ -272,7 +315,7 @@ pub struct Subscription {
 pub async fn run(
     config: &Config,
     subscription: &Subscription,
-    env: Arc<WorkerEnv>,
+    runner: Arc<dyn PartitionRunner>,
     assignment: Arc<Assignment>,
     link: Arc<BrokerLink>,
     status: Arc<TaskStatus>,
@@ -280,7 +323,7 @@ pub async fn run(
 ) -> Result<(), ConsumerError> {
     let (failures_tx, failures) = tokio::sync::mpsc::unbounded_channel();
     let context = GroupContext {
-        env,
+        runner,
         runtime: tokio::runtime::Handle::current(),
         consumer: OnceLock::new(),
         workers: Mutex::new(BTreeMap::new()),
@@ -325,7 +368,7 @@ pub async fn run(
 
 async fn group_loop(
     consumer: &Arc<StreamConsumer<GroupContext>>,
-    mut failures: tokio::sync::mpsc::UnboundedReceiver<WorkerError>,
+    mut failures: tokio::sync::mpsc::UnboundedReceiver<PartitionError>,
     status: &TaskStatus,
     shutdown: CancellationToken,
 ) -> Result<(), ConsumerError> {
@@ -336,7 +379,7 @@ async fn group_loop(
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => status.heartbeat(),
-            Some(e) = failures.recv() => return Err(e.into()),
+            Some(e) = failures.recv() => return Err(ConsumerError::Worker(e)),
             m = consumer.recv() => match m {
                 // Records reach the main queue only if fetched before their partition's queue
                 // was split off. Rewinding the partition makes them arrive again through its own

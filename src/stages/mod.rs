@@ -3,3 +3,5 @@
 //! the purchase data's `M/D/YYYY H:MM` timestamps.
 
 pub mod time;
+pub mod metrics;
+pub mod worker;

@@ -9,29 +9,9 @@
 //! it is the hour the data says. Parsing is chrono's, which accepts the data's unpadded month,
 //! day and hour.
 
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// Which clock a window follows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum TimeMode {
-    /// The record's own time, from a field: replays give the same windows every time.
-    Event,
-    /// The wall clock when the record is read.
-    #[default]
-    Processing,
-}
-
-impl TimeMode {
-    /// `event` or `processing`, as written in the configuration.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Event => "event",
-            Self::Processing => "processing",
-        }
-    }
-}
+pub use crate::config::stages::TimeMode;
 
 /// A timestamp that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
