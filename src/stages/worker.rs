@@ -85,7 +85,7 @@ pub enum StageError {
         stage: String,
         topic: String,
         partition: i32,
-        source: SinkError,
+        source: Box<SinkError>,
     },
     #[error("stage {stage}, partition {topic}/{partition}: could not store offset {offset}: {source}")]
     StoreOffset {
@@ -256,7 +256,7 @@ where
                 stage: self.runner.name.clone(),
                 topic: self.topic.to_owned(),
                 partition: self.partition,
-                source: err,
+                source: Box::new(err),
             })
         }
     }
