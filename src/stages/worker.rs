@@ -93,7 +93,7 @@ pub enum StageError {
         topic: String,
         partition: i32,
         offset: i64,
-        source: rdkafka::error::KafkaError,
+        source: Box<rdkafka::error::KafkaError>,
     },
 }
 
@@ -297,7 +297,7 @@ where
             topic: self.topic.to_owned(),
             partition: self.partition,
             offset,
-            source,
+            source: Box::new(source),
         })?;
         if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
             tracing::warn!(stage = self.runner.name, topic = self.topic, partition = self.partition, error = %e, "offset commit failed; a later one will cover it");
