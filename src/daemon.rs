@@ -19,12 +19,15 @@ use rdkafka::producer::FutureProducer;
 use thiserror::Error;
 use tokio::net::UnixListener;
 
-use crate::config::{Config, DetectorConfig, FeatureMatch, FeatureSpec, RecordFormat, SlackMode};
+use crate::config::{
+    Config, DetectorConfig, FeatureMatch, FeatureSpec, RecordFormat, SlackMode, StageConfig,
+};
 use crate::control::lag::{LagProbe, PartitionLag};
 use crate::control::liveness::{self, BrokerLink, Facts, Judgement, Orphan, OrphanWatch};
 use crate::control::server::{self, Control, ControlError};
 use crate::control::status::{
-    DetectorReload, DetectorStatus, ModelStatus, PartitionStatus, ReloadReport, Status,
+    DetectorReload, DetectorStatus, ModelStatus, PartitionStatus, ReloadReport, StageStatus,
+    Status,
 };
 use crate::detect::csv_record::CsvFormat;
 // The daemon serves a model file of any kind (Isolation Forest, k-means, bisecting k-means).
@@ -38,6 +41,8 @@ use crate::signals::{Signal, Signals};
 use crate::sinks::slack::{self, SlackMetrics};
 use crate::source::consumer::{self, Assignment, Subscription};
 use crate::source::generator::Generator;
+use crate::stages::build::StageTask;
+use crate::stages::metrics::StageMetrics;
 use crate::supervisor::{RestartPolicy, Supervisor, TaskError, TaskState};
 use crate::{exit, notify};
 
@@ -77,6 +82,9 @@ pub enum DaemonError {
     },
     #[error("could not create the Kafka producer: {0}")]
     Producer(KafkaError),
+    /// A stage's configuration cannot be built: a configuration error.
+    #[error(transparent)]
+    Stage(#[from] crate::stages::build::BuildError),
     #[error(transparent)]
     Control(#[from] ControlError),
     #[error("shutdown grace period ended with tasks still running: {}", .0.join(", "))]
@@ -103,7 +111,7 @@ impl DaemonError {
                 ..
             } => exit::NO_INPUT,
             Self::Model { .. } => exit::DATA_ERR,
-            Self::Features(_) | Self::Rules { .. } => exit::CONFIG,
+            Self::Features(_) | Self::Rules { .. } | Self::Stage(_) => exit::CONFIG,
             Self::Interrupted { signal, .. } => signal.exit_code(),
             Self::Producer(_) | Self::Control(_) | Self::Grace(_) => exit::FAILURE,
         }
@@ -673,6 +681,41 @@ impl Detector {
     }
 }
 
+/// One `[stages.NAME]` as the daemon runs it.
+struct RunningStage {
+    name: String,
+    config: StageConfig,
+    metrics: Arc<StageMetrics>,
+    /// Each consumer task: its task name, what it reads, its runner, and its partitions.
+    tasks: Vec<(StageTask, Arc<Assignment>)>,
+    partitions: Option<(String, Arc<std::sync::atomic::AtomicUsize>)>,
+}
+
+impl RunningStage {
+    fn status(&self) -> StageStatus {
+        let groups = self
+            .tasks
+            .iter()
+            .map(|(t, a)| {
+                let held = a
+                    .partitions()
+                    .into_iter()
+                    .map(|(topic, p)| format!("{topic}/{p}"))
+                    .collect();
+                (t.subscription.group.clone(), held)
+            })
+            .collect();
+        StageStatus {
+            name: self.name.clone(),
+            kind: self.config.kind.map_or("", |k| k.name()),
+            time: self.config.time_mode().name(),
+            input_topic: self.config.input_topic.clone(),
+            groups,
+            counters: self.metrics.snapshot(),
+        }
+    }
+}
+
 /// A running daemon: its shared state, for the control socket and for tests.
 pub struct Daemon {
     config: Arc<Config>,
@@ -682,6 +725,8 @@ pub struct Daemon {
     slack_metrics: Arc<SlackMetrics>,
     /// Every detector, in name order.
     detectors: Vec<Arc<Detector>>,
+    /// Every stage, in name order.
+    stages: Vec<RunningStage>,
     started: Instant,
     link: Arc<BrokerLink>,
     /// A partition stalled this long counts as orphaned: the session timeout plus the
@@ -762,12 +807,35 @@ impl Daemon {
                 })
             })
             .collect();
+        let mut stages = Vec::new();
+        for (name, c) in &config.stages {
+            let metrics = Arc::new(StageMetrics::default());
+            let built = crate::stages::build::build(
+                name,
+                c,
+                &config.kafka.group_id,
+                &producer,
+                &metrics,
+            )?;
+            stages.push(RunningStage {
+                name: name.clone(),
+                config: c.clone(),
+                metrics,
+                tasks: built
+                    .tasks
+                    .into_iter()
+                    .map(|t| (t, Arc::new(Assignment::default())))
+                    .collect(),
+                partitions: built.partitions,
+            });
+        }
         let daemon = Arc::new(Self {
             config: Arc::new(config),
             supervisor: Supervisor::new(policy),
             metrics: Arc::new(Metrics::default()),
             slack_metrics: Arc::new(SlackMetrics::default()),
             detectors,
+            stages,
             started: Instant::now(),
             link,
             orphan_after,
@@ -843,6 +911,48 @@ impl Daemon {
                                 &topics,
                                 &metrics,
                                 || status.heartbeat(),
+                                shutdown,
+                            )
+                            .await
+                            .map_err(TaskError::from)
+                        }
+                    })
+                    .await;
+            }
+        }
+
+        for stage in &self.stages {
+            if let Some((topic, count)) = &stage.partitions {
+                tokio::spawn(crate::stages::build::watch_partitions(
+                    producer.clone(),
+                    topic.clone(),
+                    Arc::clone(count),
+                    self.supervisor.shutdown_token(),
+                ));
+            }
+            for (task, assignment) in &stage.tasks {
+                let config = Arc::clone(&self.config);
+                let (subscription, runner) = (task.subscription.clone(), Arc::clone(&task.runner));
+                let (assignment, link) = (Arc::clone(assignment), Arc::clone(&self.link));
+                // Task names live as long as the process; made once per stage task.
+                let name: &'static str = Box::leak(task.task.clone().into_boxed_str());
+                self.supervisor
+                    .spawn(name, move |status, shutdown| {
+                        let (config, subscription, runner, assignment, link) = (
+                            Arc::clone(&config),
+                            subscription.clone(),
+                            Arc::clone(&runner),
+                            Arc::clone(&assignment),
+                            Arc::clone(&link),
+                        );
+                        async move {
+                            consumer::run(
+                                &config,
+                                &subscription,
+                                runner,
+                                assignment,
+                                link,
+                                status,
                                 shutdown,
                             )
                             .await
@@ -1044,6 +1154,7 @@ impl Daemon {
             tasks,
             lag: detectors.iter().map(|d| d.lag).sum(),
             detectors,
+            stages: self.stages.iter().map(RunningStage::status).collect(),
             counters: self.metrics.snapshot(),
             slack: (self.config.slack.mode != SlackMode::Off)
                 .then(|| self.slack_metrics.snapshot()),
@@ -1086,6 +1197,11 @@ impl Daemon {
         self.detectors
             .iter()
             .all(|d| d.assignment.generations.load(Relaxed) > 0)
+            && self.stages.iter().all(|s| {
+                s.tasks
+                    .iter()
+                    .all(|(_, a)| a.generations.load(Relaxed) > 0)
+            })
     }
 
     /// Stops taking records, lets every worker finish its batch and commit, leaves the

@@ -29,10 +29,28 @@ pub struct Status {
     pub lag: i64,
     /// Every detector, in name order.
     pub detectors: Vec<DetectorStatus>,
+    /// Every stage (`[stages.NAME]`), in name order; absent when none is configured.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<StageStatus>,
     /// Counters over every detector (and the generator's).
     pub counters: MetricsSnapshot,
     /// Slack alerts; absent when `[slack] mode = "off"`.
     pub slack: Option<SlackMetricsSnapshot>,
+}
+
+/// One `[stages.NAME]`: its kind, clock, what it reads and in which groups, the partitions
+/// this instance holds, and its counters.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageStatus {
+    pub name: String,
+    /// `session_window` or `hopping_window`.
+    pub kind: &'static str,
+    /// `processing` or `event`.
+    pub time: &'static str,
+    pub input_topic: String,
+    /// Each consumer task's group and the partitions it holds, `topic/partition`.
+    pub groups: BTreeMap<String, Vec<String>>,
+    pub counters: crate::stages::metrics::StageSnapshot,
 }
 
 /// One `[detectors.NAME]`: what it reads and writes, its model, partitions, lag and counts.

@@ -5,3 +5,6 @@
 pub mod time;
 pub mod metrics;
 pub mod worker;
+pub mod build;
+pub mod cancellations;
+pub mod invoices;

@@ -1,0 +1,214 @@
+//! The invoices stage: purchase lines (CSV) grouped into invoices by a session window keyed by
+//! InvoiceNo, each invoice emitted once when no line has arrived for the inactivity gap.
+//!
+//! Lines of one invoice share a Kafka key, so one partition worker owns each invoice. A valid
+//! invoice goes to the output topic, an invalid one (any bad line) to the invalid topic, each
+//! keyed by its invoice number; cancellation lines (`C...`) do not form invoices (the
+//! cancellations stage counts them); a line for an invoice already emitted goes to the late
+//! topic with reason `late`; a line that cannot be read at all goes to the dead letters. The
+//! committed offset never passes the first line of an open invoice
+//! ([`SessionWindows::safe_offset`]), so a restart rebuilds open invoices by re-reading.
+//!
+//! In event time a line whose InvoiceDate cannot be read is placed at the partition's stream
+//! time (it still belongs to its invoice, which its bad date makes invalid).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use rdkafka::message::{Message, OwnedMessage};
+use serde::Serialize;
+
+use super::aggregate::invoice::{Columns, Invoice, InvoiceRecord, parse_line};
+use super::metrics::StageMetrics;
+use super::session_window::{Admit, CloseReason, Closed, SessionConfig, SessionWindows};
+use super::time::TimeMode;
+use super::worker::{Emit, Stage};
+use crate::sinks::SourceRef;
+use crate::sinks::dead_letter::letter_headers;
+
+/// Where an invoices stage writes, shared by its partition workers.
+#[derive(Debug)]
+pub struct InvoiceOutputs {
+    pub invoices: Arc<str>,
+    pub invalid: Arc<str>,
+    pub late: Arc<str>,
+    pub dead_letter: Arc<str>,
+}
+
+/// The reason code of a late line's headers.
+pub const LATE: &str = "late";
+
+/// One partition's invoice assembly.
+pub struct InvoiceStage {
+    sessions: SessionWindows<Invoice>,
+    columns: Arc<Columns>,
+    mode: TimeMode,
+    outputs: Arc<InvoiceOutputs>,
+    topic: String,
+    partition: i32,
+    metrics: Arc<StageMetrics>,
+    /// Open invoices last added to the shared gauge by this partition.
+    open_counted: i64,
+}
+
+/// An emitted invoice: the aggregate's record and where it came from.
+#[derive(Serialize)]
+struct Emitted<'a> {
+    #[serde(flatten)]
+    invoice: InvoiceRecord,
+    /// `gap` (no line for the inactivity gap) or `max_open` (emitted early: too many open).
+    closed_by: &'static str,
+    /// Input topic, partition and the offsets of the first and last line: a repeat after a
+    /// crash carries the same.
+    source: SourceSpan<'a>,
+}
+
+#[derive(Serialize)]
+struct SourceSpan<'a> {
+    topic: &'a str,
+    partition: i32,
+    first_offset: i64,
+    last_offset: i64,
+}
+
+impl InvoiceStage {
+    pub fn new(
+        session: SessionConfig,
+        mode: TimeMode,
+        columns: Arc<Columns>,
+        outputs: Arc<InvoiceOutputs>,
+        topic: &str,
+        partition: i32,
+        metrics: Arc<StageMetrics>,
+    ) -> Self {
+        Self {
+            sessions: SessionWindows::new(session),
+            columns,
+            mode,
+            outputs,
+            topic: topic.to_owned(),
+            partition,
+            metrics,
+            open_counted: 0,
+        }
+    }
+
+    fn source(&self, offset: i64) -> SourceRef<'_> {
+        SourceRef {
+            topic: &self.topic,
+            partition: self.partition,
+            offset,
+        }
+    }
+
+    fn letter(&self, m: &OwnedMessage, topic: &Arc<str>, reason: &str, why: &str) -> Emit {
+        Emit {
+            topic: Arc::clone(topic),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().unwrap_or_default().to_vec(),
+            headers: Some(letter_headers(reason, why, &self.source(m.offset()))),
+        }
+    }
+
+    fn emit(&self, closed: Closed<Invoice>, out: &mut Vec<Emit>) {
+        let invoice = closed.aggregate.record();
+        let valid = invoice.valid;
+        let closed_by = match closed.reason {
+            CloseReason::Gap => "gap",
+            CloseReason::MaxOpen => "max_open",
+        };
+        if closed.reason == CloseReason::MaxOpen {
+            self.metrics.closed_early.fetch_add(1, Relaxed);
+        }
+        let doc = Emitted {
+            invoice,
+            closed_by,
+            source: SourceSpan {
+                topic: &self.topic,
+                partition: self.partition,
+                first_offset: closed.first_offset,
+                last_offset: closed.last_offset,
+            },
+        };
+        let value = serde_json::to_vec(&doc).expect("an invoice record serializes");
+        let topic = if valid {
+            self.metrics.emitted.fetch_add(1, Relaxed);
+            &self.outputs.invoices
+        } else {
+            self.metrics.invalid.fetch_add(1, Relaxed);
+            &self.outputs.invalid
+        };
+        out.push(Emit {
+            topic: Arc::clone(topic),
+            key: Some(closed.key.into_bytes()),
+            value,
+            headers: None,
+        });
+    }
+
+    fn count_open(&mut self) {
+        let now = self.sessions.open_len() as i64;
+        self.metrics.open.fetch_add(now - self.open_counted, Relaxed);
+        self.open_counted = now;
+    }
+}
+
+impl Drop for InvoiceStage {
+    fn drop(&mut self) {
+        // A revoked partition's open invoices are rebuilt by its next owner.
+        self.metrics.open.fetch_sub(self.open_counted, Relaxed);
+    }
+}
+
+impl Stage for InvoiceStage {
+    fn process(&mut self, m: &OwnedMessage, now_ms: i64, out: &mut Vec<Emit>) {
+        let line = match parse_line(m.payload().unwrap_or_default(), &self.columns) {
+            Ok(line) => line,
+            Err(e) => {
+                self.metrics.dead_letters.fetch_add(1, Relaxed);
+                let letter = self.letter(m, &self.outputs.dead_letter, e.reason(), &e.to_string());
+                out.push(letter);
+                return;
+            }
+        };
+        if line.is_cancellation() {
+            self.metrics.skipped.fetch_add(1, Relaxed);
+            return;
+        }
+        let t = match self.mode {
+            TimeMode::Processing => now_ms,
+            TimeMode::Event => line
+                .time_ms()
+                .or(self.sessions.stream_time())
+                .unwrap_or(now_ms),
+        };
+        let admit = self.sessions.add(
+            line.invoice_no(),
+            t,
+            m.offset(),
+            || Invoice::new(&line),
+            |invoice| invoice.add(&line),
+        );
+        if let Admit::Late { .. } = admit {
+            self.metrics.late.fetch_add(1, Relaxed);
+            let why = format!(
+                "invoice {} was already emitted; this line came after its session closed",
+                line.invoice_no()
+            );
+            let letter = self.letter(m, &self.outputs.late, LATE, &why);
+            out.push(letter);
+        }
+        self.count_open();
+    }
+
+    fn punctuate(&mut self, now_ms: i64, out: &mut Vec<Emit>) {
+        for closed in self.sessions.advance(now_ms) {
+            self.emit(closed, out);
+        }
+        self.count_open();
+    }
+
+    fn safe_offset(&self, next: i64) -> i64 {
+        self.sessions.safe_offset(next)
+    }
+}
