@@ -100,7 +100,7 @@ fn check_config(args: &CheckConfigArgs) -> ExitCode {
         Err(code) => return code,
     };
     if args.topics {
-        return done(c.topics().join("\n"));
+        return done(c.topic_lines().join("\n"));
     }
     if let Some(key) = args.get.as_deref() {
         return match c.value_of(key) {

@@ -781,6 +781,25 @@ impl Config {
         }
     }
 
+    /// [`Config::topics`] as `check-config --topics` prints them: a topic that must have
+    /// exactly one partition (a hopping window's partials) as `NAME:1`, others as `NAME`.
+    pub fn topic_lines(&self) -> Vec<String> {
+        self.topics()
+            .into_iter()
+            .map(|t| {
+                let single = self
+                    .stages
+                    .values()
+                    .any(|s| s.partials_topic.as_deref() == Some(t));
+                if single {
+                    format!("{t}:1")
+                } else {
+                    t.to_owned()
+                }
+            })
+            .collect()
+    }
+
     /// Every topic the daemon reads or writes, without duplicates (`check-config --topics`).
     pub fn topics(&self) -> Vec<&str> {
         let mut topics: Vec<&str> = self
