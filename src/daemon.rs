@@ -26,8 +26,7 @@ use crate::control::lag::{LagProbe, PartitionLag};
 use crate::control::liveness::{self, BrokerLink, Facts, Judgement, Orphan, OrphanWatch};
 use crate::control::server::{self, Control, ControlError};
 use crate::control::status::{
-    DetectorReload, DetectorStatus, ModelStatus, PartitionStatus, ReloadReport, StageStatus,
-    Status,
+    DetectorReload, DetectorStatus, ModelStatus, PartitionStatus, ReloadReport, StageStatus, Status,
 };
 use crate::detect::csv_record::CsvFormat;
 // The daemon serves a model file of any kind (Isolation Forest, k-means, bisecting k-means).
@@ -810,13 +809,8 @@ impl Daemon {
         let mut stages = Vec::new();
         for (name, c) in &config.stages {
             let metrics = Arc::new(StageMetrics::default());
-            let built = crate::stages::build::build(
-                name,
-                c,
-                &config.kafka.group_id,
-                &producer,
-                &metrics,
-            )?;
+            let built =
+                crate::stages::build::build(name, c, &config.kafka.group_id, &producer, &metrics)?;
             stages.push(RunningStage {
                 name: name.clone(),
                 config: c.clone(),
@@ -1197,11 +1191,10 @@ impl Daemon {
         self.detectors
             .iter()
             .all(|d| d.assignment.generations.load(Relaxed) > 0)
-            && self.stages.iter().all(|s| {
-                s.tasks
-                    .iter()
-                    .all(|(_, a)| a.generations.load(Relaxed) > 0)
-            })
+            && self
+                .stages
+                .iter()
+                .all(|s| s.tasks.iter().all(|(_, a)| a.generations.load(Relaxed) > 0))
     }
 
     /// Stops taking records, lets every worker finish its batch and commit, leaves the

@@ -16,12 +16,12 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use librdkafka::property_problem;
-pub use stages::{StageConfig, StageKind, TimeMode};
 pub use load::{
     CONFIG_VAR, ConfigError, ConfigErrors, DEFAULT_PATH, ENV_PREFIX, LOCAL_NAME, Located, NO_FILE,
     Origin, Rule, defaults_with_env, load, load_located, load_located_for_tools, load_with_env,
     locate, origin_of, resolve, shorten,
 };
+pub use stages::{StageConfig, StageKind, TimeMode};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -575,7 +575,10 @@ impl Config {
                 ("invalid_topic", stage.invalid_topic.as_ref()),
                 ("partials_topic", stage.partials_topic.as_ref()),
             ] {
-                if let Some(why) = topic.filter(|t| !t.trim().is_empty()).and_then(|t| topic_problem(t)) {
+                if let Some(why) = topic
+                    .filter(|t| !t.trim().is_empty())
+                    .and_then(|t| topic_problem(t))
+                {
                     bad(&format!("stages.{name}.{key}"), why);
                 }
             }

@@ -138,7 +138,10 @@ impl Default for StageConfig {
             kind: None,
             aggregate: None,
             input_topic: String::new(),
-            columns: ONLINE_RETAIL_COLUMNS.iter().map(|c| c.to_string()).collect(),
+            columns: ONLINE_RETAIL_COLUMNS
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
             time: None,
             inactivity_gap_s: None,
             grace_s: None,
@@ -259,9 +262,16 @@ impl StageConfig {
         match kind {
             StageKind::SessionWindow => {
                 if self.aggregate_kind() != AggregateKind::Invoice {
-                    out.push(("aggregate", "a session_window aggregates \"invoice\"".into()));
+                    out.push((
+                        "aggregate",
+                        "a session_window aggregates \"invoice\"".into(),
+                    ));
                 }
-                if self.invalid_topic.as_deref().is_none_or(|t| t.trim().is_empty()) {
+                if self
+                    .invalid_topic
+                    .as_deref()
+                    .is_none_or(|t| t.trim().is_empty())
+                {
                     out.push(("invalid_topic", "must be set".into()));
                 }
                 if self.gap_ms() < 1000 || self.gap_ms() > 86_400_000 {
@@ -285,8 +295,15 @@ impl StageConfig {
                         "a hopping_window aggregates \"cancelled_invoices\"".into(),
                     ));
                 }
-                if self.partials_topic.as_deref().is_none_or(|t| t.trim().is_empty()) {
-                    out.push(("partials_topic", "must be set (a topic with one partition)".into()));
+                if self
+                    .partials_topic
+                    .as_deref()
+                    .is_none_or(|t| t.trim().is_empty())
+                {
+                    out.push((
+                        "partials_topic",
+                        "must be set (a topic with one partition)".into(),
+                    ));
                 }
                 if self.size_ms() < 1000 || self.size_ms() > 7 * 86_400_000 {
                     out.push(("size_s", "must be 1..=604800".into()));
@@ -297,7 +314,11 @@ impl StageConfig {
                 if self.idle_timeout_ms() < 1000 {
                     out.push(("idle_timeout_s", "must be at least 1".into()));
                 }
-                wrong_kind("inactivity_gap_s", self.inactivity_gap_s.is_some(), &mut out);
+                wrong_kind(
+                    "inactivity_gap_s",
+                    self.inactivity_gap_s.is_some(),
+                    &mut out,
+                );
                 wrong_kind("invalid_topic", self.invalid_topic.is_some(), &mut out);
             }
         }
@@ -373,7 +394,10 @@ mod tests {
             ..StageConfig::default()
         };
         let keys: Vec<_> = h.problems().into_iter().map(|(k, _)| k).collect();
-        assert!(keys.contains(&"partials_topic") && keys.contains(&"advance_s"), "{keys:?}");
+        assert!(
+            keys.contains(&"partials_topic") && keys.contains(&"advance_s"),
+            "{keys:?}"
+        );
         assert_eq!(StageConfig::default().problems()[0].0, "kind");
     }
 }

@@ -293,21 +293,76 @@ fn stage_families(out: &mut String, s: &Status) {
     }
     type Get = fn(&crate::stages::metrics::StageSnapshot) -> i64;
     let rows: [(&str, &str, &str, Get); 10] = [
-        ("anomalyd_stage_records_total", "Records a stage read (re-reads after a restart included).", "counter", |c| c.records_in as i64),
-        ("anomalyd_stage_emitted_total", "Results a stage emitted to its main output: valid invoices, partial and final window counts.", "counter", |c| c.emitted as i64),
-        ("anomalyd_stage_invalid_total", "Invoices emitted to the invalid output.", "counter", |c| c.invalid as i64),
-        ("anomalyd_stage_late_total", "Records for a session or window already emitted, sent to the late output.", "counter", |c| c.late as i64),
-        ("anomalyd_stage_dead_letters_total", "Records a stage could not read, sent to the dead letters.", "counter", |c| c.dead_letters as i64),
-        ("anomalyd_stage_skipped_total", "Records a stage does not aggregate (cancellation lines for invoices; other lines for cancellations).", "counter", |c| c.skipped as i64),
-        ("anomalyd_stage_closed_early_total", "Sessions emitted before their gap because max_open was reached.", "counter", |c| c.closed_early as i64),
-        ("anomalyd_stage_partials_late_total", "Partial counts for a window already final, ignored.", "counter", |c| c.partials_late as i64),
-        ("anomalyd_stage_outputs_refused_total", "Stage outputs the broker refused for their content, skipped.", "counter", |c| c.outputs_refused as i64),
-        ("anomalyd_stage_open", "Sessions or windows open now on this instance.", "gauge", |c| c.open),
+        (
+            "anomalyd_stage_records_total",
+            "Records a stage read (re-reads after a restart included).",
+            "counter",
+            |c| c.records_in as i64,
+        ),
+        (
+            "anomalyd_stage_emitted_total",
+            "Results a stage emitted to its main output: valid invoices, partial and final window counts.",
+            "counter",
+            |c| c.emitted as i64,
+        ),
+        (
+            "anomalyd_stage_invalid_total",
+            "Invoices emitted to the invalid output.",
+            "counter",
+            |c| c.invalid as i64,
+        ),
+        (
+            "anomalyd_stage_late_total",
+            "Records for a session or window already emitted, sent to the late output.",
+            "counter",
+            |c| c.late as i64,
+        ),
+        (
+            "anomalyd_stage_dead_letters_total",
+            "Records a stage could not read, sent to the dead letters.",
+            "counter",
+            |c| c.dead_letters as i64,
+        ),
+        (
+            "anomalyd_stage_skipped_total",
+            "Records a stage does not aggregate (cancellation lines for invoices; other lines for cancellations).",
+            "counter",
+            |c| c.skipped as i64,
+        ),
+        (
+            "anomalyd_stage_closed_early_total",
+            "Sessions emitted before their gap because max_open was reached.",
+            "counter",
+            |c| c.closed_early as i64,
+        ),
+        (
+            "anomalyd_stage_partials_late_total",
+            "Partial counts for a window already final, ignored.",
+            "counter",
+            |c| c.partials_late as i64,
+        ),
+        (
+            "anomalyd_stage_outputs_refused_total",
+            "Stage outputs the broker refused for their content, skipped.",
+            "counter",
+            |c| c.outputs_refused as i64,
+        ),
+        (
+            "anomalyd_stage_open",
+            "Sessions or windows open now on this instance.",
+            "gauge",
+            |c| c.open,
+        ),
     ];
     for (name, help, kind, get) in rows {
         family(out, name, help, kind);
         for st in &s.stages {
-            let _ = writeln!(out, "{name}{{stage=\"{}\"}} {}", escape(&st.name), get(&st.counters));
+            let _ = writeln!(
+                out,
+                "{name}{{stage=\"{}\"}} {}",
+                escape(&st.name),
+                get(&st.counters)
+            );
         }
     }
 }

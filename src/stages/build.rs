@@ -74,7 +74,9 @@ pub fn build(
     );
     let group = c.group(kafka_group, name);
     let mode = c.time_mode();
-    let kind = c.kind.ok_or_else(|| BuildError::NoKind { stage: name.into() })?;
+    let kind = c
+        .kind
+        .ok_or_else(|| BuildError::NoKind { stage: name.into() })?;
     match kind {
         StageKind::SessionWindow => {
             let outputs = Arc::new(InvoiceOutputs {
@@ -151,7 +153,11 @@ pub fn build(
                 },
             };
             let count = Arc::new(AtomicUsize::new(0));
-            let (m2, o2, n2) = (Arc::clone(metrics), Arc::clone(&outputs), Arc::clone(&count));
+            let (m2, o2, n2) = (
+                Arc::clone(metrics),
+                Arc::clone(&outputs),
+                Arc::clone(&count),
+            );
             let idle = c.idle_timeout_ms();
             let combiner = StageRunner {
                 name: format!("{name}-combiner"),
@@ -219,11 +225,19 @@ pub async fn watch_partitions(
         match answer {
             Ok(Ok(n)) if n > 0 => {
                 if count.swap(n, Relaxed) != n {
-                    tracing::info!(topic, partitions = n, "input partitions for the combined count");
+                    tracing::info!(
+                        topic,
+                        partitions = n,
+                        "input partitions for the combined count"
+                    );
                 }
             }
-            Ok(Ok(_)) => tracing::warn!(topic, "the input topic has no partitions (does it exist?)"),
-            Ok(Err(e)) => tracing::warn!(topic, error = %e, "could not read the input topic's partition count"),
+            Ok(Ok(_)) => {
+                tracing::warn!(topic, "the input topic has no partitions (does it exist?)")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(topic, error = %e, "could not read the input topic's partition count")
+            }
             Err(e) => tracing::warn!(topic, error = %e, "partition count task failed"),
         }
         tokio::select! {

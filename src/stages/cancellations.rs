@@ -190,7 +190,9 @@ impl Stage for CombineStage {
                     &self.topic,
                     &self.outputs.dead_letter,
                     "not_a_partial",
-                    &format!("not a partial count {{window_start, window_end, partition, keys}}: {e}"),
+                    &format!(
+                        "not a partial count {{window_start, window_end, partition, keys}}: {e}"
+                    ),
                 ));
                 return;
             }

@@ -148,7 +148,9 @@ impl InvoiceStage {
 
     fn count_open(&mut self) {
         let now = self.sessions.open_len() as i64;
-        self.metrics.open.fetch_add(now - self.open_counted, Relaxed);
+        self.metrics
+            .open
+            .fetch_add(now - self.open_counted, Relaxed);
         self.open_counted = now;
     }
 }

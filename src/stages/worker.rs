@@ -87,7 +87,9 @@ pub enum StageError {
         partition: i32,
         source: Box<SinkError>,
     },
-    #[error("stage {stage}, partition {topic}/{partition}: could not store offset {offset}: {source}")]
+    #[error(
+        "stage {stage}, partition {topic}/{partition}: could not store offset {offset}: {source}"
+    )]
     StoreOffset {
         stage: String,
         topic: String,
