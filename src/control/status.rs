@@ -7,6 +7,7 @@ use serde::Serialize;
 use super::lag::PartitionLag;
 use super::liveness::Orphan;
 use crate::detect::scorer::ScorerIdentity;
+use crate::detect::split::SplitConfig;
 use crate::detect::slot::History;
 use crate::metrics::MetricsSnapshot;
 use crate::sinks::slack::SlackMetricsSnapshot;
@@ -58,6 +59,11 @@ pub struct DetectorStatus {
     pub records: u64,
     pub anomalies: u64,
     pub dead_letters: BTreeMap<&'static str, u64>,
+    /// The A/B split, `{variant, from, to}`; absent when the detector scores every record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split: Option<SplitConfig>,
+    /// Records of other variants skipped since start (0 without a split); not in `records`.
+    pub records_skipped_by_split: u64,
 }
 
 /// One detector's reload: the model now serving, or why the file was refused (the old
