@@ -112,7 +112,12 @@ fn check_config(args: &CheckConfigArgs) -> ExitCode {
     match daemon::load_scorers(&c) {
         Ok(_) => {
             for w in c.warnings() {
-                warn(&format!("{}: {}: {}", origin(&located, &w.key), w.key, w.message));
+                warn(&format!(
+                    "{}: {}: {}",
+                    origin(&located, &w.key),
+                    w.key,
+                    w.message
+                ));
             }
             done("ok")
         }

@@ -117,8 +117,7 @@ async fn a_fifty_fifty_split_scores_every_record_exactly_once() {
         .create()
         .expect("producer");
     let record = |id: u64| {
-        anomalyd::source::generator::record(SEED, id, 0.2, std::time::SystemTime::now())
-            .to_string()
+        anomalyd::source::generator::record(SEED, id, 0.2, std::time::SystemTime::now()).to_string()
     };
     let bad_key = bad_id.to_string();
     for (partition, key, payload) in [
@@ -193,8 +192,16 @@ async fn a_fifty_fifty_split_scores_every_record_exactly_once() {
     }
     // Give a duplicate, if any, the chance to show up before judging.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(ma.records_in.load(Relaxed), takes_a, "A scored its own once");
-    assert_eq!(mb.records_in.load(Relaxed), takes_b, "B scored its own once");
+    assert_eq!(
+        ma.records_in.load(Relaxed),
+        takes_a,
+        "A scored its own once"
+    );
+    assert_eq!(
+        mb.records_in.load(Relaxed),
+        takes_b,
+        "B scored its own once"
+    );
     assert_eq!(ma.records_skipped_by_split.load(Relaxed), takes_b);
     assert_eq!(mb.records_skipped_by_split.load(Relaxed), takes_a);
     assert_eq!(
@@ -249,7 +256,10 @@ async fn a_fifty_fifty_split_scores_every_record_exactly_once() {
             let v: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
             let id = v["id"].as_u64().unwrap();
             let key = m.key().map(|k| std::str::from_utf8(k).unwrap().to_owned());
-            assert_eq!(key.as_deref(), (id != keyless).then(|| id.to_string()).as_deref());
+            assert_eq!(
+                key.as_deref(),
+                (id != keyless).then(|| id.to_string()).as_deref()
+            );
             assert_eq!(variant_of(key.as_deref()), variant, "{v}");
             assert_eq!(v["anomalyd"]["variant"], variant, "{v}");
             assert_eq!(v["anomalyd"]["detector"], detector, "{v}");

@@ -736,7 +736,10 @@ impl Config {
             .filter(|(_, _, s)| s.problems().is_empty())
             .collect();
         for (i, (name, d, s)) in splits.iter().enumerate() {
-            for (other, o, t) in splits[..i].iter().filter(|(_, o, _)| o.input_topic == d.input_topic) {
+            for (other, o, t) in splits[..i]
+                .iter()
+                .filter(|(_, o, _)| o.input_topic == d.input_topic)
+            {
                 if s.overlaps(t) {
                     bad(
                         &format!("detectors.{name}.split"),
@@ -1231,7 +1234,9 @@ mod tests {
         // Name order: `ab` before `tx`, so the error is at the later one, tx.
         assert_eq!(errs[0].key, "detectors.tx.split");
         assert!(
-            errs[0].message.contains("[0, 0.6) overlaps detector ab's split [0.5, 1)"),
+            errs[0]
+                .message
+                .contains("[0, 0.6) overlaps detector ab's split [0.5, 1)"),
             "{errs:?}"
         );
         // On another topic, the same ranges are another A/B.
@@ -1240,7 +1245,13 @@ mod tests {
         assert_eq!(c.validate(), vec![]);
         // The same variant twice on one topic.
         let mut c = ab((0.0, 0.5), (0.5, 1.0));
-        c.detectors.get_mut("ab").unwrap().split.as_mut().unwrap().variant = "A".into();
+        c.detectors
+            .get_mut("ab")
+            .unwrap()
+            .split
+            .as_mut()
+            .unwrap()
+            .variant = "A".into();
         assert_eq!(keys(&c), ["detectors.tx.split.variant"]);
     }
 
@@ -1251,9 +1262,18 @@ mod tests {
         s.from = 0.7;
         s.variant = "A/1".into();
         // Its own problems only: no overlap reported for a range that is wrong already.
-        assert_eq!(keys(&c), ["detectors.tx.split.variant", "detectors.tx.split.to"]);
+        assert_eq!(
+            keys(&c),
+            ["detectors.tx.split.variant", "detectors.tx.split.to"]
+        );
         let mut c = ab((0.0, 0.5), (0.5, 1.0));
-        c.detectors.get_mut("ab").unwrap().split.as_mut().unwrap().to = 1.01;
+        c.detectors
+            .get_mut("ab")
+            .unwrap()
+            .split
+            .as_mut()
+            .unwrap()
+            .to = 1.01;
         assert_eq!(keys(&c), ["detectors.ab.split.to"]);
     }
 
@@ -1265,7 +1285,8 @@ mod tests {
         assert_eq!(w.len(), 1, "{w:?}");
         assert_eq!(w[0].key, "detectors.ab.split");
         assert!(
-            w[0].message.contains("leave [0.4, 0.5) and [0.9, 1) to no variant"),
+            w[0].message
+                .contains("leave [0.4, 0.5) and [0.9, 1) to no variant"),
             "{w:?}"
         );
         assert!(!w[0].message.contains("without a key"), "{w:?}");

@@ -68,7 +68,10 @@ impl SplitConfig {
         if !from_ok {
             out.push((
                 "from",
-                format!("is {}; it must be in [0, 1) (0 <= from < to <= 1)", self.from),
+                format!(
+                    "is {}; it must be in [0, 1) (0 <= from < to <= 1)",
+                    self.from
+                ),
             ));
         }
         if !to_ok {
@@ -217,7 +220,10 @@ mod tests {
         assert!(a.contains(0.0) && !a.contains(0.5) && b.contains(0.5));
         assert!(!a.overlaps(&b) && !b.overlaps(&a));
         assert!(a.overlaps(&split("C", 0.4, 0.6)));
-        assert!(a.takes(None) && !b.takes(None), "keyless records are at 0.0");
+        assert!(
+            a.takes(None) && !b.takes(None),
+            "keyless records are at 0.0"
+        );
     }
 
     #[test]
