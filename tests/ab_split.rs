@@ -105,38 +105,15 @@ async fn a_fifty_fifty_split_scores_every_record_exactly_once() {
 
     // Records 0..N keyed by id, spread by the default partitioner.
     support::produce_generated(&input, SEED, 0..N).await;
-    // Then the end of each partition, chosen so that each group's last record somewhere is
-    // the other variant's: partition 0 ends with a B record (A must still commit past it),
-    // partition 1 with an A record, partition 2 with a keyless record (A's: keyless records
-    // are at 0.0) after a bad record keyed for B.
+    // Then, once the daemon has read those, the end of each partition, chosen so that each
+    // group's last record somewhere is the other variant's, alone in its batch: partition 0
+    // ends with a B record (A must still commit past it), partition 1 with an A record,
+    // partition 2 with a keyless record (A's: keyless records are at 0.0) after a bad record
+    // keyed for B.
     let bad_id = id_of_variant(N, "B");
     let tail_b = id_of_variant(bad_id + 1, "B");
     let tail_a = id_of_variant(N, "A");
     let keyless = tail_b.max(tail_a) + 1;
-    let producer: FutureProducer = anomalyd::kafka::producer_config(&support::kafka_config())
-        .create()
-        .expect("producer");
-    let record = |id: u64| {
-        anomalyd::source::generator::record(SEED, id, 0.2, std::time::SystemTime::now()).to_string()
-    };
-    let bad_key = bad_id.to_string();
-    for (partition, key, payload) in [
-        (0, Some(tail_b.to_string()), record(tail_b)),
-        (1, Some(tail_a.to_string()), record(tail_a)),
-        (2, Some(bad_key.clone()), "not json".to_owned()),
-        (2, None, record(keyless)),
-    ] {
-        let mut r = FutureRecord::to(&input)
-            .partition(partition)
-            .payload(&payload);
-        if let Some(k) = &key {
-            r = r.key(k);
-        }
-        producer
-            .send(r, Duration::from_secs(10))
-            .await
-            .expect("tail record sent");
-    }
 
     // Who should score what: the ids each variant flags, and how many records each takes.
     let mut expected: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
@@ -163,7 +140,41 @@ async fn a_fifty_fifty_split_scores_every_record_exactly_once() {
     let seen = |m: &anomalyd::metrics::Metrics| {
         m.records_in.load(Relaxed) + m.records_skipped_by_split.load(Relaxed)
     };
-    let all_read = support::wait_until(Duration::from_secs(180), || {
+    let body_read = support::wait_until(Duration::from_secs(180), || {
+        seen(&ma) >= N && seen(&mb) >= N
+    })
+    .await;
+    assert!(
+        body_read,
+        "read: kmeans {} bisect {} of {N}",
+        seen(&ma),
+        seen(&mb)
+    );
+    let producer: FutureProducer = anomalyd::kafka::producer_config(&support::kafka_config())
+        .create()
+        .expect("producer");
+    let record = |id: u64| {
+        anomalyd::source::generator::record(SEED, id, 0.2, std::time::SystemTime::now()).to_string()
+    };
+    let bad_key = bad_id.to_string();
+    for (partition, key, payload) in [
+        (0, Some(tail_b.to_string()), record(tail_b)),
+        (1, Some(tail_a.to_string()), record(tail_a)),
+        (2, Some(bad_key.clone()), "not json".to_owned()),
+        (2, None, record(keyless)),
+    ] {
+        let mut r = FutureRecord::to(&input)
+            .partition(partition)
+            .payload(&payload);
+        if let Some(k) = &key {
+            r = r.key(k);
+        }
+        producer
+            .send(r, Duration::from_secs(10))
+            .await
+            .expect("tail record sent");
+    }
+    let all_read = support::wait_until(Duration::from_secs(60), || {
         seen(&ma) >= total && seen(&mb) >= total
     })
     .await;
