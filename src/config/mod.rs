@@ -784,6 +784,7 @@ impl Config {
                 if gaps.is_empty() {
                     return None;
                 }
+                let keyless = gaps[0].0 == 0.0;
                 let gaps: Vec<String> = gaps.iter().map(|(a, b)| format!("[{a}, {b})")).collect();
                 let names: Vec<String> = splits
                     .iter()
@@ -796,8 +797,8 @@ impl Config {
                          records whose key hashes there are scored by none of them{}",
                         names.join(", "),
                         gaps.join(" and "),
-                        if gaps[0].starts_with("[0,") {
-                            ", and so are records without a key (they hash to 0)"
+                        if keyless {
+                            ", and so are records without a key (they are at 0)"
                         } else {
                             ""
                         }
