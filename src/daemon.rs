@@ -598,6 +598,8 @@ impl Detector {
             records: counters.records_in,
             anomalies: counters.anomalies_out,
             dead_letters: counters.dead_letters,
+            split: self.config.split.clone(),
+            records_skipped_by_split: counters.records_skipped_by_split,
         }
     }
 
@@ -741,6 +743,9 @@ impl Daemon {
     /// socket in use).
     pub async fn start(config: Config) -> Result<Arc<Self>, DaemonError> {
         let models = load_scorers(&config)?;
+        for w in config.warnings() {
+            tracing::warn!(key = w.key, "{}", w.message);
+        }
         for (name, loaded) in &models {
             match loaded {
                 Loaded::Model(model) => {
@@ -974,6 +979,7 @@ impl Daemon {
                 metrics: Arc::clone(&detector.metrics),
                 total: Arc::clone(&self.metrics),
                 max_message_bytes,
+                split: d.split.clone(),
             });
             let config = Arc::clone(&self.config);
             let detector = Arc::clone(detector);

@@ -12,7 +12,7 @@
 //! - [`source`]: where records come from: the detector's group consumer and the generator.
 //! - [`stages`]: stateful steps before detection (session and hopping windows), and time.
 //! - [`detect`]: features, the models (Isolation Forest, k-means, bisecting k-means) and their
-//!   one file format, CEL rules, and the partition workers.
+//!   one file format, CEL rules, the A/B split between detectors, and the partition workers.
 //! - [`sinks`]: where results go: the anomalies topic, the dead-letter topic and Slack alerts.
 //! - [`daemon`]: wires the configuration into supervised tasks; [`supervisor`] restarts them.
 //! - [`control`]: the control socket (`/live`, `/ready`, `/status`, `/metrics`, `/reload`),

@@ -93,7 +93,8 @@ fn run(flag: Option<&Path>) -> ExitCode {
 }
 
 /// `check-config`: the configuration, then (unless `--topics` or `--get`, which scripts use
-/// before a model exists) the model, with the same check `run` makes.
+/// before a model exists) the model, with the same check `run` makes; then the warnings
+/// ([`Config::warnings`]) on stderr, which do not fail it.
 fn check_config(args: &CheckConfigArgs) -> ExitCode {
     let (c, located) = match required_config(args.config.config.as_deref()) {
         Ok(c) => c,
@@ -109,7 +110,17 @@ fn check_config(args: &CheckConfigArgs) -> ExitCode {
         };
     }
     match daemon::load_scorers(&c) {
-        Ok(_) => done("ok"),
+        Ok(_) => {
+            for w in c.warnings() {
+                warn(&format!(
+                    "{}: {}: {}",
+                    origin(&located, &w.key),
+                    w.key,
+                    w.message
+                ));
+            }
+            done("ok")
+        }
         Err(e) => fail(&daemon_error(&e, &located), e.exit_code()),
     }
 }

@@ -112,6 +112,9 @@ pub struct Metrics {
     /// Records none of whose outputs the producer or broker would take, not even a dead letter
     /// without its value: skipped, each logged with its offset.
     pub records_skipped: AtomicU64,
+    /// Records outside the detector's A/B split (another variant's): not read, not scored,
+    /// their offsets committed. Not in `records_in`.
+    pub records_skipped_by_split: AtomicU64,
     pub batches: AtomicU64,
     pub batch_size: Histogram,
     /// Time to extract features and score one batch.
@@ -134,6 +137,7 @@ impl Default for Metrics {
             anomalies_out: AtomicU64::new(0),
             dead_letters: Default::default(),
             records_skipped: AtomicU64::new(0),
+            records_skipped_by_split: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             batch_size: Histogram::new(BATCH_BUCKETS),
             score_latency: Histogram::new(LATENCY_BUCKETS),
@@ -187,6 +191,7 @@ impl Metrics {
             anomalies_out: self.anomalies_out.load(Relaxed),
             dead_letters: self.dead_letters(),
             records_skipped: self.records_skipped.load(Relaxed),
+            records_skipped_by_split: self.records_skipped_by_split.load(Relaxed),
             batches: self.batches.load(Relaxed),
             generated: self.generated.load(Relaxed),
             generated_outliers: self.generated_outliers.load(Relaxed),
@@ -206,6 +211,8 @@ pub struct MetricsSnapshot {
     pub dead_letters: BTreeMap<&'static str, u64>,
     /// See [`Metrics::records_skipped`].
     pub records_skipped: u64,
+    /// See [`Metrics::records_skipped_by_split`].
+    pub records_skipped_by_split: u64,
     pub batches: u64,
     pub generated: u64,
     pub generated_outliers: u64,

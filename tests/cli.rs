@@ -5,7 +5,8 @@
 //! exits 130 at once; no training data makes `train` panic; a closed stdout ends every command
 //! quietly; features are matched to the model by name unless the user says by position; values
 //! that would fail later (a socket path too long, a number librdkafka would change) are
-//! configuration errors, and a huge value is not echoed whole.
+//! configuration errors, and a huge value is not echoed whole; overlapping A/B splits are
+//! refused and splits leaving keys to no variant are warned about.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -1020,4 +1021,74 @@ fn detector_configurations_that_cannot_run_exit_78_naming_the_key() {
         .output()
         .unwrap();
     assert_eq!(text(&get.stdout), "64\n", "{}", text(&get.stderr));
+}
+
+/// Issue 13: A/B splits of one input topic that overlap are refused (exit 78, at the key's
+/// line), a bad bound names its own key, and splits that leave keys to no variant pass with a
+/// warning on stderr.
+#[test]
+fn ab_splits_that_overlap_are_refused_and_gaps_are_warned() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("anomalyd.toml");
+    let table = |name: &str, variant: &str, range: &str| {
+        format!(
+            "[detectors.{name}]\ninput_topic = \"invoices\"\noutput_topic = \"anomalies_{name}\"\n\
+             dead_letter_topic = \"invoices.dead-letter\"\n\
+             split = {{ variant = \"{variant}\", {range} }}\n\
+             [detectors.{name}.rules]\nbig = \"quantity_sum > 100.0\"\n"
+        )
+    };
+    let write = |kmeans_range: &str| {
+        let text = format!(
+            "[kafka]\nbrokers = \"127.0.0.1:1\"\n{}{}",
+            table("kmeans", "A", kmeans_range),
+            table("bisect", "B", "from = 0.5, to = 1.0")
+        );
+        std::fs::write(&config, &text).unwrap();
+        // The kmeans split's line.
+        text.lines().position(|l| l.starts_with("split")).unwrap() + 1
+    };
+
+    let line = write("from = 0.0, to = 0.6");
+    let run = anomalyd()
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    for (what, out) in [("check-config", check(&config, &[])), ("run", run)] {
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{what}: {stderr}");
+        let expected = format!(
+            "{}:{line}:9: detectors.kmeans.split: [0, 0.6) overlaps detector bisect's split \
+             [0.5, 1) of the same input topic \"invoices\"",
+            config.display()
+        );
+        assert!(stderr.contains(&expected), "{what}: {stderr}");
+    }
+    // The environment reaches the split's keys.
+    let out = check(&config, &[("ANOMALYD_DETECTORS__KMEANS__SPLIT__TO", "0.5")]);
+    assert_eq!(text(&out.stdout), "ok\n", "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "");
+
+    write("from = 0.0, to = 1.5");
+    let out = check(&config, &[]);
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(":{line}:43: detectors.kmeans.split.to: is 1.5")),
+        "{stderr}"
+    );
+
+    write("from = 0.0, to = 0.4");
+    let out = check(&config, &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(text(&out.stdout), "ok\n");
+    let bisect_line = line + 7;
+    let expected = format!(
+        "anomalyd: warning: {}:{bisect_line}:9: detectors.bisect.split: the splits of input \
+         topic \"invoices\" (bisect [0.5, 1), kmeans [0, 0.4)) leave [0.4, 0.5) to no variant",
+        config.display()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
 }

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::detect::split::SplitConfig;
 pub use librdkafka::property_problem;
 pub use load::{
     CONFIG_VAR, ConfigError, ConfigErrors, DEFAULT_PATH, ENV_PREFIX, LOCAL_NAME, Located, NO_FILE,
@@ -163,6 +164,11 @@ pub struct DetectorConfig {
     pub assignment_grace_s: u64,
     /// Consumer group; default `<kafka.group_id>-<NAME>`.
     pub group_id: Option<String>,
+    /// `split = { variant = "A", from = 0.0, to = 0.5 }`: an A/B split. The detector scores
+    /// only the records whose key hashes into `[from, to)` (see [`crate::detect::split`]) and
+    /// names `variant` in every output; the others are skipped and their offsets committed.
+    /// Detectors splitting one input topic must not overlap. Without it, every record.
+    pub split: Option<SplitConfig>,
 }
 
 impl Default for DetectorConfig {
@@ -182,6 +188,7 @@ impl Default for DetectorConfig {
             batch_linger_ms: 5,
             assignment_grace_s: 20,
             group_id: None,
+            split: None,
         }
     }
 }
@@ -584,6 +591,7 @@ impl Config {
             }
         }
         self.validate_between_detectors(&mut bad);
+        self.validate_splits(&mut bad);
 
         let g = &self.generator;
         if let Some(why) = topic_problem(&g.topic) {
@@ -750,6 +758,89 @@ impl Config {
                 }
             }
         }
+    }
+
+    /// Checks of the A/B splits between detectors of one input topic: their ranges must not
+    /// overlap (a record would be scored by two variants) and their variants differ.
+    fn validate_splits(&self, bad: &mut impl FnMut(&str, String)) {
+        let splits: Vec<(&String, &DetectorConfig, &SplitConfig)> = self
+            .detectors
+            .iter()
+            .filter_map(|(n, d)| Some((n, d, d.split.as_ref()?)))
+            // One with a bad range of its own is reported by validate_detector alone.
+            .filter(|(_, _, s)| s.problems().is_empty())
+            .collect();
+        for (i, (name, d, s)) in splits.iter().enumerate() {
+            for (other, o, t) in splits[..i]
+                .iter()
+                .filter(|(_, o, _)| o.input_topic == d.input_topic)
+            {
+                if s.overlaps(t) {
+                    bad(
+                        &format!("detectors.{name}.split"),
+                        format!(
+                            "{} overlaps detector {other}'s split {} of the same input topic \
+                             {:?}: a record would be scored by both variants; make the ranges \
+                             disjoint, e.g. [0, 0.5) and [0.5, 1)",
+                            s.range_text(),
+                            t.range_text(),
+                            d.input_topic
+                        ),
+                    );
+                }
+                if s.variant == t.variant {
+                    bad(
+                        &format!("detectors.{name}.split.variant"),
+                        format!(
+                            "{:?} is also detector {other}'s variant on {:?}: the variants of \
+                             one input topic need names of their own",
+                            s.variant, o.input_topic
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// What is allowed but probably not meant, each at its key (`check-config` prints them as
+    /// warnings; `run` logs them): the A/B splits of an input topic that leave part of `[0, 1)`
+    /// to no variant, so that records keyed there are scored by none of them.
+    pub fn warnings(&self) -> Vec<Invalid> {
+        let mut by_topic: BTreeMap<&str, Vec<(&String, &SplitConfig)>> = BTreeMap::new();
+        for (name, d) in &self.detectors {
+            if let Some(s) = &d.split {
+                by_topic.entry(&d.input_topic).or_default().push((name, s));
+            }
+        }
+        by_topic
+            .into_iter()
+            .filter_map(|(topic, splits)| {
+                let gaps = crate::detect::split::uncovered(splits.iter().map(|(_, s)| *s));
+                if gaps.is_empty() {
+                    return None;
+                }
+                let keyless = gaps[0].0 == 0.0;
+                let gaps: Vec<String> = gaps.iter().map(|(a, b)| format!("[{a}, {b})")).collect();
+                let names: Vec<String> = splits
+                    .iter()
+                    .map(|(n, s)| format!("{n} {}", s.range_text()))
+                    .collect();
+                Some(Invalid {
+                    key: format!("detectors.{}.split", splits[0].0),
+                    message: format!(
+                        "the splits of input topic {topic:?} ({}) leave {} to no variant: \
+                         records whose key hashes there are scored by none of them{}",
+                        names.join(", "),
+                        gaps.join(" and "),
+                        if keyless {
+                            ", and so are records without a key (they are at 0)"
+                        } else {
+                            ""
+                        }
+                    ),
+                })
+            })
+            .collect()
     }
 
     /// The detectors, in name order.
@@ -1029,6 +1120,11 @@ fn validate_detector(name: &str, d: &DetectorConfig, bad: &mut impl FnMut(&str, 
             "must not be empty (leave it out for <kafka.group_id>-<name>)".into(),
         );
     }
+    if let Some(split) = &d.split {
+        for (k, why) in split.problems() {
+            bad(&key(&format!("split.{k}")), why);
+        }
+    }
 }
 
 /// A rules table as `(name, expression)` pairs, in name order.
@@ -1172,6 +1268,113 @@ mod tests {
         // The same group by hand: they would split the records.
         c.detectors.get_mut("ab").unwrap().group_id = Some("anomalyd-tx".into());
         assert_eq!(keys(&c), ["detectors.tx.group_id"]);
+    }
+
+    /// Two detectors on `transactions`: `tx`, variant A over `a_range`, and `ab`, variant B
+    /// over `b_range`.
+    fn ab(a_range: (f64, f64), b_range: (f64, f64)) -> Config {
+        let mut c = one();
+        c.detectors.insert(
+            "ab".into(),
+            detector("transactions", "anomalies-b", "b.iforest"),
+        );
+        for (name, variant, (from, to)) in [("tx", "A", a_range), ("ab", "B", b_range)] {
+            c.detectors.get_mut(name).unwrap().split = Some(SplitConfig {
+                variant: variant.into(),
+                from,
+                to,
+            });
+        }
+        c
+    }
+
+    #[test]
+    fn splits_of_one_topic_may_not_overlap() {
+        let c = ab((0.0, 0.5), (0.5, 1.0));
+        assert_eq!(c.validate(), vec![]);
+        assert_eq!(c.warnings(), vec![]);
+        let c = ab((0.0, 0.6), (0.5, 1.0));
+        let errs = c.validate();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        // Name order: `ab` before `tx`, so the error is at the later one, tx.
+        assert_eq!(errs[0].key, "detectors.tx.split");
+        assert!(
+            errs[0]
+                .message
+                .contains("[0, 0.6) overlaps detector ab's split [0.5, 1)"),
+            "{errs:?}"
+        );
+        // On another topic, the same ranges are another A/B.
+        let mut c = ab((0.0, 0.6), (0.5, 1.0));
+        c.detectors.get_mut("ab").unwrap().input_topic = "other".into();
+        assert_eq!(c.validate(), vec![]);
+        // The same variant twice on one topic.
+        let mut c = ab((0.0, 0.5), (0.5, 1.0));
+        c.detectors
+            .get_mut("ab")
+            .unwrap()
+            .split
+            .as_mut()
+            .unwrap()
+            .variant = "A".into();
+        assert_eq!(keys(&c), ["detectors.tx.split.variant"]);
+    }
+
+    #[test]
+    fn a_split_names_its_bad_key() {
+        let mut c = ab((0.0, 0.5), (0.5, 1.0));
+        let s = c.detectors.get_mut("tx").unwrap().split.as_mut().unwrap();
+        s.from = 0.7;
+        s.variant = "A/1".into();
+        // Its own problems only: no overlap reported for a range that is wrong already.
+        assert_eq!(
+            keys(&c),
+            ["detectors.tx.split.variant", "detectors.tx.split.to"]
+        );
+        let mut c = ab((0.0, 0.5), (0.5, 1.0));
+        c.detectors
+            .get_mut("ab")
+            .unwrap()
+            .split
+            .as_mut()
+            .unwrap()
+            .to = 1.01;
+        assert_eq!(keys(&c), ["detectors.ab.split.to"]);
+    }
+
+    #[test]
+    fn a_split_that_leaves_keys_to_no_variant_is_a_warning() {
+        let c = ab((0.0, 0.4), (0.5, 0.9));
+        assert_eq!(c.validate(), vec![]);
+        let w = c.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w[0].key, "detectors.ab.split");
+        assert!(
+            w[0].message
+                .contains("leave [0.4, 0.5) and [0.9, 1) to no variant"),
+            "{w:?}"
+        );
+        assert!(!w[0].message.contains("without a key"), "{w:?}");
+        let c = ab((0.1, 0.5), (0.5, 1.0));
+        assert!(c.warnings()[0].message.contains("without a key"));
+        // No split, no warning.
+        assert_eq!(one().warnings(), vec![]);
+    }
+
+    #[test]
+    fn a_split_reads_from_toml() {
+        let text = r#"
+            input_topic = "invoices"
+            output_topic = "anomalies_kmeans"
+            dead_letter_topic = "invoices.dead-letter"
+            model = "k.kmeans"
+            split = { variant = "A", from = 0, to = 0.5 }
+        "#;
+        let d: DetectorConfig = toml::from_str(text).unwrap();
+        let s = d.split.unwrap();
+        assert_eq!((s.variant.as_str(), s.from, s.to), ("A", 0.0, 0.5));
+        let e = toml::from_str::<DetectorConfig>(&text.replace("to =", "end =")).unwrap_err();
+        assert!(e.to_string().contains("unknown field `end`"), "{e}");
     }
 
     #[test]

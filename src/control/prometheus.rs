@@ -57,6 +57,13 @@ pub fn render(s: &Status) -> String {
     );
     per_detector(
         &mut out,
+        "anomalyd_records_skipped_by_split_total",
+        "Records of another A/B variant, skipped unscored (0 without a split).",
+        "counter",
+        &|d| d.records_skipped_by_split.to_string(),
+    );
+    per_detector(
+        &mut out,
         "anomalyd_anomalies_total",
         "Anomalies published.",
         "counter",

@@ -8,6 +8,7 @@ use super::lag::PartitionLag;
 use super::liveness::Orphan;
 use crate::detect::scorer::ScorerIdentity;
 use crate::detect::slot::History;
+use crate::detect::split::SplitConfig;
 use crate::metrics::MetricsSnapshot;
 use crate::sinks::slack::SlackMetricsSnapshot;
 use crate::supervisor::TaskReport;
@@ -76,6 +77,11 @@ pub struct DetectorStatus {
     pub records: u64,
     pub anomalies: u64,
     pub dead_letters: BTreeMap<&'static str, u64>,
+    /// The A/B split, `{variant, from, to}`; absent when the detector scores every record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split: Option<SplitConfig>,
+    /// Records of other variants skipped since start (0 without a split); not in `records`.
+    pub records_skipped_by_split: u64,
 }
 
 /// One detector's reload: the model now serving, or why the file was refused (the old

@@ -1,8 +1,9 @@
 //! detect: turning records into scores: feature extraction (from JSON records, or CSV lines
 //! in [`csv_record`]), the models (Isolation Forest,
 //! k-means, bisecting k-means) and their file, the rules (named CEL expressions, a scorer
-//! without a model), the scorer abstraction the workers call, the live model slot, and the
-//! partition workers that score records in batches.
+//! without a model), the scorer abstraction the workers call, the live model slot, the A/B
+//! split between detectors ([`split`]), and the partition workers that score records in
+//! batches.
 
 pub mod bisecting;
 pub mod csv_record;
@@ -14,4 +15,5 @@ pub mod quantile;
 pub mod rules;
 pub mod scorer;
 pub mod slot;
+pub mod split;
 pub mod worker;

@@ -2,6 +2,11 @@
 //! queue, scores them in batches, publishes anomalies and dead letters, and only once the broker
 //! has acknowledged all of them stores the batch's offset.
 //!
+//! A detector with an A/B split (`split`, see [`super::split`]) takes from each batch only the
+//! records of its variant; the others are skipped unread, counted in
+//! `records_skipped_by_split`, and covered by the batch's offset like every other record, so
+//! they never hold the partition back.
+//!
 //! That order is the at-least-once guarantee: a stored (and so committed) offset never passes a
 //! record whose results are not safely in Kafka. A crash re-scores at most the batches in flight.
 //!
@@ -30,6 +35,7 @@ use tokio::sync::watch;
 use super::csv_record::{CsvFormat, CsvReader};
 use super::features::{FeatureExtractor, Rejection};
 use super::scorer::{Batch, Needs, Scored, ScorerSource};
+use super::split::SplitConfig;
 use crate::config::FeatureSpec;
 use crate::metrics::{Metrics, PartitionStats};
 use crate::sinks::anomalies::{Additions, Detection, Layout, write_anomaly};
@@ -57,6 +63,9 @@ pub struct WorkerEnv {
     /// The producer's `message.max.bytes`: no output larger than this is produced (see
     /// [`crate::sinks::message_max_bytes`]).
     pub max_message_bytes: usize,
+    /// The A/B split: only records whose key is in its range are read and scored; the others
+    /// are skipped (counted, their offsets stored with the batch's). `None`: every record.
+    pub split: Option<SplitConfig>,
 }
 
 #[derive(Debug, Error)]
@@ -124,8 +133,10 @@ struct InFlight {
     /// have to fall back (the others are dropped at once).
     batch: Vec<OwnedMessage>,
     outputs: Vec<Output>,
-    /// Records in the batch.
+    /// Records in the batch that this detector took (all but those outside its split).
     records: u64,
+    /// Records in the batch outside this detector's split: not read, not scored.
+    skipped_by_split: u64,
     last_offset: i64,
     produced: Instant,
     scored_at: SystemTime,
@@ -303,6 +314,28 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
             .expect("a batch has at least one record")
             .offset();
         let env = self.env;
+        // Another variant's records: the offset above still covers them, nothing else does.
+        let (batch, skipped_by_split) = match &env.split {
+            Some(split) => {
+                let all = batch.len();
+                let mine: Vec<OwnedMessage> =
+                    batch.into_iter().filter(|m| split.takes(m.key())).collect();
+                let skipped = (all - mine.len()) as u64;
+                (mine, skipped)
+            }
+            None => (batch, 0),
+        };
+        if batch.is_empty() {
+            return Ok(InFlight {
+                batch,
+                outputs: Vec::new(),
+                records: 0,
+                skipped_by_split,
+                last_offset,
+                produced: Instant::now(),
+                scored_at: SystemTime::now(),
+            });
+        }
         // Taken once per batch: a reload takes effect at the next batch, never inside one.
         let scorer = env.scorer.current();
         let needs = scorer.needs();
@@ -385,6 +418,7 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
             if env.csv.is_some() {
                 additions.layout = Layout::Csv;
             }
+            additions.variant = env.split.as_ref().map(|s| s.variant.as_str());
             let mut payload = Vec::new();
             let at = write_anomaly(&mut payload, &record, &additions);
             intents.push((
@@ -430,6 +464,7 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
             batch: kept,
             outputs,
             records,
+            skipped_by_split,
             last_offset,
             produced,
             scored_at: now,
@@ -631,8 +666,10 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
             }
         }
         let delivery = b.produced.elapsed();
-        for m in [&env.metrics, &env.total] {
-            m.delivery_latency.observe_duration(delivery);
+        if b.records > 0 {
+            for m in [&env.metrics, &env.total] {
+                m.delivery_latency.observe_duration(delivery);
+            }
         }
 
         // Every result of this batch (and, settling in order, of every earlier one) is in
@@ -659,6 +696,12 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
 
         let records = b.records;
         for m in [&env.metrics, &env.total] {
+            m.records_skipped_by_split
+                .fetch_add(b.skipped_by_split, Relaxed);
+            // Nothing was scored in a batch wholly another variant's.
+            if records == 0 {
+                continue;
+            }
             m.records_in.fetch_add(records, Relaxed);
             m.anomalies_out.fetch_add(anomalies, Relaxed);
             m.batches.fetch_add(1, Relaxed);

@@ -75,6 +75,9 @@ impl Layout {
 pub struct Additions<'a> {
     /// The `[detectors.NAME]` that flagged the record.
     pub detector: &'a str,
+    /// The detector's A/B variant (`split.variant`); absent without a split.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<&'a str>,
     /// In the scorer's native unit (Isolation Forest: `score_samples`, lower is more
     /// abnormal).
     pub score: f64,
@@ -91,7 +94,8 @@ pub struct Additions<'a> {
 }
 
 impl<'a> Additions<'a> {
-    /// What anomalyd adds to `source`, scored as `detection` by `scorer` for `detector`.
+    /// What anomalyd adds to `source`, scored as `detection` by `scorer` for `detector`
+    /// (without a variant: set [`Additions::variant`] for a split detector).
     pub fn new(
         source: &Record<'_>,
         detection: &Detection<'_>,
@@ -102,6 +106,7 @@ impl<'a> Additions<'a> {
     ) -> Self {
         Self {
             detector,
+            variant: None,
             score: detection.score,
             decision: detection.decision,
             model: scorer.identity(),
@@ -350,6 +355,45 @@ mod tests {
         assert_eq!(v["anomalyd"]["layout"], "inline");
         assert!(v["anomalyd"]["explanation"].is_array());
         let back = Record::parse(Some(&out)).unwrap();
+        assert_eq!(source_text(&back).as_deref(), Some(src));
+    }
+
+    #[test]
+    fn a_split_detector_names_its_variant_and_others_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = demo_model(dir.path());
+        let src = r#"{"id": 1, "data": [[3.5, -3.5]]}"#;
+        let plain: Value = serde_json::from_slice(&anomaly(src, &model)).unwrap();
+        assert!(plain["anomalyd"].get("variant").is_none(), "{plain}");
+
+        let record = Record::parse(Some(src.as_bytes())).unwrap();
+        let detection = Detection {
+            score: -0.7,
+            decision: -0.2,
+            features: &[3.5, -3.5],
+        };
+        let from = SourceRef {
+            topic: "t",
+            partition: 0,
+            offset: 1,
+        };
+        let mut additions = Additions::new(
+            &record,
+            &detection,
+            "tx",
+            &model,
+            from,
+            SystemTime::UNIX_EPOCH,
+        );
+        additions.variant = Some("B");
+        let mut out = Vec::new();
+        write_anomaly(&mut out, &record, &additions);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains(r#""anomalyd":{"detector":"tx","variant":"B","score":"#),
+            "{text}"
+        );
+        let back = Record::parse(Some(text.as_bytes())).unwrap();
         assert_eq!(source_text(&back).as_deref(), Some(src));
     }
 
