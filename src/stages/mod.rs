@@ -1,5 +1,11 @@
 //! stages: stateful steps between a source and the detectors, each driven by a partition worker
 //! over one partition's records in order. Time ([`time`]): event time or processing time, and
-//! the purchase data's `M/D/YYYY H:MM` timestamps.
+//! the purchase data's `M/D/YYYY H:MM` timestamps. Windows, pure logic without Kafka:
+//! [`window`] (`[start, end)`, epoch-aligned hopping assignment), [`session_window`] (keyed
+//! sessions, inactivity gap, grace, late records, safe offset) and [`hopping_window`] (distinct
+//! counts per hopping window and partition, and the combiner of every partition's partials).
 
+pub mod hopping_window;
+pub mod session_window;
 pub mod time;
+pub mod window;
