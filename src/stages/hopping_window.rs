@@ -371,7 +371,8 @@ impl DistinctWindows {
 /// idle).
 ///
 /// JSON: `{"window_start": "2011-12-09T12:00:00Z", "window_end": "...", "count": n}` (RFC 3339
-/// UTC; serializing fails for a time outside chrono's range, about ±262,000 years).
+/// UTC, whole seconds: windows are whole seconds in practice; serializing fails for a time
+/// outside chrono's range, about ±262,000 years).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Final {
     /// Window start, ms.
@@ -401,6 +402,31 @@ impl Serialize for Final {
             count: self.count,
         }
         .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Final {
+    /// Reads the JSON [`Final`] writes (any RFC 3339 offset is accepted), e.g. in tests and
+    /// tools reading the output topic.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Wire {
+            window_start: String,
+            window_end: String,
+            count: u64,
+        }
+        let time = |text: &str| {
+            chrono::DateTime::parse_from_rfc3339(text)
+                .map(|d| d.timestamp_millis())
+                .map_err(|e| serde::de::Error::custom(format!("{text:?}: {e}")))
+        };
+        let w = Wire::deserialize(deserializer)?;
+        Ok(Self {
+            window_start: time(&w.window_start)?,
+            window_end: time(&w.window_end)?,
+            count: w.count,
+        })
     }
 }
 

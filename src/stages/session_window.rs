@@ -36,7 +36,7 @@
 //! late-record memory is in memory only), and which sessions `max_open` closed early; a record
 //! for such a key is judged afresh after a restart. Within one run, nothing is emitted twice.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use thiserror::Error;
 
@@ -233,14 +233,15 @@ struct Span {
 ///
 /// Feed it the partition's records in offset order ([`Self::add`]) and call [`Self::advance`]
 /// on a timer (punctuate) to take the sessions that closed. Memory: at most `max_open` open
-/// sessions, `remember_closed` closed keys, and the offset spans of closed sessions that a
-/// safe offset could still fall inside.
+/// sessions, `remember_closed` closed keys, and the offset spans (three integers each) of the
+/// closed sessions a safe offset could still fall inside: those ending at or after the last
+/// safe offset, so about the sessions closed since the oldest open session opened.
 #[derive(Debug)]
 pub struct SessionWindows<A> {
     config: SessionConfig,
     open: HashMap<String, Session<A>>,
-    /// Open sessions by first offset (offsets are unique in a partition).
-    open_by_offset: BTreeMap<i64, String>,
+    /// Open sessions by first offset (with the key, so a repeated offset loses nothing).
+    open_by_offset: BTreeSet<(i64, String)>,
     /// Closed, not yet returned by `advance`.
     pending: Vec<Closed<A>>,
     /// Remembered closed keys -> their session's first offset (the key of `spans`).
@@ -263,7 +264,7 @@ impl<A> SessionWindows<A> {
         Ok(Self {
             config,
             open: HashMap::new(),
-            open_by_offset: BTreeMap::new(),
+            open_by_offset: BTreeSet::new(),
             pending: Vec::new(),
             closed_keys: HashMap::new(),
             closed_fifo: VecDeque::new(),
@@ -308,8 +309,8 @@ impl<A> SessionWindows<A> {
     /// The open sessions' keys and aggregates, in first-offset order.
     pub fn iter_open(&self) -> impl Iterator<Item = (&str, &A)> {
         self.open_by_offset
-            .values()
-            .filter_map(|k| self.open.get(k).map(|s| (k.as_str(), &s.aggregate)))
+            .iter()
+            .filter_map(|(_, k)| self.open.get(k).map(|s| (k.as_str(), &s.aggregate)))
     }
 
     /// Event time: raises the stream time to at least `t` (ms), e.g. from the commit metadata
@@ -384,7 +385,7 @@ impl<A> SessionWindows<A> {
             }
         }
         if self.open.len() >= self.config.max_open
-            && let Some(oldest) = self.open_by_offset.values().next().cloned()
+            && let Some((_, oldest)) = self.open_by_offset.first().cloned()
         {
             self.close(&oldest, CloseReason::MaxOpen);
         }
@@ -403,7 +404,7 @@ impl<A> SessionWindows<A> {
                 held_to: offset,
             },
         );
-        self.open_by_offset.insert(offset, key.to_owned());
+        self.open_by_offset.insert((offset, key.to_owned()));
         self.counters.opened += 1;
         Admit::Opened
     }
@@ -424,7 +425,8 @@ impl<A> SessionWindows<A> {
         if let Some(at) = at {
             let due: Vec<String> = self
                 .open_by_offset
-                .values()
+                .iter()
+                .map(|(_, k)| k)
                 .filter(|k| {
                     self.open
                         .get(k.as_str())
@@ -463,11 +465,11 @@ impl<A> SessionWindows<A> {
             offset: next,
             stream_time: self.stream_time,
         };
-        if let Some((&first, key)) = self.open_by_offset.iter().next()
-            && first < point.offset
+        if let Some((first, key)) = self.open_by_offset.first()
+            && *first < point.offset
         {
             point = SafePoint {
-                offset: first,
+                offset: *first,
                 stream_time: self.open.get(key).and_then(|s| s.stream_time_before),
             };
         }
@@ -514,7 +516,8 @@ impl<A> SessionWindows<A> {
         let Some(s) = self.open.remove(key) else {
             return;
         };
-        self.open_by_offset.remove(&s.first_offset);
+        self.open_by_offset
+            .remove(&(s.first_offset, key.to_owned()));
         match reason {
             CloseReason::Gap => self.counters.closed_gap += 1,
             CloseReason::MaxOpen => self.counters.closed_max_open += 1,

@@ -160,6 +160,14 @@ fn partial_and_final_json() {
         serde_json::to_string(&f).unwrap(),
         r#"{"window_start":"2011-12-09T12:00:00Z","window_end":"2011-12-09T12:08:00Z","count":3}"#
     );
+    let back: Final = serde_json::from_str(&serde_json::to_string(&f).unwrap()).unwrap();
+    assert_eq!(back, f);
+    assert!(
+        serde_json::from_str::<Final>(
+            r#"{"window_start":"2011-12-09 12:00","window_end":"2011-12-09T12:08:00Z","count":1}"#
+        )
+        .is_err()
+    );
     let far = Final {
         window_start: i64::MAX - 10,
         window_end: i64::MAX,
@@ -550,4 +558,38 @@ fn combined_processing_time_counts_equal_brute_force() {
             hopping().last_start_containing(end)
         );
     }
+}
+
+#[test]
+fn a_far_jump_is_emitted_in_bounded_batches() {
+    let h = Hopping::tumbling(1).unwrap();
+    let mut dw = DistinctWindows::new(h, 0, TimeMode::Event, 0).unwrap();
+    dw.add("a", 0, 0).unwrap();
+    dw.add("b", 250_000, 1).unwrap();
+    let first = dw.advance(0);
+    assert_eq!(first.len(), MAX_WINDOWS_PER_ADVANCE);
+    assert_eq!(keys(&first[0]), ["a"]);
+    assert_eq!(dw.advance(0).len(), MAX_WINDOWS_PER_ADVANCE);
+    let last = dw.advance(0);
+    assert_eq!(last.len(), 50_000);
+    assert_eq!(last.last().unwrap().window.end, 250_000);
+    let mut c = Combiner::new(h, 1, NEVER_IDLE).unwrap();
+    for (o, p) in first.into_iter().chain(last).enumerate() {
+        c.add(p, o as i64, 0);
+    }
+    let batches: Vec<Vec<Final>> = (0..4).map(|_| c.advance(0)).collect();
+    let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+    assert_eq!(
+        sizes,
+        [MAX_WINDOWS_PER_ADVANCE, MAX_WINDOWS_PER_ADVANCE, 50_000, 0]
+    );
+    // The windows nobody reported (the second batch of partials was never added) count zero.
+    let finals: Vec<Final> = batches.into_iter().flatten().collect();
+    assert_eq!(finals[0].count, 1);
+    assert!(finals[1..].iter().all(|f| f.count == 0));
+    assert!(
+        finals
+            .windows(2)
+            .all(|w| w[1].window_start == w[0].window_end)
+    );
 }
