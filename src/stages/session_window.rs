@@ -21,6 +21,16 @@
 //!   session closes when `now >= last_time + gap`; the grace period is unused.
 //!
 //! A silence of exactly the gap ends a session (a record `gap` after the last one does not join).
+//! So with minute-resolution times (the purchase data), an event-time gap must exceed 60 s for
+//! an invoice whose lines straddle a minute to stay whole.
+//!
+//! # Driving it
+//! A partition worker calls [`SessionWindows::add`] for each record in offset order (and
+//! [`SessionWindows::restore_stream_time`] for a record that enters no session, in event time),
+//! [`SessionWindows::advance`] on its timer, emitting each [`Closed`], and, once those outputs
+//! are acknowledged, commits [`SessionWindows::safe_point`]. On assignment it restores the
+//! committed stream time and replays from the committed offset; repeated sessions carry the
+//! same key, so a reader recognises them as duplicates.
 //!
 //! # Safe offset
 //! Kafka is the only durable store: the state is rebuilt after a crash by re-reading the
