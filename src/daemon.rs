@@ -815,7 +815,7 @@ impl Daemon {
         for (name, c) in &config.stages {
             let metrics = Arc::new(StageMetrics::default());
             let built =
-                crate::stages::build::build(name, c, &config.kafka.group_id, &producer, &metrics)?;
+                crate::stages::build::build(name, c, &config.kafka, &producer, &metrics)?;
             stages.push(RunningStage {
                 name: name.clone(),
                 config: c.clone(),

@@ -19,10 +19,10 @@ use super::cancellations::{CancellationOutputs, CancellationStage, CombineStage}
 use super::hopping_window::{Combiner, DistinctWindows};
 use super::invoices::{InvoiceOutputs, InvoiceStage};
 use super::metrics::StageMetrics;
-use super::session_window::SessionConfig;
+use super::session_window::{SessionConfig, SessionWindows};
 use super::window::Hopping;
 use super::worker::StageRunner;
-use crate::config::{StageConfig, StageKind};
+use crate::config::{KafkaConfig, StageConfig, StageKind};
 use crate::source::consumer::{PartitionRunner, Subscription};
 
 #[derive(Debug, Error)]
@@ -62,7 +62,7 @@ fn topic(t: &str) -> Arc<str> {
 pub fn build(
     name: &str,
     c: &StageConfig,
-    kafka_group: &str,
+    kafka: &KafkaConfig,
     producer: &FutureProducer,
     metrics: &Arc<StageMetrics>,
 ) -> Result<BuiltStage, BuildError> {
@@ -72,7 +72,7 @@ pub fn build(
             why: e.to_string(),
         })?,
     );
-    let group = c.group(kafka_group, name);
+    let group = c.group(&kafka.group_id, name);
     let mode = c.time_mode();
     let kind = c
         .kind
@@ -92,6 +92,11 @@ pub fn build(
                 remember_closed: c.remember_closed,
                 time: mode,
             };
+            // Checked here once, so that building each partition's windows cannot fail.
+            session.validate().map_err(|e| BuildError::Window {
+                stage: name.into(),
+                why: e.to_string(),
+            })?;
             let stage_metrics = Arc::clone(metrics);
             let runner = StageRunner {
                 name: name.to_owned(),
@@ -99,7 +104,8 @@ pub fn build(
                 metrics: Arc::clone(metrics),
                 build: move |topic: &str, partition: i32| {
                     InvoiceStage::new(
-                        session.clone(),
+                        SessionWindows::new(session.clone())
+                            .expect("a session config validated at build"),
                         mode,
                         Arc::clone(&columns),
                         Arc::clone(&outputs),
@@ -122,11 +128,15 @@ pub fn build(
             })
         }
         StageKind::HoppingWindow => {
-            let hopping =
-                Hopping::new(c.size_ms(), c.advance_ms()).map_err(|e| BuildError::Window {
-                    stage: name.into(),
-                    why: e.to_string(),
-                })?;
+            let window_error = |e: &dyn std::fmt::Display| BuildError::Window {
+                stage: name.into(),
+                why: e.to_string(),
+            };
+            let hopping = Hopping::of_size_and_advance(c.size_ms(), c.advance_ms())
+                .map_err(|e| window_error(&e))?;
+            // Checked here once, so that building each partition's windows cannot fail.
+            DistinctWindows::new(hopping, c.grace_ms(), mode, 0).map_err(|e| window_error(&e))?;
+            Combiner::new(hopping, 1, c.idle_timeout_ms()).map_err(|e| window_error(&e))?;
             let partials = c.partials_topic.clone().unwrap_or_default();
             let outputs = Arc::new(CancellationOutputs {
                 partials: topic(&partials),
@@ -142,7 +152,8 @@ pub fn build(
                 metrics: Arc::clone(metrics),
                 build: move |topic: &str, partition: i32| {
                     CancellationStage::new(
-                        DistinctWindows::new(hopping, grace, mode, partition),
+                        DistinctWindows::new(hopping, grace, mode, partition)
+                            .expect("window settings validated at build"),
                         mode,
                         Arc::clone(&columns),
                         Arc::clone(&o1),
@@ -159,17 +170,22 @@ pub fn build(
                 Arc::clone(&count),
             );
             let idle = c.idle_timeout_ms();
+            let mut reader = crate::kafka::consumer_config(kafka, &format!("{group}-restore"));
+            // It only reads the output's last records by assignment: nothing to commit.
+            reader.set("enable.auto.commit", "false");
             let combiner = StageRunner {
                 name: format!("{name}-combiner"),
                 producer: producer.clone(),
                 metrics: Arc::clone(metrics),
                 build: move |topic: &str, _partition: i32| {
                     CombineStage::new(
-                        Combiner::new(n2.load(Relaxed).max(1), idle),
+                        Combiner::new(hopping, n2.load(Relaxed).max(1), idle)
+                            .expect("window settings validated at build"),
                         Arc::clone(&n2),
                         Arc::clone(&o2),
                         topic,
                         Arc::clone(&m2),
+                        reader.clone(),
                     )
                 },
             };

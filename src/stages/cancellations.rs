@@ -12,7 +12,11 @@
 //!    as `{window_start, window_end, count}` keyed by window start, zero counts included.
 //!
 //! Both commit only their safe offsets, so their open windows survive a crash; a partial sent
-//! twice after a crash is harmless (a union), and a final sent twice has the same key.
+//! twice after a crash is harmless (a union). The combiner must not emit a window twice with
+//! different counts: a partial re-read after a restart may belong to a window already final.
+//! So when it takes the partials topic over, it first reads the last final it (or the member
+//! before it) wrote to the output topic, and emits nothing before the window after that one:
+//! the output topic itself is the record of what was emitted, and Kafka stays the only store.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -20,7 +24,8 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use rdkafka::message::{Message, OwnedMessage};
 
 use super::aggregate::invoice::{Columns, parse_line};
-use super::hopping_window::{Combiner, DistinctWindows, Partial};
+use super::hopping_window::{AddOutcome, Combiner, DistinctWindows, Partial};
+use super::time::rfc3339;
 use super::invoices::LATE;
 use super::metrics::StageMetrics;
 use super::time::TimeMode;
@@ -102,6 +107,10 @@ impl Stage for CancellationStage {
             }
         };
         if !line.is_cancellation() {
+            // Not counted, but its time moves the partition's stream time.
+            if let (TimeMode::Event, Some(t)) = (self.mode, line.time_ms()) {
+                self.windows.observe(t);
+            }
             self.metrics.skipped.fetch_add(1, Relaxed);
             return;
         }
@@ -146,7 +155,7 @@ impl Stage for CancellationStage {
         }
     }
 
-    fn safe_offset(&self, next: i64) -> i64 {
+    fn safe_offset(&mut self, next: i64) -> i64 {
         self.windows.safe_offset(next)
     }
 }
@@ -154,6 +163,8 @@ impl Stage for CancellationStage {
 /// Step 2: the partials of every input partition combined into one series.
 pub struct CombineStage {
     combiner: Combiner,
+    /// Until the last final already written is known: where its answer comes from.
+    restoring: Option<Restore>,
     /// The input topic's partition count, refreshed from the broker by the daemon.
     partitions: Arc<AtomicUsize>,
     outputs: Arc<CancellationOutputs>,
@@ -162,14 +173,18 @@ pub struct CombineStage {
 }
 
 impl CombineStage {
+    /// A combiner that, before emitting anything, reads the last final of `outputs.counts`
+    /// with a client made from `reader` (a consumer configuration).
     pub fn new(
         combiner: Combiner,
         partitions: Arc<AtomicUsize>,
         outputs: Arc<CancellationOutputs>,
         topic: &str,
         metrics: Arc<StageMetrics>,
+        reader: rdkafka::ClientConfig,
     ) -> Self {
         Self {
+            restoring: Some(Restore::start(reader, Arc::clone(&outputs.counts))),
             combiner,
             partitions,
             outputs,
@@ -197,23 +212,39 @@ impl Stage for CombineStage {
                 return;
             }
         };
-        if !self.combiner.add(partial, m.offset(), now_ms).is_added() {
-            self.metrics.partials_late.fetch_add(1, Relaxed);
+        match self.combiner.add(partial, m.offset(), now_ms) {
+            AddOutcome::Added | AddOutcome::Duplicate => {}
+            AddOutcome::Late | AddOutcome::Rejected => {
+                self.metrics.partials_late.fetch_add(1, Relaxed);
+            }
         }
     }
 
     fn punctuate(&mut self, now_ms: i64, out: &mut Vec<Emit>) {
+        if let Some(restore) = &mut self.restoring {
+            match restore.poll() {
+                None => return,
+                Some(last) => {
+                    if let Some(start) = last {
+                        let next = start + self.combiner.hopping().advance_ms();
+                        tracing::info!(window_start = ?rfc3339(next), "the combined count carries on after the last final written");
+                        self.combiner.restore_frontier(next);
+                    }
+                    self.restoring = None;
+                }
+            }
+        }
         let n = self.partitions.load(Relaxed);
         if n > 0 {
             self.combiner.set_partitions(n);
         }
         for fin in self.combiner.advance(now_ms) {
             self.metrics.emitted.fetch_add(1, Relaxed);
-            let value = serde_json::to_vec(&fin).expect("a count serializes");
-            let key = serde_json::to_value(&fin)
-                .ok()
-                .and_then(|v| v["window_start"].as_str().map(str::to_owned))
-                .unwrap_or_default();
+            let Ok(value) = serde_json::to_vec(&fin) else {
+                tracing::error!(window_start = fin.window_start, "a window outside the representable dates is skipped");
+                continue;
+            };
+            let key = rfc3339(fin.window_start).unwrap_or_default();
             out.push(Emit {
                 topic: Arc::clone(&self.outputs.counts),
                 key: Some(key.into_bytes()),
@@ -223,7 +254,114 @@ impl Stage for CombineStage {
         }
     }
 
-    fn safe_offset(&self, next: i64) -> i64 {
+    fn safe_offset(&mut self, next: i64) -> i64 {
         self.combiner.safe_offset(next)
     }
+}
+
+/// Reading the last final already written, on a thread of its own (blocking client calls),
+/// retried every few seconds until it succeeds.
+struct Restore {
+    reader: rdkafka::ClientConfig,
+    topic: Arc<str>,
+    answer: std::sync::mpsc::Receiver<Result<Option<i64>, String>>,
+    retry_at: Option<std::time::Instant>,
+}
+
+impl Restore {
+    fn start(reader: rdkafka::ClientConfig, topic: Arc<str>) -> Self {
+        let answer = Self::spawn(reader.clone(), Arc::clone(&topic));
+        Self {
+            reader,
+            topic,
+            answer,
+            retry_at: None,
+        }
+    }
+
+    fn spawn(
+        reader: rdkafka::ClientConfig,
+        topic: Arc<str>,
+    ) -> std::sync::mpsc::Receiver<Result<Option<i64>, String>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(last_final(&reader, &topic).map_err(|e| e.to_string()));
+        });
+        rx
+    }
+
+    /// `Some(last window start written, if any)` once known.
+    fn poll(&mut self) -> Option<Option<i64>> {
+        if let Some(at) = self.retry_at {
+            if std::time::Instant::now() < at {
+                return None;
+            }
+            self.retry_at = None;
+            self.answer = Self::spawn(self.reader.clone(), Arc::clone(&self.topic));
+        }
+        match self.answer.try_recv() {
+            Ok(Ok(last)) => Some(last),
+            Ok(Err(e)) => {
+                tracing::warn!(topic = %self.topic, error = e, "could not read the last final count written; retrying in 2 s");
+                self.retry_at = Some(std::time::Instant::now() + std::time::Duration::from_secs(2));
+                None
+            }
+            Err(std::sync::mpsc::TryRecvError::Empty) => None,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                self.retry_at = Some(std::time::Instant::now());
+                None
+            }
+        }
+    }
+}
+
+/// The latest `window_start` (ms) among the last record of each partition of `topic`: finals
+/// are written in window order, so that is the last one written. `None` for an empty topic.
+fn last_final(
+    reader: &rdkafka::ClientConfig,
+    topic: &str,
+) -> Result<Option<i64>, rdkafka::error::KafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use std::time::Duration;
+    let consumer: BaseConsumer = reader.create()?;
+    let timeout = Duration::from_secs(5);
+    let md = consumer.fetch_metadata(Some(topic), timeout)?;
+    let partitions: Vec<i32> = md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut last = None;
+    for p in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
+        if high <= low {
+            continue;
+        }
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Offset(high - 1))?;
+        consumer.assign(&tpl)?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+                if std::time::Instant::now() > deadline {
+                    return Err(rdkafka::error::KafkaError::MessageConsumption(
+                        rdkafka::types::RDKafkaErrorCode::RequestTimedOut,
+                    ));
+                }
+                continue;
+            };
+            let m = m?;
+            if m.partition() != p {
+                continue;
+            }
+            let start = m
+                .payload()
+                .and_then(|v| serde_json::from_slice::<super::hopping_window::Final>(v).ok())
+                .map(|f| f.window_start);
+            last = last.max(start);
+            break;
+        }
+    }
+    Ok(last)
 }

@@ -268,6 +268,21 @@ impl DistinctWindows {
         }
     }
 
+    /// A record that is not counted (a line that is not a cancellation) still says how far
+    /// its partition's time has come: in event time the stream time rises to `t`, and the
+    /// series starts no later than the first window containing `t`, so that the empty windows
+    /// before the first counted record are emitted too. Processing time: nothing to do.
+    pub fn observe(&mut self, t: i64) {
+        if self.time != TimeMode::Event {
+            return;
+        }
+        self.raise_stream_time(t);
+        if self.frontier.is_none() {
+            let first = self.hopping.first_start_containing(t);
+            self.origin = Some(self.origin.map_or(first, |o| o.min(first)));
+        }
+    }
+
     /// Emits every window that closed, in start order, empty ones included: from the first
     /// window of this partition's series (event time: the earliest window holding a record
     /// before the first emission; processing time: that or the earliest window containing the
@@ -532,6 +547,11 @@ impl Combiner {
     pub fn restore_frontier(&mut self, start: i64) {
         self.frontier = Some(self.frontier.map_or(start, |f| f.max(start)));
         self.windows.retain(|&s, _| s >= start);
+    }
+
+    /// The windows this combiner combines.
+    pub fn hopping(&self) -> Hopping {
+        self.hopping
     }
 
     /// Windows with a partial, not yet final.

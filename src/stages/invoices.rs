@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use super::aggregate::invoice::{Columns, Invoice, InvoiceRecord, parse_line};
 use super::metrics::StageMetrics;
-use super::session_window::{Admit, CloseReason, Closed, SessionConfig, SessionWindows};
+use super::session_window::{Admit, CloseReason, Closed, SessionWindows};
 use super::time::TimeMode;
 use super::worker::{Emit, Stage};
 use crate::sinks::SourceRef;
@@ -72,8 +72,9 @@ struct SourceSpan<'a> {
 }
 
 impl InvoiceStage {
+    /// `sessions` empty, for `topic`/`partition`.
     pub fn new(
-        session: SessionConfig,
+        sessions: SessionWindows<Invoice>,
         mode: TimeMode,
         columns: Arc<Columns>,
         outputs: Arc<InvoiceOutputs>,
@@ -82,7 +83,7 @@ impl InvoiceStage {
         metrics: Arc<StageMetrics>,
     ) -> Self {
         Self {
-            sessions: SessionWindows::new(session),
+            sessions,
             columns,
             mode,
             outputs,
@@ -191,11 +192,12 @@ impl Stage for InvoiceStage {
             || Invoice::new(&line),
             |invoice| invoice.add(&line),
         );
-        if let Admit::Late { .. } = admit {
+        if let Admit::Late { reason } = admit {
             self.metrics.late.fetch_add(1, Relaxed);
             let why = format!(
-                "invoice {} was already emitted; this line came after its session closed",
-                line.invoice_no()
+                "a line of invoice {} after its session closed ({})",
+                line.invoice_no(),
+                reason.name()
             );
             let letter = self.letter(m, &self.outputs.late, LATE, &why);
             out.push(letter);
@@ -210,7 +212,7 @@ impl Stage for InvoiceStage {
         self.count_open();
     }
 
-    fn safe_offset(&self, next: i64) -> i64 {
+    fn safe_offset(&mut self, next: i64) -> i64 {
         self.sessions.safe_offset(next)
     }
 }

@@ -55,7 +55,7 @@ pub trait Stage: Send + 'static {
 
     /// The offset to commit: the lowest offset open state still needs, or `next` (the offset
     /// after the last record processed) when none.
-    fn safe_offset(&self, next: i64) -> i64;
+    fn safe_offset(&mut self, next: i64) -> i64;
 }
 
 /// How often a worker fires its stage's timers. A session closes at most this late after its
