@@ -93,7 +93,11 @@ mod tests {
             ("10/10/2011 0:01", 0),
             ("7/19/2011 23:59", 23),
         ] {
-            assert_eq!(hour_of_day(parse_month_day_year(text).unwrap()), hour, "{text}");
+            assert_eq!(
+                hour_of_day(parse_month_day_year(text).unwrap()),
+                hour,
+                "{text}"
+            );
         }
     }
 
