@@ -14,9 +14,14 @@ use anomalyd::stages::aggregate::invoice::{Columns, Invoice, parse_line};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 fn lines() -> Vec<Vec<u8>> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/retail/stream_slice.csv");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/retail/stream_slice.csv"
+    );
     let text = std::fs::read(path).expect("tests/data/retail/stream_slice.csv");
-    text.split_inclusive(|&b| b == b'\n').map(<[u8]>::to_vec).collect()
+    text.split_inclusive(|&b| b == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect()
 }
 
 fn invoice(c: &mut Criterion) {
