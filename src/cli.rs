@@ -219,6 +219,19 @@ pub enum TrainKind {
     BisectingKMeans,
 }
 
+/// `anomalyd train --format`: what the `--input` file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum TrainFormat {
+    /// A header row and one training row per line (numeric feature columns).
+    #[default]
+    #[value(name = "csv")]
+    Csv,
+    /// Purchase lines (the Online Retail CSV, header optional): one training row per invoice,
+    /// features mean_unit_price, min_unit_price, max_unit_price, hour, quantity_sum.
+    #[value(name = "purchases")]
+    Purchases,
+}
+
 /// What `anomalyd train`'s arguments ask for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TrainJob {
@@ -233,9 +246,14 @@ pub struct TrainArgs {
     /// Model kind.
     #[arg(long, value_enum, default_value_t = TrainKind::IsolationForest)]
     pub kind: TrainKind,
-    /// Training data: a CSV file with a header row.
+    /// Training data: a CSV file with a header row (or purchase lines, see --format).
     #[arg(long, value_name = "FILE.csv")]
     pub input: Option<PathBuf>,
+    /// What --input holds: `csv` (a training row per line) or `purchases` (purchase lines
+    /// grouped into invoices by InvoiceNo over the whole file; cancellations and invoices whose
+    /// first line lacks CustomerID or Description left out) [default: csv].
+    #[arg(long, value_enum, requires = "input")]
+    pub format: Option<TrainFormat>,
     /// Train on the synthetic two-blob set drawn with this seed (42 if omitted); for the
     /// Isolation Forest with 50 trees, max_samples 500 and contamination 0.01 unless
     /// overridden.
@@ -308,6 +326,22 @@ impl TrainArgs {
                 flags.join(", ")
             ))
         };
+        // clap lets these through with --synthetic despite `requires = "input"`: checked here.
+        let input_only = given(&[
+            ("--features", self.features.is_some()),
+            ("--format", self.format.is_some()),
+        ]);
+        if self.input.is_none() && !input_only.is_empty() {
+            return Err(usage_error(format!(
+                "{}: only with --input",
+                input_only.join(", ")
+            )));
+        }
+        if self.format == Some(TrainFormat::Purchases) && self.features.is_some() {
+            return Err(usage_error(
+                "--features: not with --format purchases, whose features are fixed".into(),
+            ));
+        }
         let forest_only = given(&[
             ("--trees", self.trees.is_some()),
             ("--max-samples", self.max_samples.is_some()),
@@ -359,6 +393,9 @@ impl TrainArgs {
 
     fn input(&self) -> TrainInput {
         match (&self.input, self.synthetic) {
+            (Some(path), _) if self.format == Some(TrainFormat::Purchases) => {
+                TrainInput::Purchases { path: path.clone() }
+            }
             (Some(path), _) => TrainInput::Csv {
                 path: path.clone(),
                 features: self.features.clone(),
@@ -373,16 +410,7 @@ impl TrainArgs {
     /// The Isolation Forest's options (whatever `--kind` says); `progress` draws a progress
     /// bar on stderr.
     pub fn options(&self, progress: bool) -> TrainOptions {
-        let input = match (&self.input, self.synthetic) {
-            (Some(path), _) => TrainInput::Csv {
-                path: path.clone(),
-                features: self.features.clone(),
-                label: self.label.clone(),
-            },
-            (None, seed) => TrainInput::Synthetic {
-                seed: seed.unwrap_or(crate::synthetic::DEFAULT_SEED),
-            },
-        };
+        let input = self.input();
         TrainOptions {
             input,
             trees: self.trees,
@@ -650,6 +678,62 @@ mod tests {
                 "m"
             ])
             .is_err()
+        );
+    }
+
+    #[test]
+    fn train_format_purchases_reads_invoices_and_needs_an_input() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["anomalyd", "train"], args].concat());
+        let Ok(Cli {
+            command: Command::Train(t),
+            ..
+        }) = parse(&[
+            "--kind",
+            "kmeans",
+            "--input",
+            "p.csv",
+            "--format",
+            "purchases",
+            "-o",
+            "m",
+        ])
+        else {
+            panic!("not train")
+        };
+        let Ok(TrainJob::Clusters(o)) = t.job(false) else {
+            panic!("not clusters")
+        };
+        assert_eq!(
+            o.input,
+            TrainInput::Purchases {
+                path: "p.csv".into()
+            }
+        );
+        assert_eq!(o.threshold, ThresholdRule::Top(2000));
+        for args in [
+            &["--synthetic", "--format", "purchases", "-o", "m"][..],
+            &["--synthetic", "--features", "a", "-o", "m"],
+        ] {
+            let Ok(Cli {
+                command: Command::Train(t),
+                ..
+            }) = parse(args)
+            else {
+                panic!("not train")
+            };
+            let err = t.job(false).unwrap_err().to_string();
+            assert!(err.contains("only with --input"), "{err}");
+        }
+        let Ok(Cli {
+            command: Command::Train(t),
+            ..
+        }) = parse(&["--input", "p.csv", "-o", "m"])
+        else {
+            panic!("not train")
+        };
+        assert!(
+            matches!(t.options(false).input, TrainInput::Csv { .. }),
+            "csv by default"
         );
     }
 

@@ -7,12 +7,14 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::csv::{self, Columns, CsvError};
+use super::purchases::{self, PurchasesError};
 use super::report::{self, Histogram, ReportError};
 use crate::detect::forest::{
     Contamination, ForestError, ForestParams, IsolationForest, MaxSamples,
 };
 use crate::detect::model::{self, ModelError, TrainingMeta};
 use crate::exit;
+use crate::stages::aggregate::invoice::FEATURE_NAMES;
 use crate::synthetic;
 
 /// The original project's parameters for its synthetic training set.
@@ -28,6 +30,8 @@ pub const SYNTHETIC_PARAMS: ForestParams = ForestParams {
 pub enum TrainError {
     #[error(transparent)]
     Csv(#[from] CsvError),
+    #[error(transparent)]
+    Purchases(#[from] PurchasesError),
     #[error("{input}: {error}")]
     Forest { input: String, error: ForestError },
     #[error(
@@ -52,7 +56,9 @@ impl TrainError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Csv(e) if e.is_missing() => exit::NO_INPUT,
+            Self::Purchases(e) if e.is_missing() => exit::NO_INPUT,
             Self::Csv(_)
+            | Self::Purchases(_)
             | Self::Forest { .. }
             | Self::AllConstant { .. }
             | Self::Clusters { .. } => exit::DATA_ERR,
@@ -72,6 +78,9 @@ pub enum TrainInput {
     },
     /// [`synthetic::training_set`] with this seed, and [`SYNTHETIC_PARAMS`] by default.
     Synthetic { seed: u64 },
+    /// Purchase lines, one training row per invoice ([`purchases::read`]), features
+    /// [`invoice::FEATURE_NAMES`](crate::stages::aggregate::invoice::FEATURE_NAMES).
+    Purchases { path: PathBuf },
 }
 
 /// `anomalyd train`'s options; `None` parameters take the input's defaults.
@@ -265,6 +274,15 @@ pub(crate) fn load(input: &TrainInput) -> Result<Loaded, TrainError> {
             Ok((
                 table.values,
                 table.feature_names,
+                path.display().to_string(),
+                ForestParams::default(),
+            ))
+        }
+        TrainInput::Purchases { path } => {
+            let set = purchases::read(path)?;
+            Ok((
+                set.values,
+                FEATURE_NAMES.map(String::from).to_vec(),
                 path.display().to_string(),
                 ForestParams::default(),
             ))

@@ -1,6 +1,7 @@
 //! `anomalyd train --kind kmeans|bisecting_kmeans`: fit a k-means or bisecting k-means model on
-//! a CSV file or the synthetic set, choose k (fixed, or the elbow of a sweep), set the threshold
-//! from the training scores, and write the model file.
+//! a CSV file, purchase lines (one row per invoice, [`super::purchases`]) or the synthetic set,
+//! choose k (fixed, or the elbow of a sweep), set the threshold from the training scores, and
+//! write the model file.
 //!
 //! `--threshold top:N` with fewer than N training rows is refused (exit 65), not clamped: a
 //! clamped rule would silently flag nearly every training row.
@@ -8,6 +9,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use super::purchases::{self, PurchaseCounts};
 use super::report::{self, Histogram};
 use super::train::{TrainError, TrainInput, load};
 use crate::detect::bisecting::{BisectingKMeans, DEFAULT_MIN_DIVISIBLE};
@@ -16,6 +18,7 @@ use crate::detect::kmeans::{
     KMeans, ScaleMethod, Scaling, ThresholdRule,
 };
 use crate::detect::model::{self, ClusterModel, ClusterTraining, TrainingMeta};
+use crate::stages::aggregate::invoice::FEATURE_NAMES;
 
 /// `--seed` by default, as the Isolation Forest's.
 pub const DEFAULT_SEED: u64 = 42;
@@ -99,6 +102,8 @@ pub struct ClusterTrainSummary {
     pub fit_seconds: f64,
     pub total_seconds: f64,
     pub report: Option<PathBuf>,
+    /// `--format purchases`: lines read, invoices formed, left out and trained on.
+    pub purchases: Option<PurchaseCounts>,
 }
 
 impl std::fmt::Display for ClusterTrainSummary {
@@ -119,6 +124,9 @@ impl std::fmt::Display for ClusterTrainSummary {
             self.scale,
             self.seed
         )?;
+        if let Some(counts) = &self.purchases {
+            writeln!(f, "{counts}")?;
+        }
         if self.costs.len() > 1 {
             let costs: Vec<String> = self
                 .costs
@@ -153,7 +161,23 @@ impl std::fmt::Display for ClusterTrainSummary {
 /// k larger than the rows, `top:N` with fewer than N rows, a bad option), writing.
 pub fn train_clusters(options: &ClusterTrainOptions) -> Result<ClusterTrainSummary, TrainError> {
     let started = Instant::now();
-    let (data, feature_names, source, _) = load(&options.input)?;
+    // Purchases keep their counts for the summary; every other input is a table.
+    let (data, feature_names, source, purchases) = match &options.input {
+        TrainInput::Purchases { path } => {
+            let set = purchases::read(path)?;
+            let names = FEATURE_NAMES.map(String::from).to_vec();
+            (
+                set.values,
+                names,
+                path.display().to_string(),
+                Some(set.counts),
+            )
+        }
+        input => {
+            let (data, names, source, _) = load(input)?;
+            (data, names, source, None)
+        }
+    };
     let d = feature_names.len();
     let fail = |error: ClusterError| TrainError::Clusters {
         input: source.clone(),
@@ -294,6 +318,7 @@ pub fn train_clusters(options: &ClusterTrainOptions) -> Result<ClusterTrainSumma
         fit_seconds,
         total_seconds: started.elapsed().as_secs_f64(),
         report: options.report.clone(),
+        purchases,
     })
 }
 
