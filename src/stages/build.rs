@@ -104,7 +104,7 @@ pub fn build(
                 metrics: Arc::clone(metrics),
                 build: move |topic: &str, partition: i32| {
                     InvoiceStage::new(
-                        SessionWindows::new(session.clone())
+                        SessionWindows::new(session)
                             .expect("a session config validated at build"),
                         mode,
                         Arc::clone(&columns),

@@ -185,12 +185,22 @@ impl Stage for InvoiceStage {
                 .or(self.sessions.stream_time())
                 .unwrap_or(now_ms),
         };
+        // `Invoice::new` folds in its first line; the session applies `update` to every line,
+        // the first included, so the opening line is not added twice.
+        let opened = std::cell::Cell::new(false);
         let admit = self.sessions.add(
             line.invoice_no(),
             t,
             m.offset(),
-            || Invoice::new(&line),
-            |invoice| invoice.add(&line),
+            || {
+                opened.set(true);
+                Invoice::new(&line)
+            },
+            |invoice| {
+                if !opened.get() {
+                    invoice.add(&line);
+                }
+            },
         );
         if let Admit::Late { reason } = admit {
             self.metrics.late.fetch_add(1, Relaxed);
