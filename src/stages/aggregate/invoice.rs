@@ -77,18 +77,20 @@ fn list(prefix: &str, names: &[String]) -> String {
 }
 
 /// Where each column is in a line: zero-based field indexes, and how many fields a line has.
+/// Built only by [`Columns::online_retail`] or [`Columns::from_names`], so every index is a
+/// field of the line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Columns {
-    pub invoice_no: usize,
-    pub stock_code: usize,
-    pub description: usize,
-    pub quantity: usize,
-    pub invoice_date: usize,
-    pub unit_price: usize,
-    pub customer_id: usize,
-    pub country: usize,
+    invoice_no: usize,
+    stock_code: usize,
+    description: usize,
+    quantity: usize,
+    invoice_date: usize,
+    unit_price: usize,
+    customer_id: usize,
+    country: usize,
     /// Fields per line (8).
-    pub count: usize,
+    count: usize,
 }
 
 impl Columns {
@@ -105,6 +107,16 @@ impl Columns {
             country: 7,
             count: 8,
         }
+    }
+
+    /// Zero-based index of `InvoiceNo` (a record's key).
+    pub fn invoice_no(&self) -> usize {
+        self.invoice_no
+    }
+
+    /// Zero-based index of `InvoiceDate` (event time).
+    pub fn invoice_date(&self) -> usize {
+        self.invoice_date
     }
 
     /// The columns in the order `names` gives them (a header line, or a configured list).
@@ -379,7 +391,7 @@ pub fn parse_line<'a>(line: &'a [u8], columns: &Columns) -> Result<PurchaseLine<
             }
             found += 1;
         }
-        if found != columns.count || columns.count > 8 {
+        if found != columns.count {
             return Err(LineError::WrongFieldCount {
                 found,
                 expected: columns.count,
@@ -1028,6 +1040,7 @@ mod tests {
             "Country,CustomerID,UnitPrice,InvoiceDate,Quantity,Description,StockCode,InvoiceNo",
         ))
         .unwrap();
+        assert_eq!((cols.invoice_no(), cols.invoice_date()), (7, 3));
         let l = parse_line(b"UK,c,2.5,1/1/2011 8:00,4,d,s,77", &cols).unwrap();
         assert_eq!(
             (l.invoice_no(), l.country(), l.customer_id()),
