@@ -814,8 +814,7 @@ impl Daemon {
         let mut stages = Vec::new();
         for (name, c) in &config.stages {
             let metrics = Arc::new(StageMetrics::default());
-            let built =
-                crate::stages::build::build(name, c, &config.kafka, &producer, &metrics)?;
+            let built = crate::stages::build::build(name, c, &config.kafka, &producer, &metrics)?;
             stages.push(RunningStage {
                 name: name.clone(),
                 config: c.clone(),

@@ -104,8 +104,7 @@ pub fn build(
                 metrics: Arc::clone(metrics),
                 build: move |topic: &str, partition: i32| {
                     InvoiceStage::new(
-                        SessionWindows::new(session)
-                            .expect("a session config validated at build"),
+                        SessionWindows::new(session).expect("a session config validated at build"),
                         mode,
                         Arc::clone(&columns),
                         Arc::clone(&outputs),

@@ -25,10 +25,10 @@ use rdkafka::message::{Message, OwnedMessage};
 
 use super::aggregate::invoice::{Columns, parse_line};
 use super::hopping_window::{AddOutcome, Combiner, DistinctWindows, Partial};
-use super::time::rfc3339;
 use super::invoices::LATE;
 use super::metrics::StageMetrics;
 use super::time::TimeMode;
+use super::time::rfc3339;
 use super::worker::{Emit, Stage};
 use crate::sinks::SourceRef;
 use crate::sinks::dead_letter::letter_headers;
@@ -241,7 +241,10 @@ impl Stage for CombineStage {
         for fin in self.combiner.advance(now_ms) {
             self.metrics.emitted.fetch_add(1, Relaxed);
             let Ok(value) = serde_json::to_vec(&fin) else {
-                tracing::error!(window_start = fin.window_start, "a window outside the representable dates is skipped");
+                tracing::error!(
+                    window_start = fin.window_start,
+                    "a window outside the representable dates is skipped"
+                );
                 continue;
             };
             let key = rfc3339(fin.window_start).unwrap_or_default();
