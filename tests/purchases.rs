@@ -396,3 +396,244 @@ async fn cancellation_counts_equal_a_brute_force_count_zero_windows_included() {
 async fn two_instances_give_one_correct_series() {
     cancellations_over_the_slice(2).await;
 }
+
+/// Event-time settings of the crash and end-to-end tests: the defaults.
+const GAP_MS: i64 = 120_000;
+const GRACE_MS: i64 = 60_000;
+
+/// The slice's invoices (cancellations left out) that close by the end of the slice in event
+/// time: InvoiceNo -> line count. Lines of one invoice are contiguous and within a minute in
+/// the data, so a session is exactly an invoice's lines.
+fn closable_invoices(lines: &[String], times: &[i64]) -> BTreeMap<String, usize> {
+    let mut last_of_partition = [i64::MIN; 3];
+    let mut invoices: BTreeMap<String, (usize, i64, usize)> = BTreeMap::new();
+    for (l, t) in lines.iter().zip(times) {
+        let key = invoice_no(l);
+        let p = partition_of(key, 3) as usize;
+        last_of_partition[p] = last_of_partition[p].max(*t);
+        if key.starts_with('C') {
+            continue;
+        }
+        let e = invoices.entry(key.to_owned()).or_insert((0, *t, p));
+        e.0 += 1;
+        e.1 = e.1.max(*t);
+    }
+    invoices
+        .into_iter()
+        .filter(|(_, (_, last, p))| last + GAP_MS + GRACE_MS <= last_of_partition[*p])
+        .map(|(k, (n, _, _))| (k, n))
+        .collect()
+}
+
+/// Reads the invoices (valid and invalid) of `stage` until every invoice of `expected` has
+/// come: InvoiceNo -> every copy's line count.
+async fn read_invoices(
+    stage: &StageConfig,
+    expected: &BTreeMap<String, usize>,
+    timeout: Duration,
+) -> BTreeMap<String, Vec<u64>> {
+    let mut got: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for topic in [&stage.output_topic, stage.invalid_topic.as_ref().unwrap()] {
+        let msgs = support::read_topic(topic, Duration::from_secs(5), |_| false).await;
+        for m in &msgs {
+            let v = json(m);
+            got.entry(v["invoice"].as_str().unwrap().to_owned())
+                .or_default()
+                .push(v["lines"].as_u64().unwrap());
+        }
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !expected.keys().all(|k| got.contains_key(k)) && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        got.clear();
+        for topic in [&stage.output_topic, stage.invalid_topic.as_ref().unwrap()] {
+            let msgs = support::read_topic(topic, Duration::from_secs(3), |_| false).await;
+            for m in &msgs {
+                let v = json(m);
+                got.entry(v["invoice"].as_str().unwrap().to_owned())
+                    .or_default()
+                    .push(v["lines"].as_u64().unwrap());
+            }
+        }
+    }
+    got
+}
+
+fn start_binary(config: &Path, log: &Path) -> support::Reaper {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_anomalyd"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ANOMALYD_")) {
+        cmd.env_remove(k);
+    }
+    cmd.args(["run", "--config"])
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .map(support::Reaper)
+        .expect("start anomalyd")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_mid_invoice_then_a_restart_emits_every_invoice_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = support::unique("purchases");
+    support::create_topic(&input, 3).await;
+    let stage = invoices_stage(&input, TimeMode::Event, GAP_MS as u64 / 1000);
+    create_stage_topics(&stage).await;
+    let mut config = base_config(dir.path(), "crash");
+    config.stages.insert("invoices".into(), stage.clone());
+    let path = dir.path().join("anomalyd.toml");
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+
+    let (lines, times) = slice();
+    let expected = closable_invoices(&lines, &times);
+    // Split the slice inside an invoice: its first lines before the kill, the rest after.
+    let cut = (lines.len() / 2..lines.len() - 1)
+        .find(|&i| invoice_no(&lines[i]) == invoice_no(&lines[i + 1]) && !lines[i].starts_with('C'))
+        .expect("an invoice of several lines in the second half")
+        + 1;
+    let split = invoice_no(&lines[cut]).to_owned();
+    produce_lines(&input, 3, &lines[..cut]).await;
+
+    let mut first = start_binary(&path, &dir.path().join("first.log"));
+    // Wait until the first process has emitted what it can and stands still with invoices
+    // open (among them the one cut in two).
+    let mut before = 0;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let n = support::read_topic(&stage.output_topic, Duration::from_secs(2), |_| false)
+            .await
+            .len();
+        if n > 0 && n == before {
+            break;
+        }
+        before = n;
+    }
+    assert!(before > 0, "the first process emitted invoices before the kill; log:\n{}",
+        std::fs::read_to_string(dir.path().join("first.log")).unwrap_or_default());
+    first.kill().expect("SIGKILL");
+    first.wait().unwrap();
+
+    produce_lines(&input, 3, &lines[cut..]).await;
+    let mut second = start_binary(&path, &dir.path().join("second.log"));
+    let got = read_invoices(&stage, &expected, Duration::from_secs(120)).await;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &second.id().to_string()])
+        .status();
+    let exit = second.wait().unwrap();
+    let log = std::fs::read_to_string(dir.path().join("second.log")).unwrap_or_default();
+
+    let missing: Vec<&String> = expected.keys().filter(|k| !got.contains_key(*k)).collect();
+    assert!(missing.is_empty(), "{} invoices missing, e.g. {:?}; log:\n{log}", missing.len(), &missing[..missing.len().min(5)]);
+    let mut duplicates = 0;
+    for (k, n) in &expected {
+        let copies = &got[k];
+        assert!(
+            copies.iter().all(|c| *c as usize == *n),
+            "invoice {k} has {n} lines but was emitted with {copies:?} (split)"
+        );
+        duplicates += copies.len() - 1;
+    }
+    assert!(got.keys().all(|k| expected.contains_key(k)), "only closable invoices are emitted");
+    assert_eq!(got[&split].len(), 1, "the invoice cut by the kill is emitted once, whole");
+    println!(
+        "purchases crash test: {} invoices, {} emitted before the kill, {duplicates} repeated after the restart",
+        expected.len(),
+        before
+    );
+    assert_eq!(exit.code(), Some(0), "graceful stop; log:\n{log}");
+}
+
+/// Trains `kind` on the train slice into `out` with a threshold the slice allows.
+fn train_slice_model(kind: &str, out: &Path) {
+    let train = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/retail/train_slice.csv");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_anomalyd"))
+        .args(["train", "--kind", kind, "--format", "purchases", "--input", train])
+        .args(["--threshold", "top:15", "--seed", "7", "--out"])
+        .arg(out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("train");
+    assert!(status.success(), "train {kind}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_the_anomaly_topics_hold_what_offline_scoring_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = support::unique("purchases");
+    support::create_topic(&input, 3).await;
+    let stage = invoices_stage(&input, TimeMode::Event, GAP_MS as u64 / 1000);
+    create_stage_topics(&stage).await;
+    let mut config = base_config(dir.path(), "e2e");
+    config.stages.insert("invoices".into(), stage.clone());
+    let pointers: Vec<String> = anomalyd::stages::aggregate::invoice::FEATURE_NAMES
+        .iter()
+        .map(|f| format!("/features/{f}"))
+        .collect();
+    let mut models = Vec::new();
+    for (name, kind) in [("kmeans", "kmeans"), ("bisecting", "bisecting_kmeans")] {
+        let model = dir.path().join(format!("{name}.model"));
+        train_slice_model(kind, &model);
+        let d = anomalyd::config::DetectorConfig {
+            input_topic: stage.output_topic.clone(),
+            features: anomalyd::config::FeatureSpec::Pointers(pointers.clone()),
+            model: Some(model.clone()),
+            output_topic: support::unique(&format!("anomalies-{name}")),
+            dead_letter_topic: support::unique("dl"),
+            ..anomalyd::config::DetectorConfig::default()
+        };
+        support::create_topic(&d.output_topic, 3).await;
+        support::create_topic(&d.dead_letter_topic, 3).await;
+        models.push((name, model, d.output_topic.clone()));
+        config.detectors.insert(name.into(), d);
+    }
+
+    let (lines, times) = slice();
+    let expected = closable_invoices(&lines, &times);
+    produce_lines(&input, 3, &lines).await;
+    let daemon = Daemon::start(config).await.expect("daemon starts");
+    let got = read_invoices(&stage, &expected, Duration::from_secs(120)).await;
+    assert_eq!(got.len(), expected.len(), "every closable invoice");
+    assert!(got.values().all(|c| c.len() == 1), "each emitted once");
+
+    // Offline: the same models on the same invoices' features.
+    let valid = support::read_topic(&stage.output_topic, Duration::from_secs(5), |_| false).await;
+    for (name, model, topic) in &models {
+        let m = anomalyd::detect::model::LoadedModel::load(model).expect("model");
+        let flagged: BTreeSet<String> = valid
+            .iter()
+            .map(json)
+            .filter(|v| {
+                let x: Vec<f64> = anomalyd::stages::aggregate::invoice::FEATURE_NAMES
+                    .iter()
+                    .map(|f| v["features"][f].as_f64().unwrap())
+                    .collect();
+                m.scorer().decision(m.scorer().score(&x)) < 0.0
+            })
+            .map(|v| v["invoice"].as_str().unwrap().to_owned())
+            .collect();
+        assert!(!flagged.is_empty(), "{name} flags some invoices of the slice");
+        let mut seen = BTreeSet::new();
+        let anomalies = support::read_topic(topic, Duration::from_secs(60), |got| {
+            if let Some(m) = got.last() {
+                seen.insert(String::from_utf8(m.key().unwrap().to_vec()).unwrap());
+            }
+            seen.len() >= flagged.len()
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let more = support::read_topic(topic, Duration::from_secs(3), |_| false).await;
+        let keys: BTreeSet<String> = more
+            .iter()
+            .map(|m| String::from_utf8(m.key().unwrap().to_vec()).unwrap())
+            .collect();
+        assert_eq!(keys, flagged, "{name}: the anomalies are exactly the invoices flagged offline");
+        assert_eq!(more.len(), flagged.len(), "{name}: each once");
+        let a = json(&anomalies[0]);
+        assert_eq!(a["anomalyd"]["detector"], *name);
+        assert!(a["features"]["mean_unit_price"].is_number(), "the invoice is kept: {a}");
+        println!("purchases end to end: {name} flags {} of {} invoices", flagged.len(), valid.len());
+    }
+    daemon.stop(Duration::from_secs(30)).await.expect("clean stop");
+}

@@ -840,6 +840,19 @@ impl Config {
                     ),
                 })
             })
+            .chain(self.stages.iter().filter_map(|(name, st)| {
+                let short = st.kind == Some(StageKind::SessionWindow)
+                    && st.time_mode() == TimeMode::Event
+                    && st.gap_ms() <= 60_000;
+                short.then(|| Invalid {
+                    key: format!("stages.{name}.inactivity_gap_s"),
+                    message: format!(
+                        "{} s in event time splits the invoices whose lines straddle a minute \
+                         (InvoiceDate has minute resolution): use more than 60",
+                        st.gap_ms() / 1000
+                    ),
+                })
+            }))
             .collect()
     }
 

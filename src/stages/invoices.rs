@@ -175,6 +175,10 @@ impl Stage for InvoiceStage {
             }
         };
         if line.is_cancellation() {
+            // Not an invoice line, but its time moves the partition's stream time.
+            if let (TimeMode::Event, Some(t)) = (self.mode, line.time_ms()) {
+                self.sessions.restore_stream_time(t);
+            }
             self.metrics.skipped.fetch_add(1, Relaxed);
             return;
         }
