@@ -805,6 +805,7 @@ impl Daemon {
                 config.generator.clone(),
                 generator_producer,
                 Arc::clone(&self.metrics),
+                config.kafka.brokers.clone(),
             ));
             self.supervisor
                 .spawn("generator", move |status, shutdown| {
