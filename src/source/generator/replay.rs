@@ -33,7 +33,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Cursor, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -522,14 +522,34 @@ impl Lines {
     }
 }
 
-/// The cells of one line (RFC 4180 quoting); an unterminated quote keeps the rest of the line.
-fn cells(line: &[u8], record: &mut csv::ByteRecord) -> bool {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .buffer_capacity(line.len().clamp(64, 1 << 16))
-        .from_reader(line);
-    reader.read_byte_record(record).unwrap_or(false)
+/// Splits lines into cells (RFC 4180 quoting) with one csv reader kept from line to line:
+/// building a reader per line costs more than all the rest of a replay at `max` pace.
+struct Cells {
+    reader: csv::Reader<Cursor<Vec<u8>>>,
+}
+
+impl Cells {
+    fn new() -> Self {
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(Cursor::new(Vec::with_capacity(512)));
+        // Headers set, so that rewinding never reads a line as the header.
+        reader.set_byte_headers(csv::ByteRecord::new());
+        Self { reader }
+    }
+
+    /// The cells of `line` into `record`; an unterminated quote keeps the rest of the line in
+    /// its cell. `false` when the line gives no record.
+    fn split(&mut self, line: &[u8], record: &mut csv::ByteRecord) -> bool {
+        let text = self.reader.get_mut().get_mut();
+        text.clear();
+        text.extend_from_slice(line);
+        self.reader
+            .seek_raw(SeekFrom::Start(0), csv::Position::new())
+            .is_ok()
+            && self.reader.read_byte_record(record).unwrap_or(false)
+    }
 }
 
 /// Whether `first` (the file's first line) is a header.
@@ -539,7 +559,8 @@ fn is_header(mode: HeaderMode, first: &[u8], first_name: &str) -> bool {
         HeaderMode::Absent => false,
         HeaderMode::Auto => {
             let mut r = csv::ByteRecord::new();
-            cells(first, &mut r) && r.get(0).is_some_and(|c| c == first_name.as_bytes())
+            Cells::new().split(first, &mut r)
+                && r.get(0).is_some_and(|c| c == first_name.as_bytes())
         }
     }
 }
@@ -678,6 +699,7 @@ pub async fn replay(
 
     let mut s = ReplaySummary::default();
     let mut record = csv::ByteRecord::new();
+    let mut cells = Cells::new();
     let mut key_index: Option<usize> = None;
     let mut time_index: Option<usize> = None;
     let mut speedup = Speedup::default();
@@ -712,7 +734,7 @@ pub async fn replay(
             let names = match (&opts.columns, header) {
                 (Some(c), _) => c.clone(),
                 (None, true) => {
-                    cells(line, &mut record);
+                    cells.split(line, &mut record);
                     record
                         .iter()
                         .map(|c| String::from_utf8_lossy(c).into_owned())
@@ -742,7 +764,7 @@ pub async fn replay(
             continue;
         }
         beat();
-        let parsed = cells(line, &mut record);
+        let parsed = cells.split(line, &mut record);
         let key = key_index
             .and_then(|i| parsed.then(|| record.get(i)).flatten())
             .filter(|k| !k.is_empty());
@@ -956,14 +978,22 @@ mod tests {
     #[test]
     fn quoted_commas_do_not_move_the_key_or_time() {
         let mut r = csv::ByteRecord::new();
+        let mut cells = Cells::new();
         let line = b"C536379,D,\"Discount, big\",-1,12/1/2010 9:41,27.5,14527,United Kingdom";
-        assert!(cells(line, &mut r));
+        assert!(cells.split(line, &mut r));
         assert_eq!(r.get(0), Some(&b"C536379"[..]));
         assert_eq!(r.get(2), Some(&b"Discount, big"[..]));
         assert_eq!(r.get(4), Some(&b"12/1/2010 9:41"[..]));
         // An unterminated quote keeps the rest of the line in its cell, never panics.
-        assert!(cells(b"1,\"open,2", &mut r));
+        assert!(cells.split(b"1,\"open,2", &mut r));
         assert_eq!(r.get(0), Some(&b"1"[..]));
+        assert_eq!(r.get(1), Some(&b"open,2"[..]));
+        // The reader is reused: a short line after a long one has only its own cells.
+        assert!(cells.split(b"x", &mut r));
+        assert_eq!(r.len(), 1);
+        assert_eq!(r.get(0), Some(&b"x"[..]));
+        assert!(cells.split(line, &mut r));
+        assert_eq!(r.get(2), Some(&b"Discount, big"[..]));
     }
 
     #[test]
