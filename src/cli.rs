@@ -20,13 +20,14 @@ use crate::tail::{Start, TailOptions};
 const AFTER_HELP: &str = "\
 Configuration file, for every command: --config FILE, else $ANOMALYD_CONFIG, else \
 ./anomalyd.toml if it exists, else /etc/anomalyd/anomalyd.toml. A file named by --config or \
-ANOMALYD_CONFIG must exist. health, ctl and tail run on built-in defaults when no file is found.
+ANOMALYD_CONFIG must exist. health, ctl, tail and replay run on built-in defaults when no file is \
+found.
 
 Exit codes: 0 success; 1 runtime failure; 2 usage (clap); 64 usage (check-config --get: no \
-such key); 65 bad data or damaged model file; 66 missing input (model file, CSV, tail's or replay's topic); \
+such key; replay: no such column); 65 bad data or damaged model file; 66 missing input (model file, CSV, tail's or replay's topic); \
 69 unavailable (the daemon's socket or the Kafka brokers do not answer); 73 cannot write the \
 output; 78 invalid configuration (or a model that does not fit its detector's features); 130 and 143: \
-a second SIGINT or SIGTERM stopped `run` during its shutdown. health: 0 OK, 1 WARNING, \
+a second SIGINT or SIGTERM stopped `run` during its shutdown (130: replay interrupted). health: 0 OK, 1 WARNING, \
 2 CRITICAL, 3 UNKNOWN.";
 
 /// Real-time anomaly detection on Kafka streams.
@@ -209,10 +210,10 @@ pub struct ReplayArgs {
     /// `[kafka] brokers`; works without a configuration file.
     #[arg(long, value_name = "HOST:PORT")]
     pub brokers: Option<String>,
-    /// The cell that keys each line: a column name (from --columns, the header, or the Online
-    /// Retail columns InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,
-    /// CustomerID,Country) or a position, 1 for the first column. A line without it is sent
-    /// without a key.
+    /// The cell that keys each line: a column name (from --columns, else the header, else the
+    /// Online Retail columns InvoiceNo, StockCode, Description, Quantity, InvoiceDate,
+    /// UnitPrice, CustomerID, Country) or a position, 1 for the first column. A line without
+    /// it is sent without a key.
     #[arg(long, value_name = "NAME|INDEX", default_value = "InvoiceNo")]
     pub key_column: ColumnRef,
     /// Column names, comma-separated, for columns given by name [default: the header's, else

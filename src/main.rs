@@ -196,7 +196,7 @@ fn tail_topic(args: &TailArgs) -> ExitCode {
 /// `replay`: brokers as `tail` finds them; progress on a terminal, else one summary line; on
 /// Ctrl-C or a failure, the line to resume from.
 fn replay_file(args: &ReplayArgs) -> ExitCode {
-    use anomalyd::source::generator::replay::{self, Position, ReplayError};
+    use anomalyd::source::generator::replay::{self, ReplayError};
     let (mut config, located) = match optional_config(args.config.config.as_deref()) {
         Ok(c) => c,
         Err(code) => return code,
@@ -209,34 +209,12 @@ fn replay_file(args: &ReplayArgs) -> ExitCode {
         None => describe(&located),
     };
     let opts = args.options();
-    let rt = runtime();
-    let producer = match replay::producer_config(&config.kafka).create() {
-        Ok(p) => p,
-        Err(e) => {
-            return fail(
-                &format!("could not create the producer: {e}"),
-                exit::FAILURE,
-            );
-        }
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
     };
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let interrupted = shutdown.clone();
-    rt.spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            interrupted.cancel();
-        }
-    });
-    let position = Position::new(opts.from_line);
-    let progress = replay::progress_bar(io::stderr().is_terminal());
-    let result = rt.block_on(replay::replay(
-        &opts,
-        &producer,
-        &config.kafka.brokers,
-        &position,
-        &progress,
-        &|| {},
-        shutdown.clone(),
-    ));
+    let terminal = io::stderr().is_terminal();
+    let rt = runtime();
+    let result = rt.block_on(replay::replay_file(&config.kafka, &opts, terminal, stop));
     rt.shutdown_background();
     let summary = match result {
         Ok(s) => s,
@@ -259,7 +237,7 @@ fn replay_file(args: &ReplayArgs) -> ExitCode {
             &format!("{e}; {}", resume(line.unwrap_or(opts.from_line))),
             e.exit_code(),
         ),
-        (None, Some(line)) if shutdown.is_cancelled() => {
+        (None, Some(line)) if summary.interrupted => {
             fail(&format!("interrupted; {}", resume(line)), 130)
         }
         (None, Some(line)) => fail(&format!("stopped; {}", resume(line)), exit::FAILURE),

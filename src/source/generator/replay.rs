@@ -350,6 +350,8 @@ pub enum ReplayError {
     },
     #[error("data line {line}: {source}")]
     Send { line: u64, source: SinkError },
+    #[error("could not create the producer: {0}")]
+    Producer(KafkaError),
 }
 
 impl ReplayError {
@@ -363,6 +365,7 @@ impl ReplayError {
             Self::NoColumn { .. } => exit::USAGE,
             Self::Send { source, .. } if source.refused_record().is_some() => exit::DATA_ERR,
             Self::Send { .. } => exit::UNAVAILABLE,
+            Self::Producer(_) => exit::FAILURE,
         }
     }
 }
@@ -389,6 +392,8 @@ pub struct ReplaySummary {
     pub resume_from: Option<u64>,
     /// Why it stopped before its end, when not asked to.
     pub error: Option<ReplayError>,
+    /// Whether it stopped because it was asked to (Ctrl-C, shutdown).
+    pub interrupted: bool,
 }
 
 impl fmt::Display for ReplaySummary {
@@ -631,6 +636,41 @@ pub fn progress_bar(terminal: bool) -> ProgressBar {
         )
         .expect("a valid template"),
     )
+}
+
+/// `anomalyd replay`: [`replay`] from `opts.from_line` with a producer of its own
+/// ([`producer_config`]), a progress bar on stderr when `terminal`, until the end or `stop`.
+///
+/// # Errors
+/// As [`replay`], and [`ReplayError::Producer`].
+pub async fn replay_file(
+    kafka: &KafkaConfig,
+    opts: &ReplayOptions,
+    terminal: bool,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<ReplaySummary, ReplayError> {
+    let producer: FutureProducer = producer_config(kafka)
+        .create()
+        .map_err(ReplayError::Producer)?;
+    let shutdown = CancellationToken::new();
+    let stopping = shutdown.clone();
+    let watch = tokio::spawn(async move {
+        stop.await;
+        stopping.cancel();
+    });
+    let position = Position::new(opts.from_line);
+    let result = replay(
+        opts,
+        &producer,
+        &kafka.brokers,
+        &position,
+        &progress_bar(terminal),
+        &|| {},
+        shutdown.clone(),
+    )
+    .await;
+    watch.abort();
+    result
 }
 
 /// One line in flight: its data line number.
@@ -877,6 +917,7 @@ pub async fn replay(
         && (next_unread.is_none() || end == next_unread);
     if !finished {
         s.resume_from = Some(resume);
+        s.interrupted = s.error.is_none() && shutdown.is_cancelled();
     }
     if s.keyless > 0 {
         tracing::warn!(
