@@ -19,7 +19,9 @@ use rdkafka::producer::FutureProducer;
 use thiserror::Error;
 use tokio::net::UnixListener;
 
-use crate::config::{Config, DetectorConfig, FeatureMatch, FeatureSpec, RecordFormat, SlackMode};
+use crate::config::{
+    Config, DetectorConfig, FeatureMatch, FeatureSpec, GeneratorProfile, RecordFormat, SlackMode,
+};
 use crate::control::lag::{LagProbe, PartitionLag};
 use crate::control::liveness::{self, BrokerLink, Facts, Judgement, Orphan, OrphanWatch};
 use crate::control::server::{self, Control, ControlError};
@@ -37,7 +39,7 @@ use crate::metrics::Metrics;
 use crate::signals::{Signal, Signals};
 use crate::sinks::slack::{self, SlackMetrics};
 use crate::source::consumer::{self, Assignment, Subscription};
-use crate::source::generator::Generator;
+use crate::source::generator::{Generator, replay};
 use crate::supervisor::{RestartPolicy, Supervisor, TaskError, TaskState};
 use crate::{exit, notify};
 
@@ -715,7 +717,12 @@ impl Daemon {
         let generator_producer: Option<FutureProducer> = config
             .generator
             .enabled
-            .then(|| crate::kafka::producer_config(&config.kafka).create())
+            .then(|| match config.generator.profile {
+                GeneratorProfile::Replay => replay::producer_config(&config.kafka).create(),
+                GeneratorProfile::Transactions => {
+                    crate::kafka::producer_config(&config.kafka).create()
+                }
+            })
             .transpose()
             .map_err(DaemonError::Producer)?;
         let listener = Arc::new(server::bind(&config.control.socket).await?);

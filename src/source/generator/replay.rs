@@ -632,9 +632,15 @@ pub fn progress_bar(terminal: bool) -> ProgressBar {
     }
     ProgressBar::new(0).with_style(
         ProgressStyle::with_template(
-            "replay {bar:30} {human_pos}/{human_len} lines  {per_sec}  ETA {eta}",
+            "replay {bar:30} {human_pos}/{human_len} lines  {rate} lines/s  ETA {eta}",
         )
-        .expect("a valid template"),
+        .expect("a valid template")
+        .with_key(
+            "rate",
+            |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0}", state.per_sec());
+            },
+        ),
     )
 }
 
