@@ -144,7 +144,7 @@ async fn from_line_and_count_send_the_lines_they_name() {
         dir.path(),
         &file,
         &topic,
-        &["--pace", "speedup:100000", "--from-line", "7"],
+        &["--pace", "speedup:100000", "--from-line", "7", "--key-column", "1"],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let got = read_n(&topic, 6).await;

@@ -28,7 +28,11 @@
 //!   reading, waits up to [`DRAIN`] for the lines in flight and reports the first line NOT
 //!   acknowledged ([`ReplaySummary::resume_from`]): starting again there loses nothing, and only
 //!   lines that were in flight can arrive twice. The idempotent producer keeps each partition in
-//!   order through retries.
+//!   order through retries. A line the producer refuses outright (larger than
+//!   `message.max.bytes`) stops the replay at that line (exit 65), rather than skipping it.
+//!
+//! The transactions profile stays in `generator.rs` beside this folder (the house layout's
+//! `generator/transactions.rs`), so that other work on the generator merges without a move.
 
 use std::collections::BTreeSet;
 use std::fmt;
