@@ -144,7 +144,14 @@ async fn from_line_and_count_send_the_lines_they_name() {
         dir.path(),
         &file,
         &topic,
-        &["--pace", "speedup:100000", "--from-line", "7", "--key-column", "1"],
+        &[
+            "--pace",
+            "speedup:100000",
+            "--from-line",
+            "7",
+            "--key-column",
+            "1",
+        ],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let got = read_n(&topic, 6).await;
@@ -292,4 +299,81 @@ async fn the_generator_replays_the_file_in_the_daemon() {
     assert_eq!(got.len(), LINES.len() - 1, "from line 2, each line once");
     assert_eq!(by_key(&got), expected_by_key(&LINES[1..]));
     assert_eq!(m.generated.load(Relaxed), (LINES.len() - 1) as u64);
+}
+
+/// What the generator task does across a supervisor restart: a second run with the same
+/// [`Position`] carries on at the first line the first run had not had acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_with_the_same_position_carries_on_where_the_first_stopped() {
+    use anomalyd::source::generator::replay::{self, Position, ReplayOptions};
+    use tokio_util::sync::CancellationToken;
+    const N: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..N)
+        .map(|i| {
+            format!(
+                "{},S{i},\"A, B\",1,12/1/2010 8:26,1.5,1,UK",
+                700_000 + i / 3
+            )
+        })
+        .collect();
+    let file = dir.path().join("lines.csv");
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let topic = support::unique("purchases-position");
+    support::create_topic(&topic, 3).await;
+    let kafka = support::kafka_config();
+    let producer: rdkafka::producer::FutureProducer =
+        replay::producer_config(&kafka).create().unwrap();
+    // The original's pace: about 2 s for the whole file; stopped after a quarter of it.
+    let opts = ReplayOptions::new(file, topic.clone());
+    let position = Position::new(1);
+    let hidden = indicatif::ProgressBar::hidden();
+    let stop = CancellationToken::new();
+    let stopper = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stopper.cancel();
+    });
+    let first = replay::replay(
+        &opts,
+        &producer,
+        &kafka.brokers,
+        &position,
+        &hidden,
+        &|| {},
+        stop,
+    )
+    .await
+    .unwrap();
+    let resume = first.resume_from.expect("stopped early");
+    assert!(first.interrupted && first.error.is_none(), "{first:?}");
+    assert!((2..N as u64).contains(&resume), "{first:?}");
+    assert_eq!(position.next_line.load(Relaxed), resume);
+    assert_eq!(
+        first.acknowledged,
+        resume - 1,
+        "every line before it was acknowledged"
+    );
+
+    let second = replay::replay(
+        &opts,
+        &producer,
+        &kafka.brokers,
+        &position,
+        &hidden,
+        &|| {},
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(second.resume_from, None, "{second:?}");
+    assert_eq!(position.acknowledged.load(Relaxed), N as u64);
+    let got = read_n(&topic, N).await;
+    assert_eq!(
+        got.len(),
+        N,
+        "each line once: the stop waited for the lines in flight"
+    );
+    let want: Vec<&str> = lines.iter().map(String::as_str).collect();
+    assert_eq!(by_key(&got), expected_by_key(&want));
 }
