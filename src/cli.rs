@@ -13,19 +13,21 @@ use crate::detect::kmeans::{KChoice, ScaleMethod, ThresholdRule};
 use crate::offline::eval::EvalOptions;
 use crate::offline::train::{TrainInput, TrainOptions};
 use crate::offline::train_kmeans::{self, ClusterKind, ClusterTrainOptions};
+use crate::source::generator::replay::{ColumnRef, HeaderMode, Pace, ReplayOptions};
 use crate::tail::{Start, TailOptions};
 
 /// What `--help` and the man page say about the configuration file and exit codes.
 const AFTER_HELP: &str = "\
 Configuration file, for every command: --config FILE, else $ANOMALYD_CONFIG, else \
 ./anomalyd.toml if it exists, else /etc/anomalyd/anomalyd.toml. A file named by --config or \
-ANOMALYD_CONFIG must exist. health, ctl and tail run on built-in defaults when no file is found.
+ANOMALYD_CONFIG must exist. health, ctl, tail and replay run on built-in defaults when no file is \
+found.
 
 Exit codes: 0 success; 1 runtime failure; 2 usage (clap); 64 usage (check-config --get: no \
-such key); 65 bad data or damaged model file; 66 missing input (model file, CSV, tail's topic); \
+such key; replay: no such column); 65 bad data or damaged model file; 66 missing input (model file, CSV, tail's or replay's topic); \
 69 unavailable (the daemon's socket or the Kafka brokers do not answer); 73 cannot write the \
 output; 78 invalid configuration (or a model that does not fit its detector's features); 130 and 143: \
-a second SIGINT or SIGTERM stopped `run` during its shutdown. health: 0 OK, 1 WARNING, \
+a second SIGINT or SIGTERM stopped `run` during its shutdown (130: replay interrupted). health: 0 OK, 1 WARNING, \
 2 CRITICAL, 3 UNKNOWN.";
 
 /// Real-time anomaly detection on Kafka streams.
@@ -61,6 +63,16 @@ pub enum Command {
     /// empty topic prints nothing (exit 0); a missing topic exits 66, brokers that do not
     /// answer 69.
     Tail(TailArgs),
+    /// Write a CSV file's lines, in order, to a topic: key = one cell (InvoiceNo), value = the
+    /// line unchanged.
+    ///
+    /// E.g. `anomalyd replay online_retail_stream.csv --topic purchases --pace max`. A header
+    /// line is not sent. On a terminal a progress bar shows lines sent, rate and ETA; otherwise
+    /// one summary line ends the run. Ctrl-C (or a failed delivery) waits for the lines in
+    /// flight and prints the line to resume from with `--from-line`, which loses nothing. Exit
+    /// 66 for a missing file or topic (the topic must exist), 69 when the brokers do not
+    /// answer, 130 after Ctrl-C.
+    Replay(ReplayArgs),
     /// One-line health of the running daemon, with Nagios exit codes (0 OK, 1 WARNING,
     /// 2 CRITICAL, 3 UNKNOWN).
     Health(HealthArgs),
@@ -181,6 +193,74 @@ pub struct TailArgs {
     /// and keys are never converted).
     #[arg(long)]
     pub pretty: bool,
+}
+
+/// `anomalyd replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// CSV file, one record per line (a quoted field may hold commas, not line breaks).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Topic to write to; it must exist.
+    #[arg(long, short = 't', value_name = "TOPIC")]
+    pub topic: String,
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Bootstrap brokers, `HOST:PORT[,HOST:PORT...]`, instead of the configuration's
+    /// `[kafka] brokers`; works without a configuration file.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub brokers: Option<String>,
+    /// The cell that keys each line: a column name (from --columns, else the header, else the
+    /// Online Retail columns InvoiceNo, StockCode, Description, Quantity, InvoiceDate,
+    /// UnitPrice, CustomerID, Country) or a position, 1 for the first column. A line without
+    /// it is sent without a key.
+    #[arg(long, value_name = "NAME|INDEX", default_value = "InvoiceNo")]
+    pub key_column: ColumnRef,
+    /// Column names, comma-separated, for columns given by name [default: the header's, else
+    /// the Online Retail columns].
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    pub columns: Option<Vec<String>>,
+    /// Whether the first line is a header (not sent): `auto` when its first cell is the first
+    /// column name.
+    #[arg(long, value_name = "auto|true|false", default_value = "auto")]
+    pub header: HeaderMode,
+    /// `original`: a uniform random 5-9 ms pause before each line, as the original producer;
+    /// `speedup:N`: N times faster than the gaps between the lines' --time-column times;
+    /// `max`: as fast as the broker takes them.
+    #[arg(long, value_name = "PACE", default_value = "original")]
+    pub pace: Pace,
+    /// The cell whose `M/D/YYYY H:MM` times `--pace speedup:N` follows (a time that does not
+    /// parse keeps the previous pause).
+    #[arg(long, value_name = "NAME|INDEX", default_value = "InvoiceDate")]
+    pub time_column: ColumnRef,
+    /// First data line to send, 1-based, a header not counted: the number printed by an
+    /// interrupted replay.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub from_line: u64,
+    /// Lines to send from --from-line; 0: to the end of the file.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub count: u64,
+    /// Seed of `--pace original`'s pauses.
+    #[arg(long, value_name = "N", default_value_t = 42)]
+    pub seed: u64,
+}
+
+impl ReplayArgs {
+    /// The library's options.
+    pub fn options(&self) -> ReplayOptions {
+        ReplayOptions {
+            file: self.file.clone(),
+            topic: self.topic.clone(),
+            key_column: self.key_column.clone(),
+            columns: self.columns.clone(),
+            header: self.header,
+            pace: self.pace,
+            time_column: self.time_column.clone(),
+            from_line: self.from_line,
+            count: self.count,
+            seed: self.seed,
+        }
+    }
 }
 
 /// `tail`'s `-n` when neither `-n`, `-f` nor `--from-beginning` is given, as Unix `tail`.

@@ -20,7 +20,8 @@ use thiserror::Error;
 use tokio::net::UnixListener;
 
 use crate::config::{
-    Config, DetectorConfig, FeatureMatch, FeatureSpec, RecordFormat, SlackMode, StageConfig,
+    Config, DetectorConfig, FeatureMatch, FeatureSpec, GeneratorProfile, RecordFormat, SlackMode,
+    StageConfig,
 };
 use crate::control::lag::{LagProbe, PartitionLag};
 use crate::control::liveness::{self, BrokerLink, Facts, Judgement, Orphan, OrphanWatch};
@@ -39,7 +40,7 @@ use crate::metrics::Metrics;
 use crate::signals::{Signal, Signals};
 use crate::sinks::slack::{self, SlackMetrics};
 use crate::source::consumer::{self, Assignment, Subscription};
-use crate::source::generator::Generator;
+use crate::source::generator::{Generator, replay};
 use crate::stages::build::StageTask;
 use crate::stages::metrics::StageMetrics;
 use crate::supervisor::{RestartPolicy, Supervisor, TaskError, TaskState};
@@ -764,7 +765,12 @@ impl Daemon {
         let generator_producer: Option<FutureProducer> = config
             .generator
             .enabled
-            .then(|| crate::kafka::producer_config(&config.kafka).create())
+            .then(|| match config.generator.profile {
+                GeneratorProfile::Replay => replay::producer_config(&config.kafka).create(),
+                GeneratorProfile::Transactions => {
+                    crate::kafka::producer_config(&config.kafka).create()
+                }
+            })
             .transpose()
             .map_err(DaemonError::Producer)?;
         let listener = Arc::new(server::bind(&config.control.socket).await?);
@@ -871,6 +877,7 @@ impl Daemon {
                 config.generator.clone(),
                 generator_producer,
                 Arc::clone(&self.metrics),
+                config.kafka.brokers.clone(),
             ));
             self.supervisor
                 .spawn("generator", move |status, shutdown| {

@@ -9,7 +9,8 @@
 //! The modules follow the data:
 //!
 //! - [`config`]: the `anomalyd.toml` schema, loading with env overrides, and validation.
-//! - [`source`]: where records come from: the detector's group consumer and the generator.
+//! - [`source`]: where records come from: the detector's group consumer and the generator
+//!   (synthetic transactions, or a CSV file's lines replayed in order, as `anomalyd replay`).
 //! - [`stages`]: stateful steps before detection (session and hopping windows), and time.
 //! - [`detect`]: features, the models (Isolation Forest, k-means, bisecting k-means) and their
 //!   one file format, CEL rules, the A/B split between detectors, and the partition workers.

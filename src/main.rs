@@ -10,7 +10,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anomalyd::cli::{
-    self, CheckConfigArgs, Cli, Command, CtlAction, CtlArgs, HealthArgs, SocketArg, TailArgs,
+    self, CheckConfigArgs, Cli, Command, CtlAction, CtlArgs, HealthArgs, ReplayArgs, SocketArg,
+    TailArgs,
 };
 use anomalyd::config::{self, Config, ConfigError, ConfigErrors, Located, PropertyValue};
 use anomalyd::control::client;
@@ -57,6 +58,7 @@ fn main() -> ExitCode {
             Err(e) => fail(&e, e.exit_code()),
         },
         Command::Tail(args) => tail_topic(&args),
+        Command::Replay(args) => replay_file(&args),
         Command::Health(args) => check_health(&args),
         Command::Ctl(args) => ctl(&args),
         Command::Completions { shell } => written(
@@ -202,6 +204,58 @@ fn tail_topic(args: &TailArgs) -> ExitCode {
     }
 }
 
+/// `replay`: brokers as `tail` finds them; progress on a terminal, else one summary line; on
+/// Ctrl-C or a failure, the line to resume from.
+fn replay_file(args: &ReplayArgs) -> ExitCode {
+    use anomalyd::source::generator::replay::{self, ReplayError};
+    let (mut config, located) = match optional_config(args.config.config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let brokers_from = match &args.brokers {
+        Some(brokers) => {
+            config.kafka.brokers.clone_from(brokers);
+            "--brokers".to_owned()
+        }
+        None => describe(&located),
+    };
+    let opts = args.options();
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminal = io::stderr().is_terminal();
+    let rt = runtime();
+    let result = rt.block_on(replay::replay_file(&config.kafka, &opts, terminal, stop));
+    rt.shutdown_background();
+    let summary = match result {
+        Ok(s) => s,
+        Err(e @ (ReplayError::NoTopic { .. } | ReplayError::Unreachable { .. })) => {
+            return fail(&format!("{e} (brokers from {brokers_from})"), e.exit_code());
+        }
+        Err(e) => return fail(&e, e.exit_code()),
+    };
+    warn_if(
+        summary.keyless > 0,
+        &format!(
+            "{} lines sent without a key (their {} cell is missing or empty)",
+            summary.keyless, opts.key_column
+        ),
+    );
+    let _ = writeln!(io::stderr(), "{summary}");
+    let resume = |line: u64| format!("resume with --from-line {line}");
+    match (&summary.error, summary.resume_from) {
+        (Some(e), line) => fail(
+            &format!("{e}; {}", resume(line.unwrap_or(opts.from_line))),
+            e.exit_code(),
+        ),
+        (None, Some(line)) if summary.interrupted => {
+            fail(&format!("interrupted; {}", resume(line)), 130)
+        }
+        (None, Some(line)) => fail(&format!("stopped; {}", resume(line)), exit::FAILURE),
+        (None, None) => ExitCode::SUCCESS,
+    }
+}
+
 fn check_health(args: &HealthArgs) -> ExitCode {
     let (socket, from) = match socket_path(&args.socket) {
         Ok(s) => s,
@@ -313,6 +367,13 @@ fn fail(error: &dyn Display, code: u8) -> ExitCode {
 /// A problem worth saying that does not stop the command.
 fn warn(warning: &str) {
     let _ = writeln!(io::stderr(), "anomalyd: warning: {warning}");
+}
+
+/// [`warn`] when `when`.
+fn warn_if(when: bool, warning: &str) {
+    if when {
+        warn(warning);
+    }
 }
 
 /// The configuration `run` and `check-config` need: the file the search order picks, loaded.

@@ -443,8 +443,7 @@ async fn read_invoices(
         }
     }
     let deadline = tokio::time::Instant::now() + timeout;
-    while !expected.keys().all(|k| got.contains_key(k)) && tokio::time::Instant::now() < deadline
-    {
+    while !expected.keys().all(|k| got.contains_key(k)) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_secs(2)).await;
         got.clear();
         for topic in [&stage.output_topic, stage.invalid_topic.as_ref().unwrap()] {
@@ -510,8 +509,11 @@ async fn a_kill_9_mid_invoice_then_a_restart_emits_every_invoice_whole() {
         }
         before = n;
     }
-    assert!(before > 0, "the first process emitted invoices before the kill; log:\n{}",
-        std::fs::read_to_string(dir.path().join("first.log")).unwrap_or_default());
+    assert!(
+        before > 0,
+        "the first process emitted invoices before the kill; log:\n{}",
+        std::fs::read_to_string(dir.path().join("first.log")).unwrap_or_default()
+    );
     first.kill().expect("SIGKILL");
     first.wait().unwrap();
 
@@ -525,7 +527,12 @@ async fn a_kill_9_mid_invoice_then_a_restart_emits_every_invoice_whole() {
     let log = std::fs::read_to_string(dir.path().join("second.log")).unwrap_or_default();
 
     let missing: Vec<&String> = expected.keys().filter(|k| !got.contains_key(*k)).collect();
-    assert!(missing.is_empty(), "{} invoices missing, e.g. {:?}; log:\n{log}", missing.len(), &missing[..missing.len().min(5)]);
+    assert!(
+        missing.is_empty(),
+        "{} invoices missing, e.g. {:?}; log:\n{log}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
     let mut duplicates = 0;
     for (k, n) in &expected {
         let copies = &got[k];
@@ -535,8 +542,15 @@ async fn a_kill_9_mid_invoice_then_a_restart_emits_every_invoice_whole() {
         );
         duplicates += copies.len() - 1;
     }
-    assert!(got.keys().all(|k| expected.contains_key(k)), "only closable invoices are emitted");
-    assert_eq!(got[&split].len(), 1, "the invoice cut by the kill is emitted once, whole");
+    assert!(
+        got.keys().all(|k| expected.contains_key(k)),
+        "only closable invoices are emitted"
+    );
+    assert_eq!(
+        got[&split].len(),
+        1,
+        "the invoice cut by the kill is emitted once, whole"
+    );
     println!(
         "purchases crash test: {} invoices, {} emitted before the kill, {duplicates} repeated after the restart",
         expected.len(),
@@ -547,9 +561,20 @@ async fn a_kill_9_mid_invoice_then_a_restart_emits_every_invoice_whole() {
 
 /// Trains `kind` on the train slice into `out` with a threshold the slice allows.
 fn train_slice_model(kind: &str, out: &Path) {
-    let train = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/retail/train_slice.csv");
+    let train = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/retail/train_slice.csv"
+    );
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_anomalyd"))
-        .args(["train", "--kind", kind, "--format", "purchases", "--input", train])
+        .args([
+            "train",
+            "--kind",
+            kind,
+            "--format",
+            "purchases",
+            "--input",
+            train,
+        ])
         .args(["--threshold", "top:15", "--seed", "7", "--out"])
         .arg(out)
         .stdout(std::process::Stdio::null())
@@ -613,7 +638,10 @@ async fn end_to_end_the_anomaly_topics_hold_what_offline_scoring_flags() {
             })
             .map(|v| v["invoice"].as_str().unwrap().to_owned())
             .collect();
-        assert!(!flagged.is_empty(), "{name} flags some invoices of the slice");
+        assert!(
+            !flagged.is_empty(),
+            "{name} flags some invoices of the slice"
+        );
         let mut seen = BTreeSet::new();
         let anomalies = support::read_topic(topic, Duration::from_secs(60), |got| {
             if let Some(m) = got.last() {
@@ -628,12 +656,25 @@ async fn end_to_end_the_anomaly_topics_hold_what_offline_scoring_flags() {
             .iter()
             .map(|m| String::from_utf8(m.key().unwrap().to_vec()).unwrap())
             .collect();
-        assert_eq!(keys, flagged, "{name}: the anomalies are exactly the invoices flagged offline");
+        assert_eq!(
+            keys, flagged,
+            "{name}: the anomalies are exactly the invoices flagged offline"
+        );
         assert_eq!(more.len(), flagged.len(), "{name}: each once");
         let a = json(&anomalies[0]);
         assert_eq!(a["anomalyd"]["detector"], *name);
-        assert!(a["features"]["mean_unit_price"].is_number(), "the invoice is kept: {a}");
-        println!("purchases end to end: {name} flags {} of {} invoices", flagged.len(), valid.len());
+        assert!(
+            a["features"]["mean_unit_price"].is_number(),
+            "the invoice is kept: {a}"
+        );
+        println!(
+            "purchases end to end: {name} flags {} of {} invoices",
+            flagged.len(),
+            valid.len()
+        );
     }
-    daemon.stop(Duration::from_secs(30)).await.expect("clean stop");
+    daemon
+        .stop(Duration::from_secs(30))
+        .await
+        .expect("clean stop");
 }

@@ -833,6 +833,66 @@ mod tests {
     }
 
     #[test]
+    fn generator_profiles_and_replay_keys_name_their_key() {
+        use crate::config::GeneratorProfile;
+        use crate::source::generator::replay::{ColumnRef, HeaderMode, Pace};
+        let (_d, path) = write("[generator]\nprofile = \"sensors\"\n");
+        let msg = one_error(load_with_env(&path, no_env()));
+        assert!(
+            msg.contains(":2:11: generator.profile: unknown variant `sensors`"),
+            "{msg}"
+        );
+        let (_d, path) = write("[generator]\nprofile = \"replay\"\n");
+        let msg = one_error(load_with_env(&path, no_env()));
+        assert!(
+            msg.contains("generator.file: profile \"replay\" needs"),
+            "{msg}"
+        );
+        let (_d, path) =
+            write("[generator]\nprofile = \"replay\"\nfile = \"a.csv\"\npace = \"fast\"\n");
+        let msg = one_error(load_with_env(&path, no_env()));
+        assert!(
+            msg.contains(":4:8: generator.pace: \"fast\" is not a pace"),
+            "{msg}"
+        );
+        let (_d, path) = write(
+            "[generator]\nprofile = \"replay\"\nfile = \"a.csv\"\ncolumns = [\"a\", \"b\"]\n\
+             key_column = \"InvoiceNo\"\nfrom_line = 0\n",
+        );
+        let errs = load_with_env(&path, no_env()).unwrap_err().0;
+        let msgs: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains(":6:13: generator.from_line")),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains(":5:14: generator.key_column: \"InvoiceNo\" is not among")),
+            "{msgs:?}"
+        );
+        let (_d, path) = write(
+            "[generator]\nprofile = \"replay\"\nfile = \"a.csv\"\nheader = false\nkey_column = 1\n\
+             pace = \"speedup:60\"\nfrom_line = 5\n",
+        );
+        let g = load_with_env(&path, env(&[("ANOMALYD_GENERATOR__HEADER", "true")]))
+            .unwrap()
+            .generator;
+        assert_eq!(g.profile, GeneratorProfile::Replay);
+        assert_eq!(g.header, HeaderMode::Present, "the environment wins");
+        assert_eq!(g.key_column, ColumnRef::Index(1));
+        assert_eq!(g.pace, Pace::Speedup(60.0));
+        assert_eq!(g.from_line, 5);
+        let (_d, path) = write("[generator]\nenabled = true\n");
+        let g = load_with_env(&path, no_env()).unwrap().generator;
+        assert_eq!(
+            g.profile,
+            GeneratorProfile::Transactions,
+            "today's generator by default"
+        );
+    }
+
+    #[test]
     fn csv_needs_unique_columns_and_features_among_them() {
         let cols = "columns = [\"InvoiceNo\", \"Quantity\", \"UnitPrice\"]\n";
         let (_d, path) = write(&format!(

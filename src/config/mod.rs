@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use crate::detect::split::SplitConfig;
+use crate::source::generator::replay::{ColumnRef, HeaderMode, Pace};
 pub use librdkafka::property_problem;
 pub use load::{
     CONFIG_VAR, ConfigError, ConfigErrors, DEFAULT_PATH, ENV_PREFIX, LOCAL_NAME, Located, NO_FILE,
@@ -315,16 +316,39 @@ pub enum FeatureMatch {
     ByPosition,
 }
 
-/// `[generator]`: synthetic transactions for demos and load tests.
+/// `[generator]`: records for demos and load tests: synthetic transactions (`profile =
+/// "transactions"`) or a CSV file's lines (`profile = "replay"`,
+/// [`crate::source::generator::replay`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GeneratorConfig {
     pub enabled: bool,
+    /// What to write.
+    pub profile: GeneratorProfile,
     pub topic: String,
-    /// Records per second; 0 means as fast as the broker takes them.
+    /// Records per second (transactions); 0 means as fast as the broker takes them.
     pub rate: f64,
-    /// Records to write before stopping; 0 means forever.
+    /// Records to write before stopping; 0 means forever (transactions) or to the end of the
+    /// file (replay).
     pub count: u64,
+    /// replay: the CSV file whose lines are written, one record per line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// replay: the cell that keys each line, by name or 1-based position.
+    pub key_column: ColumnRef,
+    /// replay: column names for columns given by name; none: the header's, else the Online
+    /// Retail columns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Vec<String>>,
+    /// replay: whether the first line is a header (`"auto"`: its first cell is the first
+    /// column name).
+    pub header: HeaderMode,
+    /// replay: `"original"` (5-9 ms a line), `"max"`, or `"speedup:N"` over `time_column`.
+    pub pace: Pace,
+    /// replay: the cell whose `M/D/YYYY H:MM` times `speedup:N` follows.
+    pub time_column: ColumnRef,
+    /// replay: the first data line to write (1-based; a header is not counted).
+    pub from_line: u64,
     /// Share of records drawn uniformly from [-4, 4]^2 instead of from the two blobs.
     pub outlier_probability: f64,
     /// Seed of the random stream, so a run can be reproduced.
@@ -338,14 +362,33 @@ impl Default for GeneratorConfig {
     fn default() -> Self {
         Self {
             enabled: false,
+            profile: GeneratorProfile::Transactions,
             topic: "transactions".into(),
             rate: 100.0,
             count: 0,
+            file: None,
+            key_column: ColumnRef::Name("InvoiceNo".into()),
+            columns: None,
+            header: HeaderMode::Auto,
+            pace: Pace::Original,
+            time_column: ColumnRef::Name("InvoiceDate".into()),
+            from_line: 1,
             outlier_probability: 0.2,
             seed: 42,
             label_outliers: false,
         }
     }
+}
+
+/// `[generator] profile`: what the generator writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GeneratorProfile {
+    /// Synthetic two-blob transactions at `rate`.
+    #[default]
+    Transactions,
+    /// The lines of `file`, in order, keyed by `key_column`, at `pace`.
+    Replay,
 }
 
 /// `[slack]`: where alerts go, how they are grouped and how fast they may be sent.
@@ -608,6 +651,41 @@ impl Config {
                 "generator.outlier_probability",
                 "must be between 0 and 1".into(),
             );
+        }
+        if g.profile == GeneratorProfile::Replay {
+            if g.file.as_ref().is_none_or(|f| f.as_os_str().is_empty()) {
+                bad(
+                    "generator.file",
+                    "profile \"replay\" needs the CSV file whose lines it writes".into(),
+                );
+            }
+            if g.from_line == 0 {
+                bad(
+                    "generator.from_line",
+                    "data lines are numbered from 1".into(),
+                );
+            }
+        }
+        if let Some(columns) = &g.columns {
+            let mut seen = std::collections::BTreeSet::new();
+            if columns.is_empty() || columns.iter().any(|c| c.is_empty() || !seen.insert(c)) {
+                bad(
+                    "generator.columns",
+                    "must list at least one column, each named once and not empty".into(),
+                );
+            } else {
+                for (key, column) in [
+                    ("generator.key_column", &g.key_column),
+                    ("generator.time_column", &g.time_column),
+                ] {
+                    if let ColumnRef::Name(name) = column
+                        && !columns.contains(name)
+                        && (key == "generator.key_column" || matches!(g.pace, Pace::Speedup(_)))
+                    {
+                        bad(key, format!("{name:?} is not among generator.columns"));
+                    }
+                }
+            }
         }
 
         let sl = &self.slack;

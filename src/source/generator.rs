@@ -5,6 +5,12 @@
 //!
 //! Record `id` is drawn from its own RNG seeded by (`seed`, `id`), so a stream is reproducible
 //! and a generator restarted by the supervisor carries on with the next id and the same values.
+//!
+//! That is the `transactions` profile. The `replay` profile ([`replay`]) writes a CSV file's
+//! lines instead, with the code `anomalyd replay` runs; a restarted task resumes at the first
+//! line not acknowledged.
+
+pub mod replay;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -18,11 +24,12 @@ use thiserror::Error;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::GeneratorConfig;
+use crate::config::{GeneratorConfig, GeneratorProfile};
 use crate::metrics::Metrics;
 use crate::sinks::{SinkError, enqueue};
 use crate::supervisor::TaskStatus;
 use crate::synthetic::{blob_point, outlier_point};
+use replay::{Position, ReplayError, ReplayOptions};
 
 /// Records awaiting acknowledgement at most; bounds memory when the broker is slow.
 const IN_FLIGHT: usize = 10_000;
@@ -34,6 +41,8 @@ type Delivery = (Result<(), SinkError>, bool);
 pub enum GeneratorError {
     #[error("generator: {0}")]
     Sink(#[from] SinkError),
+    #[error("generator: replay: {0}")]
+    Replay(#[from] ReplayError),
 }
 
 /// The record with this id in the stream of this seed.
@@ -71,22 +80,104 @@ pub struct Generator {
     metrics: Arc<Metrics>,
     /// The next id to write; survives restarts of [`Generator::run`].
     next_id: AtomicU64,
+    /// replay: the next line to write; survives restarts likewise.
+    position: Position,
+    /// replay: the brokers, for messages.
+    brokers: String,
 }
 
 impl Generator {
-    pub fn new(config: GeneratorConfig, producer: FutureProducer, metrics: Arc<Metrics>) -> Self {
+    /// `brokers` names the cluster in messages.
+    pub fn new(
+        config: GeneratorConfig,
+        producer: FutureProducer,
+        metrics: Arc<Metrics>,
+        brokers: String,
+    ) -> Self {
         Self {
+            position: Position::new(config.from_line),
             config,
             producer,
             metrics,
             next_id: AtomicU64::new(0),
+            brokers,
         }
     }
 
-    /// Writes records until `count` are written (then returns) or `shutdown`. Delivery
-    /// failures after the producer's own retries are logged and counted, not fatal: the
-    /// generator keeps going through broker hiccups.
+    /// Writes the configured profile's records until `count` are written or the file ends
+    /// (then returns `Ok`), or `shutdown`.
+    ///
+    /// # Errors
+    /// transactions: none but a record the producer refuses to queue. replay: a file or topic
+    /// that is missing, brokers that do not answer, or a delivery that failed (the next run
+    /// resumes at the first line not acknowledged).
     pub async fn run(
+        &self,
+        status: &TaskStatus,
+        shutdown: CancellationToken,
+    ) -> Result<(), GeneratorError> {
+        match self.config.profile {
+            GeneratorProfile::Transactions => self.run_transactions(status, shutdown).await,
+            GeneratorProfile::Replay => self.run_replay(status, shutdown).await,
+        }
+    }
+
+    /// The replay profile: [`replay::replay`] from the next line not yet acknowledged.
+    async fn run_replay(
+        &self,
+        status: &TaskStatus,
+        shutdown: CancellationToken,
+    ) -> Result<(), GeneratorError> {
+        let c = &self.config;
+        let opts = ReplayOptions {
+            file: c.file.clone().unwrap_or_default(),
+            topic: c.topic.clone(),
+            key_column: c.key_column.clone(),
+            columns: c.columns.clone(),
+            header: c.header,
+            pace: c.pace,
+            time_column: c.time_column.clone(),
+            from_line: c.from_line,
+            count: c.count,
+            seed: c.seed,
+        };
+        let first = self.position.next_line.load(Relaxed);
+        let acked_before = self.position.acknowledged.load(Relaxed);
+        tracing::info!(topic = c.topic, file = %opts.file.display(), pace = %c.pace, from_line = first, "generator started (replay)");
+        let progress = indicatif::ProgressBar::hidden();
+        let beat = || status.heartbeat();
+        let summary = replay::replay(
+            &opts,
+            &self.producer,
+            &self.brokers,
+            &self.position,
+            &progress,
+            &beat,
+            shutdown,
+        )
+        .await;
+        let acked = self.position.acknowledged.load(Relaxed) - acked_before;
+        self.metrics.generated.fetch_add(acked, Relaxed);
+        let mut summary = summary?;
+        tracing::info!(
+            lines_read = summary.lines_read,
+            sent = summary.sent,
+            acknowledged = summary.acknowledged,
+            failed = summary.failed,
+            keyless = summary.keyless,
+            seconds = summary.elapsed.as_secs_f64(),
+            next_line = ?summary.resume_from,
+            "generator stopped (replay)"
+        );
+        match summary.error.take() {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// The transactions profile. Delivery failures after the producer's own retries are
+    /// logged and counted, not fatal: the generator keeps going through broker hiccups.
+    async fn run_transactions(
         &self,
         status: &TaskStatus,
         shutdown: CancellationToken,

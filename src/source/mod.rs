@@ -1,5 +1,6 @@
 //! source: where records come from. The detector's group consumer ([`consumer`]) and the
-//! synthetic-traffic [`generator`].
+//! [`generator`]: synthetic traffic, or a CSV file's lines replayed in order
+//! ([`generator::replay`], also `anomalyd replay`).
 
 pub mod consumer;
 pub mod generator;
