@@ -314,3 +314,82 @@ fn purchases_refuses_a_features_list_and_a_missing_file() {
     );
     assert_eq!(out.status.code(), Some(66), "{}", text(&out.stderr));
 }
+
+/// `examples/purchases.toml`, the purchases job's configuration, passes `check-config` with
+/// models trained on the slice (the shipped paths point at models/, which the demo fills), and
+/// lists its one-partition partials topic as such.
+#[test]
+fn the_example_purchases_configuration_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kmeans, bisecting) = (dir.path().join("k.model"), dir.path().join("b.model"));
+    for (kind, out) in [("kmeans", &kmeans), ("bisecting_kmeans", &bisecting)] {
+        let o = train(
+            kind,
+            &data("train_slice.csv"),
+            out,
+            &["--threshold", "top:20"],
+        );
+        assert!(o.status.success(), "{}", text(&o.stderr));
+    }
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/purchases.toml");
+    let run = |extra: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_anomalyd"));
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ANOMALYD_")) {
+            cmd.env_remove(k);
+        }
+        cmd.args(["check-config", "--config", s(&config)])
+            .args(extra)
+            .env("ANOMALYD_DETECTORS__KMEANS__MODEL", &kmeans)
+            .env("ANOMALYD_DETECTORS__BISECTING__MODEL", &bisecting)
+            .output()
+            .unwrap()
+    };
+    let o = run(&[]);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    assert_eq!(text(&o.stderr), "", "no warning");
+    let topics = text(&run(&["--topics"]).stdout);
+    let topics: Vec<&str> = topics.lines().collect();
+    for t in [
+        "purchases",
+        "invoices",
+        "invalid_invoices",
+        "anomalies_kmeans",
+        "anomalies_kmeans_bisect",
+        "cancellations",
+        "cancellations.partials:1",
+    ] {
+        assert!(topics.contains(&t), "{t} in {topics:?}");
+    }
+    // An event-time gap that would split invoices straddling a minute is warned about.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_anomalyd"));
+    let o = cmd
+        .args(["check-config", "--config", s(&config)])
+        .env("ANOMALYD_DETECTORS__KMEANS__MODEL", &kmeans)
+        .env("ANOMALYD_DETECTORS__BISECTING__MODEL", &bisecting)
+        .env("ANOMALYD_STAGES__INVOICES__TIME", "event")
+        .env("ANOMALYD_STAGES__INVOICES__INACTIVITY_GAP_S", "60")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "a warning, not an error: {}",
+        text(&o.stderr)
+    );
+    assert!(
+        text(&o.stderr).contains("stages.invoices.inactivity_gap_s: 60 s in event time splits"),
+        "{}",
+        text(&o.stderr)
+    );
+    // A key of the other kind names itself and exits 78.
+    let o = Command::new(env!("CARGO_BIN_EXE_anomalyd"))
+        .args(["check-config", "--config", s(&config)])
+        .env("ANOMALYD_STAGES__INVOICES__SIZE_S", "60")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(78), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("stages.invoices.size_s: is not read by a session_window stage"),
+        "{}",
+        text(&o.stderr)
+    );
+}

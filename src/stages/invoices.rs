@@ -230,3 +230,170 @@ impl Stage for InvoiceStage {
         self.sessions.safe_offset(next)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stages::session_window::SessionConfig;
+    use rdkafka::Timestamp;
+    use rdkafka::message::Headers;
+
+    fn stage(mode: TimeMode, gap_ms: i64) -> (InvoiceStage, Arc<StageMetrics>) {
+        let metrics = Arc::new(StageMetrics::default());
+        let sessions = SessionWindows::new(SessionConfig {
+            time: mode,
+            inactivity_gap_ms: gap_ms,
+            grace_ms: 0,
+            max_open: 2,
+            remember_closed: 10,
+        })
+        .unwrap();
+        let outputs = Arc::new(InvoiceOutputs {
+            invoices: "invoices".into(),
+            invalid: "invalid".into(),
+            late: "late".into(),
+            dead_letter: "dead".into(),
+        });
+        let s = InvoiceStage::new(
+            sessions,
+            mode,
+            Arc::new(Columns::online_retail()),
+            outputs,
+            "purchases",
+            1,
+            Arc::clone(&metrics),
+        );
+        (s, metrics)
+    }
+
+    fn msg(line: &str, offset: i64) -> OwnedMessage {
+        let key = line.split(',').next().unwrap().as_bytes().to_vec();
+        OwnedMessage::new(
+            Some(line.as_bytes().to_vec()),
+            Some(key),
+            "purchases".into(),
+            Timestamp::NotAvailable,
+            1,
+            offset,
+            None,
+        )
+    }
+
+    fn value(e: &Emit) -> serde_json::Value {
+        serde_json::from_slice(&e.value).unwrap()
+    }
+
+    const A1: &str = "536365,85123A,WHITE HANGING HEART T-LIGHT HOLDER,6,12/1/2010 8:26,2.55,17850,United Kingdom";
+    const A2: &str = "536365,71053,WHITE METAL LANTERN,6,12/1/2010 8:26,3.39,17850,United Kingdom";
+    const B1: &str =
+        "536366,22633,\"HAND WARMER, UNION JACK\",6,12/1/2010 8:28,1.85,,United Kingdom";
+
+    #[test]
+    fn an_invoice_is_emitted_once_after_the_gap_and_a_later_line_is_late() {
+        let (mut s, metrics) = stage(TimeMode::Processing, 1000);
+        let mut out = Vec::new();
+        s.process(&msg(A1, 10), 0, &mut out);
+        s.process(&msg(B1, 11), 100, &mut out);
+        s.process(&msg(A2, 12), 500, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(s.safe_offset(13), 10, "the first line of the open invoice");
+        s.punctuate(1400, &mut out);
+        assert_eq!(out.len(), 1, "B closed, A still open");
+        assert_eq!(
+            &*out[0].topic, "invalid",
+            "an empty CustomerID makes B invalid"
+        );
+        assert_eq!(out[0].key.as_deref(), Some(&b"536366"[..]));
+        s.punctuate(1500, &mut out);
+        assert_eq!(out.len(), 2);
+        let a = value(&out[1]);
+        assert_eq!(&*out[1].topic, "invoices");
+        assert_eq!(a["lines"], 2);
+        assert_eq!(a["closed_by"], "gap");
+        assert_eq!(a["source"]["first_offset"], 10);
+        assert_eq!(a["source"]["last_offset"], 12);
+        assert_eq!(a["features"]["max_unit_price"], 3.39);
+        assert_eq!(s.safe_offset(13), 13, "nothing open: past the last line");
+        s.process(&msg(A2, 13), 1600, &mut out);
+        assert_eq!(&*out[2].topic, "late");
+        assert_eq!(out[2].value, A2.as_bytes(), "the late line unchanged");
+        let reason = out[2].headers.as_ref().unwrap().get(0);
+        assert_eq!(reason.value, Some(&b"late"[..]));
+        let snap = metrics.snapshot();
+        assert_eq!(
+            (snap.emitted, snap.invalid, snap.late, snap.open),
+            (1, 1, 1, 0)
+        );
+    }
+
+    #[test]
+    fn cancellations_are_skipped_bad_lines_dead_lettered_and_max_open_closes_early() {
+        let (mut s, metrics) = stage(TimeMode::Processing, 60_000);
+        let mut out = Vec::new();
+        s.process(
+            &msg(
+                "C536379,D,Discount,-1,12/1/2010 9:41,27.5,14527,United Kingdom",
+                0,
+            ),
+            0,
+            &mut out,
+        );
+        s.process(&msg("536365,only,three", 1), 0, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(&*out[0].topic, "dead");
+        s.process(&msg(A1, 2), 0, &mut out);
+        s.process(&msg(B1, 3), 0, &mut out);
+        s.process(
+            &msg("536367,X,Y,1,12/1/2010 8:34,1.0,13047,United Kingdom", 4),
+            0,
+            &mut out,
+        );
+        s.punctuate(1, &mut out);
+        assert_eq!(out.len(), 2, "the third open invoice pushed the oldest out");
+        assert_eq!(value(&out[1])["invoice"], "536365");
+        assert_eq!(value(&out[1])["closed_by"], "max_open");
+        let snap = metrics.snapshot();
+        assert_eq!(
+            (
+                snap.skipped,
+                snap.dead_letters,
+                snap.closed_early,
+                snap.open
+            ),
+            (1, 1, 1, 2)
+        );
+        drop(s);
+        assert_eq!(
+            metrics.snapshot().open,
+            0,
+            "a dropped partition takes its open count along"
+        );
+    }
+
+    #[test]
+    fn in_event_time_invoice_dates_and_cancellations_move_the_stream_time() {
+        let (mut s, _) = stage(TimeMode::Event, 120_000);
+        let mut out = Vec::new();
+        s.process(&msg(A1, 0), 0, &mut out);
+        s.punctuate(i64::MAX, &mut out);
+        assert!(
+            out.is_empty(),
+            "the wall clock does not close an event-time session"
+        );
+        s.process(
+            &msg(
+                "C536379,D,Discount,-1,12/1/2010 8:29,27.5,14527,United Kingdom",
+                1,
+            ),
+            0,
+            &mut out,
+        );
+        s.punctuate(0, &mut out);
+        assert_eq!(
+            out.len(),
+            1,
+            "8:29 is 3 minutes after 8:26: past the 2-minute gap"
+        );
+        assert_eq!(value(&out[0])["first_line_time"], "2010-12-01T08:26:00Z");
+    }
+}
