@@ -295,22 +295,38 @@ fn slice() -> (Vec<String>, Vec<i64>) {
 
 /// Runs `instances` daemons with one cancellations stage over the slice and checks the final
 /// counts against a brute-force count of the same windows.
-async fn cancellations_over_the_slice(instances: usize) {
+///
+/// With `restart`, one instance reads the first half, emits what it can and stops; then the
+/// rest is written and a new instance carries on: its combiner re-reads partials of windows
+/// already final and must not emit any of them again with another count.
+async fn cancellations_over_the_slice(instances: usize, restart: bool) {
     let dir = tempfile::tempdir().unwrap();
     let input = support::unique("purchases");
     support::create_topic(&input, 3).await;
     let stage = cancellations_stage(&input);
     create_stage_topics(&stage).await;
     let (lines, times) = slice();
-    produce_lines(&input, 3, &lines).await;
-
     let group = support::unique("cancel");
-    let mut daemons = Vec::new();
-    for _ in 0..instances {
+    let config = || {
         let mut config = base_config(dir.path(), "unused");
         config.kafka.group_id = group.clone();
         config.stages.insert("cancellations".into(), stage.clone());
-        daemons.push(Daemon::start(config).await.expect("daemon starts"));
+        config
+    };
+    if restart {
+        let half = lines.len() / 2;
+        produce_lines(&input, 3, &lines[..half]).await;
+        let first = Daemon::start(config()).await.expect("daemon starts");
+        let some = read_n(&stage.output_topic, 100, Duration::from_secs(60)).await;
+        assert!(some.len() >= 100, "the first instance emitted windows");
+        first.stop(Duration::from_secs(30)).await.expect("clean stop");
+        produce_lines(&input, 3, &lines[half..]).await;
+    } else {
+        produce_lines(&input, 3, &lines).await;
+    }
+    let mut daemons = Vec::new();
+    for _ in 0..instances {
+        daemons.push(Daemon::start(config()).await.expect("daemon starts"));
     }
 
     // Each partition's stream time ends at its last line's time; windows are final up to the
@@ -389,12 +405,17 @@ async fn cancellations_over_the_slice(instances: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancellation_counts_equal_a_brute_force_count_zero_windows_included() {
-    cancellations_over_the_slice(1).await;
+    cancellations_over_the_slice(1, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_combiner_carries_on_without_emitting_a_window_twice() {
+    cancellations_over_the_slice(1, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_give_one_correct_series() {
-    cancellations_over_the_slice(2).await;
+    cancellations_over_the_slice(2, false).await;
 }
 
 /// Event-time settings of the crash and end-to-end tests: the defaults.
