@@ -319,7 +319,10 @@ async fn cancellations_over_the_slice(instances: usize, restart: bool) {
         let first = Daemon::start(config()).await.expect("daemon starts");
         let some = read_n(&stage.output_topic, 100, Duration::from_secs(60)).await;
         assert!(some.len() >= 100, "the first instance emitted windows");
-        first.stop(Duration::from_secs(30)).await.expect("clean stop");
+        first
+            .stop(Duration::from_secs(30))
+            .await
+            .expect("clean stop");
         produce_lines(&input, 3, &lines[half..]).await;
     } else {
         produce_lines(&input, 3, &lines).await;

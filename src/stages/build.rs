@@ -149,14 +149,13 @@ pub fn build(
                 name: name.to_owned(),
                 producer: producer.clone(),
                 metrics: Arc::clone(metrics),
-                build: move |topic: &str, partition: i32| {
+                build: move |_topic: &str, partition: i32| {
                     CancellationStage::new(
                         DistinctWindows::new(hopping, grace, mode, partition)
                             .expect("window settings validated at build"),
                         mode,
                         Arc::clone(&columns),
                         Arc::clone(&o1),
-                        topic,
                         partition,
                         Arc::clone(&m1),
                     )
@@ -176,13 +175,12 @@ pub fn build(
                 name: format!("{name}-combiner"),
                 producer: producer.clone(),
                 metrics: Arc::clone(metrics),
-                build: move |topic: &str, _partition: i32| {
+                build: move |_topic: &str, _partition: i32| {
                     CombineStage::new(
                         Combiner::new(hopping, n2.load(Relaxed).max(1), idle)
                             .expect("window settings validated at build"),
                         Arc::clone(&n2),
                         Arc::clone(&o2),
-                        topic,
                         Arc::clone(&m2),
                         reader.clone(),
                     )

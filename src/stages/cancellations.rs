@@ -30,8 +30,6 @@ use super::metrics::StageMetrics;
 use super::time::TimeMode;
 use super::time::rfc3339;
 use super::worker::{Emit, Stage};
-use crate::sinks::SourceRef;
-use crate::sinks::dead_letter::letter_headers;
 
 /// Where a cancellations stage writes.
 #[derive(Debug)]
@@ -48,7 +46,6 @@ pub struct CancellationStage {
     columns: Arc<Columns>,
     mode: TimeMode,
     outputs: Arc<CancellationOutputs>,
-    topic: String,
     partition: i32,
     metrics: Arc<StageMetrics>,
 }
@@ -59,7 +56,6 @@ impl CancellationStage {
         mode: TimeMode,
         columns: Arc<Columns>,
         outputs: Arc<CancellationOutputs>,
-        topic: &str,
         partition: i32,
         metrics: Arc<StageMetrics>,
     ) -> Self {
@@ -68,25 +64,9 @@ impl CancellationStage {
             columns,
             mode,
             outputs,
-            topic: topic.to_owned(),
             partition,
             metrics,
         }
-    }
-}
-
-/// A record of `topic` copied to `to` with reason headers.
-fn letter(m: &OwnedMessage, topic: &str, to: &Arc<str>, reason: &str, why: &str) -> Emit {
-    let from = SourceRef {
-        topic,
-        partition: m.partition(),
-        offset: m.offset(),
-    };
-    Emit {
-        topic: Arc::clone(to),
-        key: m.key().map(<[u8]>::to_vec),
-        value: m.payload().unwrap_or_default().to_vec(),
-        headers: Some(letter_headers(reason, why, &from)),
     }
 }
 
@@ -96,9 +76,8 @@ impl Stage for CancellationStage {
             Ok(line) => line,
             Err(e) => {
                 self.metrics.dead_letters.fetch_add(1, Relaxed);
-                out.push(letter(
+                out.push(Emit::letter(
                     m,
-                    &self.topic,
                     &self.outputs.dead_letter,
                     e.reason(),
                     &e.to_string(),
@@ -121,9 +100,8 @@ impl Stage for CancellationStage {
         let Some(t) = t else {
             // A cancellation without a time cannot be placed in a window.
             self.metrics.dead_letters.fetch_add(1, Relaxed);
-            out.push(letter(
+            out.push(Emit::letter(
                 m,
-                &self.topic,
                 &self.outputs.dead_letter,
                 "no_event_time",
                 "the InvoiceDate of this cancellation cannot be read, so it has no window",
@@ -132,9 +110,8 @@ impl Stage for CancellationStage {
         };
         if self.windows.add(line.invoice_no(), t, m.offset()).is_err() {
             self.metrics.late.fetch_add(1, Relaxed);
-            out.push(letter(
+            out.push(Emit::letter(
                 m,
-                &self.topic,
                 &self.outputs.late,
                 LATE,
                 "every window of this cancellation's time has already closed on this partition",
@@ -168,7 +145,6 @@ pub struct CombineStage {
     /// The input topic's partition count, refreshed from the broker by the daemon.
     partitions: Arc<AtomicUsize>,
     outputs: Arc<CancellationOutputs>,
-    topic: String,
     metrics: Arc<StageMetrics>,
 }
 
@@ -179,7 +155,6 @@ impl CombineStage {
         combiner: Combiner,
         partitions: Arc<AtomicUsize>,
         outputs: Arc<CancellationOutputs>,
-        topic: &str,
         metrics: Arc<StageMetrics>,
         reader: rdkafka::ClientConfig,
     ) -> Self {
@@ -188,7 +163,6 @@ impl CombineStage {
             combiner,
             partitions,
             outputs,
-            topic: topic.to_owned(),
             metrics,
         }
     }
@@ -200,9 +174,8 @@ impl Stage for CombineStage {
             Ok(p) => p,
             Err(e) => {
                 self.metrics.dead_letters.fetch_add(1, Relaxed);
-                out.push(letter(
+                out.push(Emit::letter(
                     m,
-                    &self.topic,
                     &self.outputs.dead_letter,
                     "not_a_partial",
                     &format!(

@@ -23,8 +23,6 @@ use super::metrics::StageMetrics;
 use super::session_window::{Admit, CloseReason, Closed, SessionWindows};
 use super::time::TimeMode;
 use super::worker::{Emit, Stage};
-use crate::sinks::SourceRef;
-use crate::sinks::dead_letter::letter_headers;
 
 /// Where an invoices stage writes, shared by its partition workers.
 #[derive(Debug)]
@@ -94,23 +92,6 @@ impl InvoiceStage {
         }
     }
 
-    fn source(&self, offset: i64) -> SourceRef<'_> {
-        SourceRef {
-            topic: &self.topic,
-            partition: self.partition,
-            offset,
-        }
-    }
-
-    fn letter(&self, m: &OwnedMessage, topic: &Arc<str>, reason: &str, why: &str) -> Emit {
-        Emit {
-            topic: Arc::clone(topic),
-            key: m.key().map(<[u8]>::to_vec),
-            value: m.payload().unwrap_or_default().to_vec(),
-            headers: Some(letter_headers(reason, why, &self.source(m.offset()))),
-        }
-    }
-
     fn emit(&self, closed: Closed<Invoice>, out: &mut Vec<Emit>) {
         let invoice = closed.aggregate.record();
         let valid = invoice.valid;
@@ -169,7 +150,7 @@ impl Stage for InvoiceStage {
             Ok(line) => line,
             Err(e) => {
                 self.metrics.dead_letters.fetch_add(1, Relaxed);
-                let letter = self.letter(m, &self.outputs.dead_letter, e.reason(), &e.to_string());
+                let letter = Emit::letter(m, &self.outputs.dead_letter, e.reason(), &e.to_string());
                 out.push(letter);
                 return;
             }
@@ -213,7 +194,7 @@ impl Stage for InvoiceStage {
                 line.invoice_no(),
                 reason.name()
             );
-            let letter = self.letter(m, &self.outputs.late, LATE, &why);
+            let letter = Emit::letter(m, &self.outputs.late, LATE, &why);
             out.push(letter);
         }
         self.count_open();

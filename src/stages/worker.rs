@@ -41,6 +41,26 @@ pub struct Emit {
     pub headers: Option<OwnedHeaders>,
 }
 
+impl Emit {
+    /// `m` copied unchanged (key and value) to `to`, with headers saying why (`reason`, a
+    /// code; `why`, in words) and where it came from: a late record, or a dead letter.
+    pub fn letter(m: &OwnedMessage, to: &Arc<str>, reason: &str, why: &str) -> Self {
+        let from = crate::sinks::SourceRef {
+            topic: m.topic(),
+            partition: m.partition(),
+            offset: m.offset(),
+        };
+        Self {
+            topic: Arc::clone(to),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().unwrap_or_default().to_vec(),
+            headers: Some(crate::sinks::dead_letter::letter_headers(
+                reason, why, &from,
+            )),
+        }
+    }
+}
+
 /// A stateful step driven by a partition worker. One instance per assigned partition; it
 /// starts empty and rebuilds its state from the records it is given (re-read from the last
 /// committed safe offset after a restart or a rebalance).

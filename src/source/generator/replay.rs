@@ -60,16 +60,7 @@ use crate::sinks::{SinkError, enqueue};
 use crate::stages::time::parse_month_day_year;
 
 /// The Online Retail data's columns, the default names when the file has no header.
-pub const RETAIL_COLUMNS: [&str; 8] = [
-    "InvoiceNo",
-    "StockCode",
-    "Description",
-    "Quantity",
-    "InvoiceDate",
-    "UnitPrice",
-    "CustomerID",
-    "Country",
-];
+pub use crate::config::stages::ONLINE_RETAIL_COLUMNS as RETAIL_COLUMNS;
 
 /// How long a replay that stops early waits for the lines in flight before it reports where to
 /// resume (lines still unacknowledged then are counted as not sent).

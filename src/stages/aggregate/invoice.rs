@@ -39,16 +39,7 @@ pub const FEATURE_NAMES: [&str; 5] = [
 ];
 
 /// The Online Retail columns, in the data set's order.
-pub const COLUMN_NAMES: [&str; 8] = [
-    "InvoiceNo",
-    "StockCode",
-    "Description",
-    "Quantity",
-    "InvoiceDate",
-    "UnitPrice",
-    "CustomerID",
-    "Country",
-];
+pub use crate::config::stages::ONLINE_RETAIL_COLUMNS as COLUMN_NAMES;
 
 /// Errors configuring the columns.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
