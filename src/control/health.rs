@@ -213,6 +213,35 @@ pub fn judge(s: &Value) -> Health {
             ));
         }
     }
+    for st in s["stages"].as_array().into_iter().flatten() {
+        let c = &st["counters"];
+        detail.push(format!(
+            "stage {} {} time={} input={} records={} open={} emitted={} invalid={} late={} \
+             dead_letters={}",
+            st["name"].as_str().unwrap_or("?"),
+            st["kind"].as_str().unwrap_or("?"),
+            st["time"].as_str().unwrap_or("?"),
+            st["input_topic"].as_str().unwrap_or("?"),
+            c["records_in"],
+            c["open"],
+            c["emitted"],
+            c["invalid"],
+            c["late"],
+            c["dead_letters"],
+        ));
+        for (group, held) in st["groups"].as_object().into_iter().flatten() {
+            let held: Vec<&str> = held
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            detail.push(format!("  group {group} partitions={}", held.join(",")));
+        }
+        for (partition, offset) in c["committed"].as_object().into_iter().flatten() {
+            detail.push(format!("  partition {partition} committed={offset} (safe offset)"));
+        }
+    }
     Health {
         verdict,
         line,
@@ -362,4 +391,28 @@ mod tests {
             h.line
         );
     }
+    #[test]
+    fn verbose_lists_each_stage_with_its_groups_and_safe_offsets() {
+        let mut s = status(true, false, None);
+        s["stages"] = json!([{
+            "name": "invoices", "kind": "session_window", "time": "processing",
+            "input_topic": "purchases",
+            "groups": {"anomalyd-invoices": ["purchases/0", "purchases/2"]},
+            "counters": {"records_in": 120, "open": 3, "emitted": 9, "invalid": 2, "late": 1,
+                         "dead_letters": 0, "committed": {"purchases/0": 40}},
+        }]);
+        let h = judge(&s);
+        assert_eq!(h.verdict, Verdict::Ok);
+        let tail: Vec<&str> = h.detail.iter().rev().take(3).rev().map(String::as_str).collect();
+        assert_eq!(
+            tail,
+            [
+                "stage invoices session_window time=processing input=purchases records=120 open=3 \
+                 emitted=9 invalid=2 late=1 dead_letters=0",
+                "  group anomalyd-invoices partitions=purchases/0,purchases/2",
+                "  partition purchases/0 committed=40 (safe offset)",
+            ]
+        );
+    }
+
 }
