@@ -239,7 +239,9 @@ pub fn judge(s: &Value) -> Health {
             detail.push(format!("  group {group} partitions={}", held.join(",")));
         }
         for (partition, offset) in c["committed"].as_object().into_iter().flatten() {
-            detail.push(format!("  partition {partition} committed={offset} (safe offset)"));
+            detail.push(format!(
+                "  partition {partition} committed={offset} (safe offset)"
+            ));
         }
     }
     Health {
@@ -403,7 +405,14 @@ mod tests {
         }]);
         let h = judge(&s);
         assert_eq!(h.verdict, Verdict::Ok);
-        let tail: Vec<&str> = h.detail.iter().rev().take(3).rev().map(String::as_str).collect();
+        let tail: Vec<&str> = h
+            .detail
+            .iter()
+            .rev()
+            .take(3)
+            .rev()
+            .map(String::as_str)
+            .collect();
         assert_eq!(
             tail,
             [
@@ -414,5 +423,4 @@ mod tests {
             ]
         );
     }
-
 }

@@ -274,7 +274,7 @@ pub fn render(s: &Status) -> String {
         "Seconds since start.",
         s.uptime_s.to_string(),
     );
-    stage_families(&mut out, s);
+    stage_families(&mut out, &s.stages);
     family(
         &mut out,
         "anomalyd_model_info",
@@ -294,8 +294,8 @@ pub fn render(s: &Status) -> String {
 }
 
 /// Each stage's counters, labelled `stage="NAME"`.
-fn stage_families(out: &mut String, s: &Status) {
-    if s.stages.is_empty() {
+fn stage_families(out: &mut String, stages: &[super::status::StageStatus]) {
+    if stages.is_empty() {
         return;
     }
     type Get = fn(&crate::stages::metrics::StageSnapshot) -> i64;
@@ -363,7 +363,7 @@ fn stage_families(out: &mut String, s: &Status) {
     ];
     for (name, help, kind, get) in rows {
         family(out, name, help, kind);
-        for st in &s.stages {
+        for st in stages {
             let _ = writeln!(
                 out,
                 "{name}{{stage=\"{}\"}} {}",
@@ -422,5 +422,37 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn each_stage_has_its_series_labelled_by_name() {
+        let stage = super::super::status::StageStatus {
+            name: "invoices".into(),
+            kind: "session_window",
+            time: "processing",
+            input_topic: "purchases".into(),
+            groups: Default::default(),
+            counters: crate::stages::metrics::StageSnapshot {
+                records_in: 120,
+                emitted: 9,
+                open: 3,
+                late: 1,
+                ..Default::default()
+            },
+        };
+        let mut out = String::new();
+        stage_families(&mut out, &[]);
+        assert_eq!(out, "", "no stage, no series");
+        stage_families(&mut out, &[stage]);
+        for line in [
+            "# TYPE anomalyd_stage_records_total counter\n",
+            "anomalyd_stage_records_total{stage=\"invoices\"} 120\n",
+            "anomalyd_stage_emitted_total{stage=\"invoices\"} 9\n",
+            "anomalyd_stage_late_total{stage=\"invoices\"} 1\n",
+            "# TYPE anomalyd_stage_open gauge\n",
+            "anomalyd_stage_open{stage=\"invoices\"} 3\n",
+        ] {
+            assert!(out.contains(line), "{line} in\n{out}");
+        }
     }
 }
