@@ -4,8 +4,14 @@
 //!
 //! 1. [`CancellationStage`], one per input partition: the distinct cancelled InvoiceNos of
 //!    each hopping window seen on that partition ([`DistinctWindows`]), emitted when the window
-//!    closes there as a partial `{window_start, window_end, partition, keys}`, empty windows
-//!    included, keyed by the window start, to the partials topic.
+//!    closes there as a partial `{window_start, window_end, partition, keys}`, keyed by the
+//!    window start, to the partials topic. An empty window is sent only when it is the first or
+//!    the last the partition closes at one tick: the combiner counts a window no partial named
+//!    as zero, and a partition's progress is the last window it reported, so the rest would say
+//!    nothing new (over months of event time they would be hundreds of thousands of records).
+//!    A heartbeat (the last closed window again, every [`HEARTBEAT_MS`]) keeps a partition that
+//!    is reading records, or any partition in processing time, from looking idle between two
+//!    windows.
 //! 2. [`CombineStage`], on the partials topic (one partition, so one member of the combiner's
 //!    group holds it at a time): the union of every partition's partials per window
 //!    ([`Combiner`]), emitted once every input partition has passed the window (or gone idle),
@@ -48,7 +54,17 @@ pub struct CancellationStage {
     outputs: Arc<CancellationOutputs>,
     partition: i32,
     metrics: Arc<StageMetrics>,
+    /// The last window this partition closed, without its keys, for heartbeats.
+    last_closed: Option<Partial>,
+    /// When a partial was last sent (processing time, ms).
+    last_sent_ms: i64,
+    /// A record came since the last partial.
+    read_since_sent: bool,
 }
+
+/// How often a partition repeats its last closed window when it has nothing else to send, ms;
+/// well under the default `idle_timeout_s` (30 s).
+pub const HEARTBEAT_MS: i64 = 10_000;
 
 impl CancellationStage {
     pub fn new(
@@ -66,12 +82,28 @@ impl CancellationStage {
             outputs,
             partition,
             metrics,
+            last_closed: None,
+            last_sent_ms: i64::MIN,
+            read_since_sent: false,
         }
+    }
+
+    fn send(&mut self, partial: &Partial, now_ms: i64, out: &mut Vec<Emit>) {
+        self.metrics.emitted.fetch_add(1, Relaxed);
+        self.last_sent_ms = now_ms;
+        self.read_since_sent = false;
+        out.push(Emit {
+            topic: Arc::clone(&self.outputs.partials),
+            key: Some(partial.window.start.to_string().into_bytes()),
+            value: serde_json::to_vec(partial).expect("a partial serializes"),
+            headers: None,
+        });
     }
 }
 
 impl Stage for CancellationStage {
     fn process(&mut self, m: &OwnedMessage, now_ms: i64, out: &mut Vec<Emit>) {
+        self.read_since_sent = true;
         let line = match parse_line(m.payload().unwrap_or_default(), &self.columns) {
             Ok(line) => line,
             Err(e) => {
@@ -120,15 +152,28 @@ impl Stage for CancellationStage {
     }
 
     fn punctuate(&mut self, now_ms: i64, out: &mut Vec<Emit>) {
-        for partial in self.windows.advance(now_ms) {
+        let closed = self.windows.advance(now_ms);
+        let n = closed.len();
+        for (i, partial) in closed.into_iter().enumerate() {
             debug_assert_eq!(partial.partition, self.partition);
-            self.metrics.emitted.fetch_add(1, Relaxed);
-            out.push(Emit {
-                topic: Arc::clone(&self.outputs.partials),
-                key: Some(partial.window.start.to_string().into_bytes()),
-                value: serde_json::to_vec(&partial).expect("a partial serializes"),
-                headers: None,
-            });
+            let first = self.last_closed.is_none() && i == 0;
+            if first || i + 1 == n || !partial.keys.is_empty() {
+                self.send(&partial, now_ms, out);
+            }
+            if i + 1 == n {
+                self.last_closed = Some(Partial {
+                    keys: Vec::new(),
+                    ..partial
+                });
+            }
+        }
+        let alive = self.read_since_sent || self.mode == TimeMode::Processing;
+        if n == 0
+            && alive
+            && now_ms.saturating_sub(self.last_sent_ms) >= HEARTBEAT_MS
+            && let Some(last) = self.last_closed.clone()
+        {
+            self.send(&last, now_ms, out);
         }
     }
 
