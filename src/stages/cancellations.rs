@@ -386,3 +386,81 @@ fn last_final(
     }
     Ok(last)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stages::window::Hopping;
+    use rdkafka::Timestamp;
+
+    fn stage(mode: TimeMode) -> CancellationStage {
+        let hopping = Hopping::of_size_and_advance(480_000, 60_000).unwrap();
+        CancellationStage::new(
+            DistinctWindows::new(hopping, 0, mode, 2).unwrap(),
+            mode,
+            Arc::new(Columns::online_retail()),
+            Arc::new(CancellationOutputs {
+                partials: "partials".into(),
+                counts: "counts".into(),
+                late: "late".into(),
+                dead_letter: "dead".into(),
+            }),
+            2,
+            Arc::new(StageMetrics::default()),
+        )
+    }
+
+    fn line(invoice: &str, time: &str) -> OwnedMessage {
+        let text = format!("{invoice},D,Discount,-1,{time},27.5,14527,United Kingdom");
+        OwnedMessage::new(
+            Some(text.into_bytes()),
+            Some(invoice.as_bytes().to_vec()),
+            "purchases".into(),
+            Timestamp::NotAvailable,
+            2,
+            0,
+            None,
+        )
+    }
+
+    fn partials(out: &[Emit]) -> Vec<Partial> {
+        out.iter()
+            .map(|e| serde_json::from_slice(&e.value).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn only_windows_that_say_something_are_sent_and_heartbeats_repeat_the_last() {
+        let mut s = stage(TimeMode::Event);
+        let mut out = Vec::new();
+        s.process(&line("536400", "1/4/2011 9:00"), 0, &mut out);
+        s.process(&line("C536401", "1/4/2011 9:30"), 0, &mut out);
+        s.process(&line("536402", "1/4/2011 11:00"), 0, &mut out);
+        s.punctuate(0, &mut out);
+        let sent = partials(&out);
+        // Windows from 8:53 (the first holding 9:00) to 10:52 (the last ending by 11:00)
+        // closed: the first, the eight holding 9:30, and the last are sent.
+        let minute = |h: i64, m: i64| (1_294_131_600_000 - 9 * 3_600_000) + (h * 60 + m) * 60_000;
+        let starts: Vec<i64> = sent.iter().map(|p| p.window.start).collect();
+        let mut expected = vec![minute(8, 53)];
+        expected.extend((0..8).map(|i| minute(9, 23) + i * 60_000));
+        expected.push(minute(10, 52));
+        assert_eq!(starts, expected);
+        assert!(sent[1..9].iter().all(|p| p.keys == ["C536401"]));
+        assert!(sent[0].keys.is_empty() && sent[9].keys.is_empty());
+        // Nothing closes without new records; a record since the last partial makes a
+        // heartbeat once HEARTBEAT_MS have passed.
+        out.clear();
+        s.punctuate(HEARTBEAT_MS - 1, &mut out);
+        assert!(out.is_empty());
+        s.process(&line("536403", "1/4/2011 11:00"), 0, &mut out);
+        s.punctuate(HEARTBEAT_MS + 1, &mut out);
+        assert_eq!(partials(&out)[0].window.start, minute(10, 52));
+        out.clear();
+        s.punctuate(3 * HEARTBEAT_MS, &mut out);
+        assert!(
+            out.is_empty(),
+            "no record since: an idle partition in event time says nothing"
+        );
+    }
+}
