@@ -507,3 +507,110 @@ async fn an_instance_left_without_partitions_is_a_warning_standby() {
     b.stop(Duration::from_secs(30)).await.expect("b stops");
     a.stop(Duration::from_secs(30)).await.expect("a stops");
 }
+
+/// A broker frozen past the session timeout (SIGSTOP, then SIGCONT): the member's session
+/// times out and its partitions are taken away. When the group gives it none back for three
+/// session timeouts, the consumer starts afresh (a new member joining makes the group
+/// rebalance). On Apache Kafka the rejoin alone gets the partitions back; tansu 0.6.0 keeps the
+/// lost member in the group, and then either the fresh member holds every partition again and
+/// scores what arrived meanwhile, or the partitions are reported orphaned (health WARNING), as
+/// after a kill -9 (README, "Crashes and the consumer group"). Both are accepted; which one
+/// happened is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_whose_session_timed_out_holds_its_partitions_again() {
+    let broker = OwnBroker::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let model = support::seed_model(dir.path());
+    let mut config = Config::default();
+    config.kafka.brokers = broker.address();
+    config.kafka.properties.insert(
+        "fetch.wait.max.ms".into(),
+        anomalyd::config::PropertyValue::Int(10),
+    );
+    config.detectors.insert(
+        support::DETECTOR.into(),
+        anomalyd::config::DetectorConfig {
+            input_topic: "transactions".into(),
+            output_topic: "anomalies".into(),
+            dead_letter_topic: "transactions.dead-letter".into(),
+            model: Some(model),
+            ..Default::default()
+        },
+    );
+    config.control.socket = dir.path().join("anomalyd.sock");
+    for t in ["transactions", "anomalies", "transactions.dead-letter"] {
+        broker.create_topic(t, 3);
+    }
+    let kafka = config.kafka.clone();
+    let daemon = Daemon::start(config).await.expect("start");
+    let detector = std::sync::Arc::clone(&daemon.detectors()[0]);
+    let holds_all = || detector.assignment().partitions().len() == 3;
+    assert!(
+        support::wait_until(Duration::from_secs(30), holds_all).await,
+        "joined"
+    );
+    produce_to(&kafka, "transactions", 0..100).await;
+    assert!(
+        support::wait_until(Duration::from_secs(30), || {
+            detector.metrics().records_in.load(Relaxed) >= 100
+        })
+        .await
+    );
+
+    let pid = broker.child.as_ref().unwrap().id().to_string();
+    let signal = |sig: &str| {
+        let ok = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(ok.success(), "kill {sig}");
+    };
+    signal("-STOP");
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    signal("-CONT");
+    let woke = Instant::now();
+    let lost = support::wait_until(Duration::from_secs(20), || !holds_all()).await;
+    assert!(
+        lost,
+        "the session timed out and the partitions were taken away"
+    );
+    produce_to(&kafka, "transactions", 100..200).await;
+    let restarted = || {
+        daemon
+            .supervisor()
+            .reports()
+            .iter()
+            .find(|t| t.name == "detector:transactions")
+            .is_some_and(|t| {
+                t.restarts >= 1
+                    && t.last_error
+                        .as_deref()
+                        .is_some_and(|e| e.contains("was given none back"))
+            })
+    };
+    let settled = support::wait_until(Duration::from_secs(90), || {
+        let back = holds_all() && detector.metrics().records_in.load(Relaxed) >= 200;
+        back || (restarted() && detector.orphans().len() == 3)
+    })
+    .await;
+    assert!(
+        settled,
+        "within 90 s of the broker waking, either every partition is held again and every \
+         record scored ({:?}, {} of 200), or the consumer restarted as stranded ({}) and the \
+         partitions are reported orphaned ({:?})",
+        detector.assignment().partitions(),
+        detector.metrics().records_in.load(Relaxed),
+        restarted(),
+        detector.orphans()
+    );
+    println!(
+        "session timeout: {:?} after the broker woke: partitions {:?}, scored {} of 200, \
+         restarted as stranded: {}, orphaned: {}",
+        woke.elapsed(),
+        detector.assignment().partitions(),
+        detector.metrics().records_in.load(Relaxed),
+        restarted(),
+        detector.orphans().len()
+    );
+    daemon
+        .stop(Duration::from_secs(30))
+        .await
+        .expect("clean stop");
+}

@@ -89,6 +89,14 @@ pub enum ConsumerError {
     Thread(std::io::Error),
     #[error("the group thread panicked")]
     Panicked,
+    /// This member lost its partitions involuntarily (its session timed out) and the group
+    /// gave it none back: a fresh consumer rejoins, which makes the group rebalance.
+    #[error(
+        "lost its partitions {}s ago (session timed out) and was given none back; \
+         starting a fresh consumer so that the group rebalances",
+        .0.as_secs()
+    )]
+    Stranded(Duration),
 }
 
 type Partition = (String, i32);
@@ -106,6 +114,9 @@ struct Held {
     parts: Vec<Partition>,
     /// Since when no partition is held (from the start until the first non-empty assignment).
     empty_since: Option<Instant>,
+    /// When the partitions were last taken away involuntarily (librdkafka's "assignment
+    /// lost": the session timed out), until partitions are held again.
+    lost_at: Option<Instant>,
 }
 
 impl Default for Assignment {
@@ -114,6 +125,7 @@ impl Default for Assignment {
             partitions: Mutex::new(Held {
                 parts: Vec::new(),
                 empty_since: Some(Instant::now()),
+                lost_at: None,
             }),
             generations: AtomicU64::new(0),
         }
@@ -132,9 +144,29 @@ impl Assignment {
             .map(|t| now.saturating_duration_since(t))
     }
 
+    /// How long ago the partitions were lost involuntarily, while none is held again.
+    pub fn stranded_for(&self, now: Instant) -> Option<Duration> {
+        let held = self.lock();
+        held.lost_at
+            .filter(|_| held.parts.is_empty())
+            .map(|t| now.saturating_duration_since(t))
+    }
+
+    fn lost(&self, at: Instant) {
+        self.lock().lost_at = Some(at);
+    }
+
+    /// A fresh consumer starts: what its predecessor lost is no longer this one's concern.
+    fn fresh(&self) {
+        self.lock().lost_at = None;
+    }
+
     fn set(&self, mut parts: Vec<Partition>) {
         parts.sort();
         let mut held = self.lock();
+        if !parts.is_empty() {
+            held.lost_at = None;
+        }
         held.empty_since = match (parts.is_empty(), held.empty_since) {
             (false, _) => None,
             (true, Some(since)) => Some(since),
@@ -188,6 +220,9 @@ impl ConsumerContext for GroupContext {
             let parts = partitions(tpl);
             tracing::info!(partitions = ?parts, "partitions revoked: draining their workers");
             self.stop_workers(&parts);
+            if base.assignment_lost() {
+                self.assignment.lost(Instant::now());
+            }
             commit(base);
             self.assignment.set(Vec::new());
         }
@@ -322,6 +357,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ConsumerError> {
     let (failures_tx, failures) = tokio::sync::mpsc::unbounded_channel();
+    assignment.fresh();
     let context = GroupContext {
         runner,
         runtime: tokio::runtime::Handle::current(),
@@ -346,6 +382,10 @@ pub async fn run(
             source,
         })?;
 
+    // Long enough for a normal rejoin after a session timeout (a rebalance takes a few
+    // seconds); on tansu 0.6.0 the lost member keeps its partitions in the group until a new
+    // member joins, so waiting longer would not help.
+    let rejoin_limit = 3 * crate::kafka::consumer_duration(&config.kafka, "session.timeout.ms");
     let (result_tx, result_rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("anomalyd-group".into())
@@ -354,7 +394,13 @@ pub async fn run(
                 .enable_all()
                 .build()
                 .expect("a current-thread runtime builds");
-            let result = rt.block_on(group_loop(&consumer, failures, &status, shutdown));
+            let result = rt.block_on(group_loop(
+                rejoin_limit,
+                &consumer,
+                failures,
+                &status,
+                shutdown,
+            ));
             consumer.context().stop_all();
             commit(consumer.as_ref());
             consumer.unsubscribe();
@@ -367,6 +413,7 @@ pub async fn run(
 }
 
 async fn group_loop(
+    rejoin_limit: Duration,
     consumer: &Arc<StreamConsumer<GroupContext>>,
     mut failures: tokio::sync::mpsc::UnboundedReceiver<PartitionError>,
     status: &TaskStatus,
@@ -378,7 +425,14 @@ async fn group_loop(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            _ = tick.tick() => status.heartbeat(),
+            _ = tick.tick() => {
+                status.heartbeat();
+                if let Some(d) = consumer.context().assignment.stranded_for(Instant::now())
+                    && d > rejoin_limit
+                {
+                    return Err(ConsumerError::Stranded(d));
+                }
+            }
             Some(e) = failures.recv() => return Err(ConsumerError::Worker(e)),
             m = consumer.recv() => match m {
                 // Records reach the main queue only if fetched before their partition's queue
