@@ -52,6 +52,17 @@ impl Session {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Sends Ctrl-C and returns the screen once the demo has exited, with status 0 and a
+    /// summary.
+    fn stop(&self) -> String {
+        let stopped = self.tmux(&["send-keys", "-t", "demo", "C-c"]);
+        assert!(stopped.status.success());
+        let end = self.wait_for("demo exited with status", Duration::from_secs(60));
+        assert!(end.contains("demo exited with status 0"), "{end}");
+        assert!(end.contains("demo: summary"), "no summary:\n{end}");
+        end
+    }
+
     fn wait_for(&self, what: &str, within: Duration) -> String {
         self.wait_until(what, within, |screen| screen.contains(what))
     }
@@ -210,13 +221,8 @@ fn demo_screen_is_readable_and_its_summary_consistent() {
         );
     }
 
-    let stopped = session.tmux(&["send-keys", "-t", "demo", "C-c"]);
-    assert!(stopped.status.success());
-    let end = session.wait_for("demo exited with status", Duration::from_secs(60));
-    assert!(end.contains("demo exited with status 0"), "{end}");
-    let summary = &end[end
-        .find("demo: summary")
-        .unwrap_or_else(|| panic!("no summary:\n{end}"))..];
+    let end = session.stop();
+    let summary = &end[end.find("demo: summary").unwrap()..];
 
     let scored = count(summary, "records scored");
     let flagged = count(summary, "anomalies");
@@ -336,13 +342,8 @@ fn purchases_demo_shows_each_output_and_a_consistent_summary() {
         assert!(block.iter().any(|l| l.starts_with("    score ")), "{text}");
     }
 
-    let stopped = session.tmux(&["send-keys", "-t", "demo", "C-c"]);
-    assert!(stopped.status.success());
-    let end = session.wait_for("demo exited with status", Duration::from_secs(60));
-    assert!(end.contains("demo exited with status 0"), "{end}");
-    let summary = &end[end
-        .find("demo: summary")
-        .unwrap_or_else(|| panic!("no summary:\n{end}"))..];
+    let end = session.stop();
+    let summary = &end[end.find("demo: summary").unwrap()..];
     assert_narrow(summary);
     assert!(
         summary.contains("the slices in tests/data/retail"),
