@@ -8,7 +8,7 @@
 //! both). With `DEMO_CAPTURE=FILE`, the captured screen and summary are also written there.
 //!
 //! `scripts/demo purchases` the same way, on the slices of `tests/data/retail` (its
-//! `DEMO_RETAIL_DIR` points at an empty folder, so it never reads `../shared`), replayed at the
+//! `DEMO_RETAIL_DIR` points at an empty folder, so it never reads the data beside the repository), replayed at the
 //! `max` pace with a 2 s inactivity gap: invoices, both models' anomalies, invalid invoices and
 //! cancellation windows are shown, and the summary's counts agree with each other.
 
