@@ -10,8 +10,9 @@
 //!    as zero, and a partition's progress is the last window it reported, so the rest would say
 //!    nothing new (over months of event time they would be hundreds of thousands of records).
 //!    A heartbeat (the last closed window again, every [`HEARTBEAT_MS`]) keeps a partition that
-//!    is reading records, or any partition in processing time, from looking idle between two
-//!    windows.
+//!    is reading records, holds cancellations in windows it has not closed, or runs in
+//!    processing time, from looking idle: the combined count waits for it. Only a partition
+//!    with nothing to add goes idle.
 //! 2. [`CombineStage`], on the partials topic (one partition, so one member of the combiner's
 //!    group holds it at a time): the union of every partition's partials per window
 //!    ([`Combiner`]), emitted once every input partition has passed the window (or gone idle),
@@ -167,7 +168,11 @@ impl Stage for CancellationStage {
                 });
             }
         }
-        let alive = self.read_since_sent || self.mode == TimeMode::Processing;
+        // A partition holding cancellations in windows it has not closed must not look idle:
+        // the combined count would go on without them.
+        let alive = self.read_since_sent
+            || self.mode == TimeMode::Processing
+            || self.windows.open_len() > 0;
         if n == 0
             && alive
             && now_ms.saturating_sub(self.last_sent_ms) >= HEARTBEAT_MS
@@ -462,5 +467,11 @@ mod tests {
             out.is_empty(),
             "no record since: an idle partition in event time says nothing"
         );
+        // A cancellation in windows not yet closed keeps the partition beating, records or not.
+        s.process(&line("C536404", "1/4/2011 11:00"), 0, &mut out);
+        s.punctuate(4 * HEARTBEAT_MS, &mut out);
+        s.punctuate(5 * HEARTBEAT_MS, &mut out);
+        s.punctuate(6 * HEARTBEAT_MS, &mut out);
+        assert_eq!(out.len(), 3, "a heartbeat every HEARTBEAT_MS while it holds C536404");
     }
 }
