@@ -817,6 +817,12 @@ impl Daemon {
                 })
             })
             .collect();
+        if !config.stages.is_empty() {
+            let (stages, p) = (config.stages.clone(), producer.clone());
+            tokio::task::spawn_blocking(move || crate::stages::build::check_partials(&stages, &p))
+                .await
+                .unwrap_or(Ok(()))?;
+        }
         let mut stages = Vec::new();
         for (name, c) in &config.stages {
             let metrics = Arc::new(StageMetrics::default());

@@ -706,3 +706,31 @@ async fn end_to_end_the_anomaly_topics_hold_what_offline_scoring_flags() {
         .await
         .expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partials_topic_of_several_partitions_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = support::unique("purchases");
+    support::create_topic(&input, 3).await;
+    let stage = cancellations_stage(&input);
+    for t in [
+        &stage.output_topic,
+        &stage.late_topic,
+        &stage.dead_letter_topic,
+    ] {
+        support::create_topic(t, 3).await;
+    }
+    support::create_topic(stage.partials_topic.as_ref().unwrap(), 3).await;
+    let mut config = base_config(dir.path(), "partials");
+    config.stages.insert("cancellations".into(), stage.clone());
+    let Err(e) = Daemon::start(config).await else {
+        panic!("a partials topic of 3 partitions must be refused");
+    };
+    assert_eq!(e.exit_code(), 78, "{e}");
+    let text = e.to_string();
+    assert!(
+        text.starts_with("stages.cancellations.partials_topic: ")
+            && text.contains("has 3 partitions"),
+        "{text}"
+    );
+}

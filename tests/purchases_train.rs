@@ -380,6 +380,22 @@ fn the_example_purchases_configuration_checks() {
         "{}",
         text(&o.stderr)
     );
+    // Two readers in one consumer group would split the topic: refused, naming the key.
+    let o = Command::new(env!("CARGO_BIN_EXE_anomalyd"))
+        .args(["check-config", "--config", s(&config)])
+        .env(
+            "ANOMALYD_STAGES__INVOICES__GROUP_ID",
+            "anomalyd-cancellations",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(78), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr)
+            .contains("stages.invoices.group_id: the consumer group \"anomalyd-cancellations\""),
+        "{}",
+        text(&o.stderr)
+    );
     // A key of the other kind names itself and exits 78.
     let o = Command::new(env!("CARGO_BIN_EXE_anomalyd"))
         .args(["check-config", "--config", s(&config)])

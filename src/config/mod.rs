@@ -603,6 +603,7 @@ impl Config {
         for (name, d) in &self.detectors {
             validate_detector(name, d, &mut bad);
         }
+        self.validate_stage_groups_and_loops(&mut bad);
         for (name, stage) in &self.stages {
             if let Some(why) = detector_name_problem(name) {
                 bad(&format!("stages.{name}"), why);
@@ -786,6 +787,53 @@ impl Config {
     /// [`DetectorConfig`]'s scorer kind and features), no detector reads what one writes, and
     /// no two detectors read one topic in one consumer group (they would split its records
     /// rather than each see all of them).
+    /// Every consumer group (stages', combiners' and detectors') is used by one reader only,
+    /// or they would split a topic's records; and no stage writes to the topic it reads.
+    fn validate_stage_groups_and_loops(&self, bad: &mut impl FnMut(&str, String)) {
+        let kafka = &self.kafka.group_id;
+        let mut groups: Vec<(String, String)> = self
+            .detectors
+            .iter()
+            .map(|(n, d)| (d.group(kafka, n), format!("detector {n}")))
+            .collect();
+        for (name, st) in &self.stages {
+            let group = st.group(kafka, name);
+            let mut own = vec![group.clone()];
+            if st.kind == Some(StageKind::HoppingWindow) {
+                own.push(format!("{group}-combiner"));
+            }
+            for g in own {
+                if let Some((_, who)) = groups.iter().find(|(other, _)| *other == g) {
+                    bad(
+                        &format!("stages.{name}.group_id"),
+                        format!(
+                            "the consumer group {g:?} is also {who}'s: two readers in one \
+                             group would split the records; give one another group_id"
+                        ),
+                    );
+                }
+                groups.push((g, format!("stage {name}")));
+            }
+            for (key, topic) in [
+                ("output_topic", Some(&st.output_topic)),
+                ("late_topic", Some(&st.late_topic)),
+                ("dead_letter_topic", Some(&st.dead_letter_topic)),
+                ("invalid_topic", st.invalid_topic.as_ref()),
+                ("partials_topic", st.partials_topic.as_ref()),
+            ] {
+                if topic.is_some_and(|t| *t == st.input_topic) {
+                    bad(
+                        &format!("stages.{name}.{key}"),
+                        format!(
+                            "{:?} is the stage's own input_topic: it would read what it writes",
+                            st.input_topic
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
     fn validate_between_detectors(&self, bad: &mut impl FnMut(&str, String)) {
         let all: Vec<(&String, &DetectorConfig)> = self.detectors.iter().collect();
         for (i, (name, d)) in all.iter().enumerate() {

@@ -33,6 +33,15 @@ pub enum BuildError {
     Window { stage: String, why: String },
     #[error("stages.{stage}.kind: must be set")]
     NoKind { stage: String },
+    #[error(
+        "stages.{stage}.partials_topic: {topic:?} has {partitions} partitions; it needs exactly \
+         one, so that one member combines every partition's counts (recreate it with one)"
+    )]
+    PartialsPartitions {
+        stage: String,
+        topic: String,
+        partitions: usize,
+    },
 }
 
 /// One consumer task of a stage: what it reads, in which group, and what runs each partition.
@@ -209,6 +218,47 @@ pub fn build(
             })
         }
     }
+}
+
+/// Checks that every hopping window's partials topic has exactly one partition, asking the
+/// broker (a blocking call: run it off the async workers). A topic the broker does not answer
+/// for is not judged here (the daemon starts while the broker is down, and says so).
+///
+/// # Errors
+/// [`BuildError::PartialsPartitions`] naming the stage and the topic.
+pub fn check_partials(
+    stages: &std::collections::BTreeMap<String, StageConfig>,
+    producer: &FutureProducer,
+) -> Result<(), BuildError> {
+    for (name, c) in stages {
+        let Some(topic) = c.partials_topic.as_deref() else {
+            continue;
+        };
+        let Ok(md) = producer
+            .client()
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+        else {
+            tracing::warn!(
+                stage = name,
+                topic,
+                "could not check the partials topic's partitions"
+            );
+            continue;
+        };
+        let n = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map_or(0, |t| t.partitions().len());
+        if n > 1 {
+            return Err(BuildError::PartialsPartitions {
+                stage: name.clone(),
+                topic: topic.to_owned(),
+                partitions: n,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// How often the input topic's partition count is asked for.

@@ -472,6 +472,10 @@ mod tests {
         s.punctuate(4 * HEARTBEAT_MS, &mut out);
         s.punctuate(5 * HEARTBEAT_MS, &mut out);
         s.punctuate(6 * HEARTBEAT_MS, &mut out);
-        assert_eq!(out.len(), 3, "a heartbeat every HEARTBEAT_MS while it holds C536404");
+        assert_eq!(
+            out.len(),
+            3,
+            "a heartbeat every HEARTBEAT_MS while it holds C536404"
+        );
     }
 }
