@@ -220,8 +220,25 @@ fn replay_file(args: &ReplayArgs) -> ExitCode {
         None => describe(&located),
     };
     let opts = args.options();
-    let stop = async {
-        let _ = tokio::signal::ctrl_c().await;
+    // SIGINT (Ctrl-C) or SIGTERM (timeout, systemd) stop the replay the same way; the exit
+    // code says which (128 + its number).
+    let signalled = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(130));
+    let which = std::sync::Arc::clone(&signalled);
+    let stop = async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).ok();
+        let terminated = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = terminated => which.store(143, std::sync::atomic::Ordering::Relaxed),
+        }
     };
     let terminal = io::stderr().is_terminal();
     let rt = runtime();
@@ -248,9 +265,10 @@ fn replay_file(args: &ReplayArgs) -> ExitCode {
             &format!("{e}; {}", resume(line.unwrap_or(opts.from_line))),
             e.exit_code(),
         ),
-        (None, Some(line)) if summary.interrupted => {
-            fail(&format!("interrupted; {}", resume(line)), 130)
-        }
+        (None, Some(line)) if summary.interrupted => fail(
+            &format!("interrupted; {}", resume(line)),
+            signalled.load(std::sync::atomic::Ordering::Relaxed),
+        ),
         (None, Some(line)) => fail(&format!("stopped; {}", resume(line)), exit::FAILURE),
         (None, None) => ExitCode::SUCCESS,
     }

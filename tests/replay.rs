@@ -161,6 +161,17 @@ async fn from_line_and_count_send_the_lines_they_name() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_replay_says_where_to_resume_and_loses_nothing() {
+    interrupted("-INT", 130).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_replay_says_where_to_resume_too() {
+    interrupted("-TERM", 143).await;
+}
+
+/// A replay stopped by `signal` exits `code` naming the line to resume from, and resuming
+/// there loses nothing.
+async fn interrupted(signal: &str, code: i32) {
     const N: usize = 1500;
     let dir = tempfile::tempdir().unwrap();
     // No header: numbered lines, two per invoice, at the original's pace (about 10 s).
@@ -186,13 +197,13 @@ async fn an_interrupted_replay_says_where_to_resume_and_loses_nothing() {
         .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
     let out = child.wait_with_output().unwrap();
     let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert_eq!(out.status.code(), Some(code), "{err}");
     let resume: usize = err
         .split("resume with --from-line ")
         .nth(1)

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use super::aggregate::invoice::{Columns, Invoice, InvoiceRecord, parse_line};
 use super::metrics::StageMetrics;
-use super::session_window::{Admit, CloseReason, Closed, SessionWindows};
+use super::session_window::{Admit, CloseReason, Closed, LateReason, SessionWindows};
 use super::time::TimeMode;
 use super::worker::{Emit, Stage};
 
@@ -189,11 +189,21 @@ impl Stage for InvoiceStage {
         );
         if let Admit::Late { reason } = admit {
             self.metrics.late.fetch_add(1, Relaxed);
-            let why = format!(
-                "a line of invoice {} after its session closed ({})",
-                line.invoice_no(),
-                reason.name()
-            );
+            let why = match reason {
+                LateReason::Closed => format!(
+                    "invoice {} was already emitted: this line came after its inactivity gap",
+                    line.invoice_no()
+                ),
+                LateReason::BehindCloseTime { .. } => format!(
+                    "a line of invoice {} older than stream time minus gap and grace: any \
+                     session it could join has closed",
+                    line.invoice_no()
+                ),
+                LateReason::OutsideSession => format!(
+                    "a line of invoice {} too far in time from its open session to join it",
+                    line.invoice_no()
+                ),
+            };
             let letter = Emit::letter(m, &self.outputs.late, LATE, &why);
             out.push(letter);
         }
