@@ -82,6 +82,7 @@ pub fn build(
         })?,
     );
     let group = c.group(&kafka.group_id, name);
+    let max_message_bytes = crate::sinks::message_max_bytes(&crate::kafka::producer_config(kafka));
     let mode = c.time_mode();
     let kind = c
         .kind
@@ -110,6 +111,7 @@ pub fn build(
             let runner = StageRunner {
                 name: name.to_owned(),
                 producer: producer.clone(),
+                max_message_bytes,
                 metrics: Arc::clone(metrics),
                 build: move |topic: &str, partition: i32| {
                     InvoiceStage::new(
@@ -157,6 +159,7 @@ pub fn build(
             let windows = StageRunner {
                 name: name.to_owned(),
                 producer: producer.clone(),
+                max_message_bytes,
                 metrics: Arc::clone(metrics),
                 build: move |_topic: &str, partition: i32| {
                     CancellationStage::new(
@@ -183,6 +186,7 @@ pub fn build(
             let combiner = StageRunner {
                 name: format!("{name}-combiner"),
                 producer: producer.clone(),
+                max_message_bytes,
                 metrics: Arc::clone(metrics),
                 build: move |_topic: &str, _partition: i32| {
                     CombineStage::new(

@@ -61,6 +61,13 @@ impl StageMetrics {
         c.insert((topic.to_owned(), partition), offset);
     }
 
+    /// `topic`/`partition` is no longer held here: its committed offset is its next owner's to
+    /// report.
+    pub fn forget(&self, topic: &str, partition: i32) {
+        let mut c = self.committed.lock().unwrap_or_else(|p| p.into_inner());
+        c.remove(&(topic.to_owned(), partition));
+    }
+
     pub fn snapshot(&self) -> StageSnapshot {
         let committed = self
             .committed

@@ -88,11 +88,53 @@ const BATCH_MAX: usize = 1000;
 /// Steps whose outputs are produced but not yet acknowledged.
 const MAX_IN_FLIGHT: usize = 8;
 
+/// An output too large for `max` bytes on the wire (`message.max.bytes`), cut to fit: its
+/// value keeps its first bytes (at a UTF-8 boundary), and headers say it was cut
+/// (`anomalyd-reason: too_large`, unless it already had a reason, and
+/// `anomalyd-original-size`). Outputs that fit are returned as they are. Without this a
+/// broker refusal would skip it (a late line, a dead letter of a huge line).
+pub fn fit(e: Emit, max: usize) -> Emit {
+    use crate::sinks::dead_letter::{self, ORIGINAL_SIZE, REASON, TOO_LARGE};
+    use rdkafka::message::{Header, Headers};
+    let key = e.key.as_ref().map_or(0, Vec::len);
+    if dead_letter::wire_size(key, e.value.len(), e.headers.as_ref()) <= max {
+        return e;
+    }
+    let size = e.value.len().to_string();
+    let had_reason = e
+        .headers
+        .as_ref()
+        .is_some_and(|h| h.iter().any(|x| x.key == REASON));
+    let mut headers = e.headers.unwrap_or_default().insert(Header {
+        key: ORIGINAL_SIZE,
+        value: Some(&size),
+    });
+    if !had_reason {
+        headers = headers.insert(Header {
+            key: REASON,
+            value: Some(TOO_LARGE),
+        });
+    }
+    let room = max.saturating_sub(dead_letter::wire_size(key, 0, Some(&headers)));
+    let kept = dead_letter::cut(&e.value, room).len();
+    tracing::warn!(topic = %e.topic, size = e.value.len(), kept, "an output over message.max.bytes is cut to fit");
+    let mut value = e.value;
+    value.truncate(kept);
+    Emit {
+        topic: e.topic,
+        key: e.key,
+        value,
+        headers: Some(headers),
+    }
+}
+
 /// Builds one [`Stage`] per assigned partition and runs it; a [`PartitionRunner`].
 pub struct StageRunner<F> {
     /// Which stage (for logs).
     pub name: String,
     pub producer: FutureProducer,
+    /// The producer's `message.max.bytes`: larger outputs are cut to fit ([`fit`]).
+    pub max_message_bytes: usize,
     pub metrics: Arc<StageMetrics>,
     /// Makes the stage of one partition.
     pub build: F,
@@ -150,6 +192,7 @@ where
             let (intake, settled) =
                 tokio::join!(worker.intake(stage, queue, stop, tx), worker.settle_all(rx));
             drop(consumer);
+            self.metrics.forget(&topic, partition);
             settled
                 .and(intake)
                 .map_err(|e| -> PartitionError { Box::new(e) })
@@ -248,9 +291,12 @@ where
     }
 
     /// Produces every output in `out` (emptying it); their acknowledgements are awaited later.
+    /// An output larger than the producer's `message.max.bytes` goes out cut to fit (see
+    /// [`fit`]).
     async fn produce(&self, out: &mut Vec<Emit>) -> Result<Vec<Pending>, StageError> {
         let mut pending = Vec::with_capacity(out.len());
         for e in out.drain(..) {
+            let e = fit(e, self.runner.max_message_bytes);
             let mut record = FutureRecord::to(&e.topic).payload(&e.value);
             if let Some(k) = &e.key {
                 record = record.key(k);
@@ -328,5 +374,81 @@ where
             .metrics
             .committed(self.topic, self.partition, offset);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::dead_letter::wire_size;
+    use rdkafka::message::Headers;
+
+    fn header(e: &Emit, name: &str) -> Option<String> {
+        e.headers
+            .as_ref()?
+            .iter()
+            .find(|h| h.key == name)
+            .map(|h| String::from_utf8(h.value.unwrap_or_default().to_vec()).unwrap())
+    }
+
+    #[test]
+    fn an_output_over_the_limit_is_cut_to_fit_and_says_so() {
+        let small = Emit {
+            topic: "t".into(),
+            key: Some(b"536365".to_vec()),
+            value: b"{}".to_vec(),
+            headers: None,
+        };
+        let kept = fit(small, 1000);
+        assert_eq!(kept.value, b"{}");
+        assert!(kept.headers.is_none(), "what fits is left alone");
+
+        let big = Emit {
+            topic: "t".into(),
+            key: Some(b"536365".to_vec()),
+            value: "é".repeat(5000).into_bytes(),
+            headers: None,
+        };
+        let cut = fit(big, 4000);
+        let size = wire_size(6, cut.value.len(), cut.headers.as_ref());
+        assert!(size <= 4000 && size > 3900, "{size}");
+        assert!(
+            std::str::from_utf8(&cut.value).is_ok(),
+            "cut at a character boundary"
+        );
+        assert_eq!(
+            header(&cut, "anomalyd-reason").as_deref(),
+            Some("too_large")
+        );
+        assert_eq!(
+            header(&cut, "anomalyd-original-size").as_deref(),
+            Some("10000")
+        );
+
+        let late = Emit::letter(
+            &OwnedMessage::new(
+                Some(vec![b'x'; 9000]),
+                None,
+                "purchases".into(),
+                rdkafka::Timestamp::NotAvailable,
+                0,
+                7,
+                None,
+            ),
+            &Arc::from("late"),
+            "late",
+            "after its gap",
+        );
+        let cut = fit(late, 4000);
+        assert_eq!(
+            header(&cut, "anomalyd-reason").as_deref(),
+            Some("late"),
+            "its own reason stays"
+        );
+        assert_eq!(
+            header(&cut, "anomalyd-original-size").as_deref(),
+            Some("9000")
+        );
+        assert!(cut.value.len() < 4000);
     }
 }
