@@ -1249,6 +1249,19 @@ impl Daemon {
             records_per_s = round_to(m.records_in as f64 / secs, 1),
             "summary"
         );
+        for stage in &self.stages {
+            let c = stage.metrics.snapshot();
+            tracing::info!(
+                stage = stage.name,
+                records = c.records_in,
+                emitted = c.emitted,
+                invalid = c.invalid,
+                late = c.late,
+                dead_letters = c.dead_letters,
+                open = c.open,
+                "stage summary"
+            );
+        }
     }
 }
 
