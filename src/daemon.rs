@@ -691,9 +691,45 @@ struct RunningStage {
     /// Each consumer task: its task name, what it reads, its runner, and its partitions.
     tasks: Vec<(StageTask, Arc<Assignment>)>,
     partitions: Option<(String, Arc<std::sync::atomic::AtomicUsize>)>,
+    /// The client that reads each task's group's committed offsets and watermarks, made on
+    /// first use.
+    lag_probes: Arc<Mutex<Vec<Option<LagProbe>>>>,
+    /// Each task's input partitions with their lag, from the last refresh.
+    lag: Mutex<Vec<PartitionLag>>,
 }
 
 impl RunningStage {
+    /// Asks the broker for each task's committed offsets and watermarks (blocking calls, run
+    /// off the async workers): the lag of every partition this stage reads, whoever holds it.
+    async fn refresh_lag(&self, kafka: &crate::config::KafkaConfig) {
+        let subs: Vec<Subscription> = self
+            .tasks
+            .iter()
+            .map(|(t, _)| t.subscription.clone())
+            .collect();
+        let (probes, kafka) = (Arc::clone(&self.lag_probes), kafka.clone());
+        let fresh = tokio::task::spawn_blocking(move || {
+            let mut probes = probes.lock().unwrap_or_else(|p| p.into_inner());
+            probes.resize_with(subs.len(), || None);
+            let mut out = Vec::new();
+            for (sub, probe) in subs.iter().zip(probes.iter_mut()) {
+                if probe.is_none() {
+                    *probe = LagProbe::new(&kafka, &sub.group).ok();
+                }
+                if let Some(Ok(seen)) = probe
+                    .as_ref()
+                    .map(|p| p.survey(&sub.topic, PROBE_TIMEOUT, || {}))
+                {
+                    out.extend(seen.iter().map(PartitionLag::from));
+                }
+            }
+            out
+        })
+        .await
+        .unwrap_or_default();
+        *self.lag.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+    }
+
     fn status(&self) -> StageStatus {
         let groups = self
             .tasks
@@ -713,6 +749,7 @@ impl RunningStage {
             time: self.config.time_mode().name(),
             input_topic: self.config.input_topic.clone(),
             groups,
+            lag: self.lag.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             counters: self.metrics.snapshot(),
         }
     }
@@ -837,6 +874,8 @@ impl Daemon {
                     .map(|t| (t, Arc::new(Assignment::default())))
                     .collect(),
                 partitions: built.partitions,
+                lag_probes: Arc::new(Mutex::new(Vec::new())),
+                lag: Mutex::new(Vec::new()),
             });
         }
         let daemon = Arc::new(Self {
@@ -1164,7 +1203,13 @@ impl Daemon {
                 || !warnings.is_empty(),
             warnings,
             tasks,
-            lag: detectors.iter().map(|d| d.lag).sum(),
+            lag: detectors.iter().map(|d| d.lag).sum::<i64>()
+                + self
+                    .stages
+                    .iter()
+                    .flat_map(|s| s.lag.lock().unwrap_or_else(|p| p.into_inner()).clone())
+                    .filter_map(|p| p.lag)
+                    .sum::<i64>(),
             detectors,
             stages: self.stages.iter().map(RunningStage::status).collect(),
             counters: self.metrics.snapshot(),
@@ -1182,6 +1227,9 @@ impl Daemon {
         for d in &self.detectors {
             d.refresh_lag(&self.config.kafka, &self.link, self.orphan_after)
                 .await;
+        }
+        for s in &self.stages {
+            s.refresh_lag(&self.config.kafka).await;
         }
     }
 

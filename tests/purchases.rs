@@ -244,6 +244,11 @@ async fn invoices_are_emitted_once_after_the_gap_with_late_invalid_and_bad_lines
     assert_eq!(st.counters.dead_letters, 1);
     assert_eq!(st.counters.skipped, 1, "the cancellation line");
     assert_eq!(st.counters.open, 0);
+    // Nothing open: every partition's safe offset is at its end.
+    daemon.refresh_lag().await;
+    let lag = &daemon.status().stages[0].lag;
+    assert_eq!(lag.len(), 3, "{lag:?}");
+    assert!(lag.iter().all(|p| p.lag == Some(0)), "{lag:?}");
     daemon
         .stop(Duration::from_secs(30))
         .await

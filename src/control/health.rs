@@ -238,9 +238,15 @@ pub fn judge(s: &Value) -> Health {
                 .collect();
             detail.push(format!("  group {group} partitions={}", held.join(",")));
         }
-        for (partition, offset) in c["committed"].as_object().into_iter().flatten() {
+        for p in st["lag"].as_array().into_iter().flatten() {
             detail.push(format!(
-                "  partition {partition} committed={offset} (safe offset)"
+                "  partition {}/{} committed={} lag={} (safe offset)",
+                p["topic"].as_str().unwrap_or("?"),
+                p["partition"],
+                p["committed"]
+                    .as_i64()
+                    .map_or_else(|| "none".to_owned(), |c| c.to_string()),
+                p["lag"]
             ));
         }
     }
@@ -400,6 +406,8 @@ mod tests {
             "name": "invoices", "kind": "session_window", "time": "processing",
             "input_topic": "purchases",
             "groups": {"anomalyd-invoices": ["purchases/0", "purchases/2"]},
+            "lag": [{"topic": "purchases", "partition": 0, "committed": 40,
+                     "high_watermark": 55, "lag": 15}],
             "counters": {"records_in": 120, "open": 3, "emitted": 9, "invalid": 2, "late": 1,
                          "dead_letters": 0, "committed": {"purchases/0": 40}},
         }]);
@@ -419,7 +427,7 @@ mod tests {
                 "stage invoices session_window time=processing input=purchases records=120 open=3 \
                  emitted=9 invalid=2 late=1 dead_letters=0",
                 "  group anomalyd-invoices partitions=purchases/0,purchases/2",
-                "  partition purchases/0 committed=40 (safe offset)",
+                "  partition purchases/0 committed=40 lag=15 (safe offset)",
             ]
         );
     }

@@ -432,6 +432,7 @@ mod tests {
             time: "processing",
             input_topic: "purchases".into(),
             groups: Default::default(),
+            lag: Vec::new(),
             counters: crate::stages::metrics::StageSnapshot {
                 records_in: 120,
                 emitted: 9,

@@ -51,6 +51,11 @@ pub struct StageStatus {
     pub input_topic: String,
     /// Each consumer task's group and the partitions it holds, `topic/partition`.
     pub groups: BTreeMap<String, Vec<String>>,
+    /// Every partition the stage reads (input and, for a hopping window, partials), whoever
+    /// holds it: its group's committed (safe) offset, high watermark and lag, from the last
+    /// refresh (every few seconds). A safe offset stays behind the records open state needs,
+    /// so a stage's lag includes them.
+    pub lag: Vec<PartitionLag>,
     pub counters: crate::stages::metrics::StageSnapshot,
 }
 
