@@ -985,6 +985,7 @@ impl Daemon {
                 features: d.features.clone(),
                 csv: csv_format(d),
                 output_topic: d.output_topic.clone(),
+                scored_topic: d.scored_topic.clone(),
                 dead_letter_topic: d.dead_letter_topic.clone(),
                 batch_max: d.batch_max,
                 batch_linger: Duration::from_millis(d.batch_linger_ms),
