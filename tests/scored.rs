@@ -2,7 +2,9 @@
 //! rules detector with `scored_topic` publishes each sensor reading it scores once to that
 //! topic, keyed like the reading and shaped as an anomaly with `"anomaly": true|false`, while
 //! its anomalies still go to `output_topic` unchanged and a reading no rule can judge goes to
-//! the dead letters only; after a clean stop the committed offsets cover every reading.
+//! the dead letters only; after a clean stop the committed offsets cover every reading. A
+//! scored record too large for `message.max.bytes` becomes a `too_large` dead letter and its
+//! partition goes on.
 
 mod support;
 
@@ -252,4 +254,92 @@ async fn every_scored_reading_arrives_once_with_its_verdict() {
         total += high;
     }
     assert_eq!(total, N as i64 + 1);
+}
+
+/// A scored record too large for `message.max.bytes` (its reading fits, the reading with the
+/// `anomalyd` member does not) goes down the same ladder as an anomaly: a `too_large` dead
+/// letter, value cut to fit, naming `scored` as what it was meant to be; the readings after it
+/// on its partition are scored and published as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scored_record_too_large_is_a_dead_letter_and_its_partition_goes_on() {
+    use anomalyd::sinks::dead_letter;
+    use rdkafka::message::Headers;
+    const LIMIT: i64 = 20_000;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path()).await;
+    config.kafka.properties.insert(
+        "message.max.bytes".into(),
+        anomalyd::config::PropertyValue::Int(LIMIT),
+    );
+    let d = config.detectors[DETECTOR].clone();
+    let scored_topic = d.scored_topic.clone().unwrap();
+    let key = "sensor-1".to_owned();
+    let big = format!(
+        r#"{{"sensor_id":"sensor-1","temperature":20.0,"pressure":100.0,"timestamp":"2026-11-30T10:00:01.000+01:00","note":"{}"}}"#,
+        "x".repeat(19_700)
+    );
+    assert!(big.len() < 19_900, "{}", big.len());
+    // One key: one partition, in this order.
+    let sent = [
+        (key.clone(), reading(0).1),
+        (key.clone(), big.clone()),
+        (key.clone(), reading(2).1),
+    ];
+    produce(&d.input_topic, &sent).await;
+
+    let daemon = Daemon::start(config).await.expect("daemon starts");
+    let metrics = daemon.detector(DETECTOR).unwrap().metrics().clone();
+    assert!(
+        support::wait_until(Duration::from_secs(60), || metrics.records_in.load(Relaxed)
+            >= 3)
+        .await
+    );
+    let scored =
+        support::read_topic(&scored_topic, Duration::from_secs(30), |g| g.len() >= 2).await;
+    let letters = support::read_topic(&d.dead_letter_topic, Duration::from_secs(30), |g| {
+        !g.is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(metrics.records_in.load(Relaxed), 3);
+    assert_eq!(metrics.dead_letters()[dead_letter::TOO_LARGE], 1);
+    assert_eq!(metrics.records_skipped.load(Relaxed), 0);
+    daemon
+        .stop(Duration::from_secs(30))
+        .await
+        .expect("clean stop");
+
+    let texts: Vec<String> = scored
+        .iter()
+        .map(|m| source_text(&Record::parse(m.payload()).unwrap()).unwrap())
+        .collect();
+    assert_eq!(texts, [sent[0].1.clone(), sent[2].1.clone()]);
+
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    let header = |name: &str| {
+        letter
+            .headers()
+            .unwrap()
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_else(|| panic!("no header {name}"))
+    };
+    assert_eq!(header(dead_letter::REASON), "too_large");
+    assert_eq!(header(dead_letter::ORIGINAL_REASON), "scored");
+    assert_eq!(header(dead_letter::ORIGINAL_SIZE), big.len().to_string());
+    let detection: Value = serde_json::from_str(&header(dead_letter::DETECTION)).unwrap();
+    assert_eq!(detection["anomaly"], false);
+    assert!(
+        header(dead_letter::ERROR)
+            .starts_with("scored as no anomaly, for the scored topic; the scored record would be"),
+        "{}",
+        header(dead_letter::ERROR)
+    );
+    assert_eq!(letter.key(), Some(key.as_bytes()));
+    let value = letter.payload().unwrap();
+    assert!(big.as_bytes().starts_with(value), "a prefix of the reading");
 }
