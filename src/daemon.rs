@@ -579,6 +579,7 @@ impl Detector {
             input_topic: self.subscription.topic.clone(),
             group_id: self.subscription.group.clone(),
             output_topic: self.config.output_topic.clone(),
+            scored_topic: self.config.scored_topic.clone(),
             dead_letter_topic: self.config.dead_letter_topic.clone(),
             ready: judgement.not_ready.is_empty(),
             not_ready: judgement.not_ready,

@@ -159,6 +159,21 @@ async fn every_scored_reading_arrives_once_with_its_verdict() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(metrics.records_in.load(Relaxed), N + 1, "each reading once");
     assert_eq!(metrics.anomalies_out.load(Relaxed), hot.len() as u64);
+    let (code, body) = anomalyd::control::client::request(
+        &config.control.socket,
+        "GET",
+        "/status",
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("status");
+    assert_eq!(code, 200);
+    let status: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        status["detectors"][0]["scored_topic"],
+        scored_topic.as_str(),
+        "{status}"
+    );
     daemon
         .stop(Duration::from_secs(30))
         .await
