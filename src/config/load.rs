@@ -945,6 +945,22 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_scored_topic_names_its_line_and_key() {
+        let (_d, path) = write("[detectors.tx]\nscored_topic = \"sensor-readings\"\n");
+        let c = load_with_env(&path, no_env()).unwrap();
+        assert_eq!(
+            c.detectors["tx"].scored_topic.as_deref(),
+            Some("sensor-readings")
+        );
+        let (_d, path) = write("[detectors.tx]\nscored_topic = \"anomalies\"\n");
+        let msg = one_error(load_with_env(&path, no_env()));
+        assert!(
+            msg.contains(":2:16: detectors.tx.scored_topic: must differ from output_topic"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn env_overrides_a_named_detector() {
         let (_d, path) = write(
             "[detectors.transactions]\ninput_topic = \"t\"\noutput_topic = \"a\"\ndead_letter_topic = \"d\"\nmodel = \"m\"\n",

@@ -154,6 +154,11 @@ pub struct DetectorConfig {
     pub rules: Option<BTreeMap<String, String>>,
     /// Topic the anomalies are published to. Required.
     pub output_topic: String,
+    /// `scored_topic = "sensor-readings"`: also publish every scored record, anomaly or not,
+    /// to this topic, shaped as an anomaly with `"anomaly": true|false` in its `anomalyd`
+    /// member (see [`crate::sinks::anomalies`]). Must differ from the detector's other topics.
+    /// `None` (the default): anomalies only.
+    pub scored_topic: Option<String>,
     /// Topic for records that cannot be scored. Required.
     pub dead_letter_topic: String,
     /// Most records scored in one batch.
@@ -184,6 +189,7 @@ impl Default for DetectorConfig {
             model: None,
             rules: None,
             output_topic: String::new(),
+            scored_topic: None,
             dead_letter_topic: String::new(),
             batch_max: 500,
             batch_linger_ms: 5,
@@ -856,6 +862,19 @@ impl Config {
                         ),
                     );
                 }
+                if let Some(scored) = &d.scored_topic
+                    && o.scored_topic.as_ref() == Some(scored)
+                    && d.schema() != o.schema()
+                {
+                    bad(
+                        &format!("detectors.{name}.scored_topic"),
+                        format!(
+                            "{scored:?} is also detector {other}'s scored topic, with another \
+                             schema: detectors sharing a scored topic need the same scorer \
+                             kind, record format (and CSV columns) and features"
+                        ),
+                    );
+                }
                 if d.input_topic == o.input_topic
                     && d.group(&self.kafka.group_id, name) == o.group(&self.kafka.group_id, other)
                 {
@@ -881,6 +900,26 @@ impl Config {
                             o.input_topic
                         ),
                     );
+                }
+                if let Some(scored) = &d.scored_topic {
+                    if o.input_topic == *scored {
+                        bad(
+                            &format!("detectors.{name}.scored_topic"),
+                            format!(
+                                "detector {other} reads {scored:?}, which detector {name} \
+                                 writes: its results would be scored again"
+                            ),
+                        );
+                    }
+                    if o.output_topic == *scored || o.dead_letter_topic == *scored {
+                        bad(
+                            &format!("detectors.{name}.scored_topic"),
+                            format!(
+                                "{scored:?} is also detector {other}'s output_topic or \
+                                 dead_letter_topic: a topic carries one kind of record"
+                            ),
+                        );
+                    }
                 }
             }
         }
@@ -1040,10 +1079,13 @@ impl Config {
             .values()
             .flat_map(|d| {
                 [
-                    d.input_topic.as_str(),
-                    d.output_topic.as_str(),
-                    d.dead_letter_topic.as_str(),
+                    Some(d.input_topic.as_str()),
+                    Some(d.output_topic.as_str()),
+                    d.scored_topic.as_deref(),
+                    Some(d.dead_letter_topic.as_str()),
                 ]
+                .into_iter()
+                .flatten()
             })
             .collect();
         for st in self.stages.values() {
@@ -1175,6 +1217,9 @@ fn validate_detector(name: &str, d: &DetectorConfig, bad: &mut impl FnMut(&str, 
             "must differ from input_topic (bad records would loop)".into(),
         );
     }
+    if let Some(scored) = &d.scored_topic {
+        validate_scored_topic(scored, d, &key, bad);
+    }
     if d.format == RecordFormat::Csv {
         validate_csv(d, &key, bad);
     } else if d.columns.is_some() {
@@ -1262,6 +1307,44 @@ fn validate_detector(name: &str, d: &DetectorConfig, bad: &mut impl FnMut(&str, 
     if let Some(split) = &d.split {
         for (k, why) in split.problems() {
             bad(&key(&format!("split.{k}")), why);
+        }
+    }
+}
+
+/// The checks of `scored_topic`: a valid topic name, none of the detector's other topics
+/// (each of those carries one kind of record only).
+fn validate_scored_topic(
+    scored: &str,
+    d: &DetectorConfig,
+    key: &impl Fn(&str) -> String,
+    bad: &mut impl FnMut(&str, String),
+) {
+    if let Some(why) = topic_problem(scored) {
+        bad(&key("scored_topic"), why);
+        return;
+    }
+    for (other, topic, why) in [
+        (
+            "input_topic",
+            &d.input_topic,
+            "every record would be scored again",
+        ),
+        (
+            "output_topic",
+            &d.output_topic,
+            "it carries anomalies only; each would arrive twice among the other records",
+        ),
+        (
+            "dead_letter_topic",
+            &d.dead_letter_topic,
+            "it carries records that could not be scored",
+        ),
+    ] {
+        if scored == topic {
+            bad(
+                &key("scored_topic"),
+                format!("must differ from {other} ({why})"),
+            );
         }
     }
 }
@@ -1543,6 +1626,69 @@ mod tests {
             errs[0].message.contains("of CSV (/a, /b) records"),
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn scored_topic_is_optional_and_apart_from_every_other_topic() {
+        let mut c = one();
+        assert_eq!(c.detectors["tx"].scored_topic, None);
+        c.detectors.get_mut("tx").unwrap().scored_topic = Some("scored".into());
+        assert_eq!(c.validate(), vec![]);
+        assert_eq!(
+            c.topics(),
+            [
+                "transactions",
+                "anomalies",
+                "scored",
+                "transactions.dead-letter"
+            ]
+        );
+        for (topic, why) in [
+            ("transactions", "must differ from input_topic"),
+            ("anomalies", "must differ from output_topic"),
+            (
+                "transactions.dead-letter",
+                "must differ from dead_letter_topic",
+            ),
+            ("bad topic", "Kafka topic names use only"),
+            ("", "must not be empty"),
+        ] {
+            c.detectors.get_mut("tx").unwrap().scored_topic = Some(topic.into());
+            let errs = c.validate();
+            assert_eq!(errs.len(), 1, "{topic:?}: {errs:?}");
+            assert_eq!(errs[0].key, "detectors.tx.scored_topic");
+            assert!(errs[0].message.contains(why), "{topic:?}: {errs:?}");
+        }
+    }
+
+    #[test]
+    fn scored_topics_are_checked_across_detectors() {
+        let mut c = one();
+        c.detectors.get_mut("tx").unwrap().scored_topic = Some("scored".into());
+        // Another detector reading it would score every record again.
+        c.detectors.insert(
+            "loop".into(),
+            detector("scored", "anomalies-2", "b.iforest"),
+        );
+        assert_eq!(keys(&c), ["detectors.tx.scored_topic"]);
+        // Another detector's output topic: anomalies and every record in one topic.
+        c.detectors
+            .insert("loop".into(), detector("other", "scored", "b.iforest"));
+        let errs = c.validate();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].key, "detectors.tx.scored_topic");
+        assert!(errs[0].message.contains("one kind of record"), "{errs:?}");
+        // Shared by two detectors of one schema: fine; of two schemas: refused.
+        let mut other = detector("other", "anomalies-2", "b.iforest");
+        other.scored_topic = Some("scored".into());
+        c.detectors.insert("loop".into(), other);
+        assert_eq!(c.validate(), vec![]);
+        c.detectors.get_mut("loop").unwrap().features =
+            FeatureSpec::Pointers(vec!["/a".into(), "/b".into()]);
+        let errs = c.validate();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].key, "detectors.tx.scored_topic");
+        assert!(errs[0].message.contains("another schema"), "{errs:?}");
     }
 
     #[test]

@@ -67,6 +67,9 @@ pub struct DetectorStatus {
     /// The consumer group it reads `input_topic` with.
     pub group_id: String,
     pub output_topic: String,
+    /// Where every scored record goes (`scored_topic`); absent when not configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scored_topic: Option<String>,
     pub dead_letter_topic: String,
     /// Whether this detector can do its job (see `not_ready`).
     pub ready: bool,

@@ -1,6 +1,7 @@
 //! One partition's detector worker: takes that partition's records in order from its own
-//! queue, scores them in batches, publishes anomalies and dead letters, and only once the broker
-//! has acknowledged all of them stores the batch's offset.
+//! queue, scores them in batches, publishes anomalies, dead letters and (with `scored_topic`)
+//! every scored record with its verdict, and only once the broker has acknowledged all of them
+//! stores the batch's offset.
 //!
 //! A detector with an A/B split (`split`, see [`super::split`]) takes from each batch only the
 //! records of its variant; the others are skipped unread, counted in
@@ -53,6 +54,9 @@ pub struct WorkerEnv {
     /// JSON records.
     pub csv: Option<Arc<CsvFormat>>,
     pub output_topic: String,
+    /// `scored_topic`: where every scored record goes with its verdict, besides the
+    /// anomalies to `output_topic`; `None`: anomalies only.
+    pub scored_topic: Option<String>,
     pub dead_letter_topic: String,
     pub batch_max: usize,
     pub batch_linger: Duration,
@@ -161,6 +165,13 @@ enum Intent {
         additions: std::ops::Range<usize>,
         source_ms: Option<i64>,
     },
+    /// A scored record with its verdict, for the scored topic: its payload and where in it
+    /// anomalyd's additions are, and whether it is an anomaly.
+    Scored {
+        payload: Vec<u8>,
+        additions: std::ops::Range<usize>,
+        anomaly: bool,
+    },
     DeadLetter(Rejection),
 }
 
@@ -169,6 +180,7 @@ impl Intent {
     fn reason(&self) -> &'static str {
         match self {
             Self::Anomaly { .. } => "anomaly",
+            Self::Scored { .. } => "scored",
             Self::DeadLetter(r) => r.reason(),
         }
     }
@@ -212,6 +224,7 @@ struct Fall {
 fn describe(step: Step, intent: &Intent) -> &'static str {
     match (step, intent) {
         (Step::Intended | Step::Again, Intent::Anomaly { .. }) => "the anomaly record",
+        (Step::Intended | Step::Again, Intent::Scored { .. }) => "the scored record",
         (Step::Intended | Step::Again, Intent::DeadLetter(_)) => "the dead letter",
         (Step::Cut, _) => "the dead letter with its value cut",
         (Step::NoValue, _) => "the dead letter without its value",
@@ -398,7 +411,8 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
                     continue;
                 }
             };
-            if decision >= 0.0 {
+            let anomaly = decision < 0.0;
+            if !anomaly && env.scored_topic.is_none() {
                 continue;
             }
             let m = &batch[i];
@@ -407,7 +421,12 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
                 decision,
                 features: &rows[k * nf..(k + 1) * nf],
             };
-            let mut additions = Additions::new(
+            let build = if anomaly {
+                Additions::new
+            } else {
+                Additions::not_anomalous
+            };
+            let mut additions = build(
                 &record,
                 &detection,
                 &env.detector,
@@ -419,16 +438,31 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
                 additions.layout = Layout::Csv;
             }
             additions.variant = env.split.as_ref().map(|s| s.variant.as_str());
-            let mut payload = Vec::new();
-            let at = write_anomaly(&mut payload, &record, &additions);
-            intents.push((
-                i,
-                Intent::Anomaly {
-                    payload,
-                    additions: at,
-                    source_ms: m.timestamp().to_millis(),
-                },
-            ));
+            if anomaly {
+                let mut payload = Vec::new();
+                let at = write_anomaly(&mut payload, &record, &additions);
+                intents.push((
+                    i,
+                    Intent::Anomaly {
+                        payload,
+                        additions: at,
+                        source_ms: m.timestamp().to_millis(),
+                    },
+                ));
+            }
+            if env.scored_topic.is_some() {
+                additions.anomaly = Some(anomaly);
+                let mut payload = Vec::new();
+                let at = write_anomaly(&mut payload, &record, &additions);
+                intents.push((
+                    i,
+                    Intent::Scored {
+                        payload,
+                        additions: at,
+                        anomaly,
+                    },
+                ));
+            }
         }
         intents.extend(
             rejected
@@ -492,6 +526,13 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
                 (Step::Intended | Step::Again, Intent::Anomaly { payload, .. }, _) => {
                     (&env.output_topic, &payload[..], None)
                 }
+                (Step::Intended | Step::Again, Intent::Scored { payload, .. }, _) => (
+                    env.scored_topic
+                        .as_ref()
+                        .expect("a scored output is made only with a scored_topic"),
+                    &payload[..],
+                    None,
+                ),
                 (Step::Intended | Step::Again, Intent::DeadLetter(why), _) => (
                     &env.dead_letter_topic,
                     original,
@@ -657,6 +698,8 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
                         }
                     }
                 }
+                // Not counted as an anomaly: its anomaly, if it is one, is an output of its own.
+                (Intent::Scored { .. }, Step::Intended | Step::Again, _) => {}
                 (Intent::DeadLetter(r), Step::Intended | Step::Again, _) => {
                     letters.push(r.reason())
                 }
@@ -754,6 +797,12 @@ fn fallback_headers(
 ) -> OwnedHeaders {
     let before = match intent {
         Intent::Anomaly { .. } => "scored as an anomaly".to_owned(),
+        Intent::Scored { anomaly: true, .. } => {
+            "scored as an anomaly, for the scored topic".to_owned()
+        }
+        Intent::Scored { anomaly: false, .. } => {
+            "scored as no anomaly, for the scored topic".to_owned()
+        }
         Intent::DeadLetter(r) => r.to_string(),
     };
     let value = if kept == original {
@@ -766,6 +815,9 @@ fn fallback_headers(
     let error = format!("{before}; {}; {value}", fall.why);
     let detection = match intent {
         Intent::Anomaly {
+            payload, additions, ..
+        }
+        | Intent::Scored {
             payload, additions, ..
         } => Some(&payload[additions.clone()]),
         Intent::DeadLetter(_) => None,

@@ -19,6 +19,11 @@
 //!   (without its trailing line ending) as a JSON string, and its cells as strings by column
 //!   name ([`crate::detect::csv_record`]).
 //!
+//! With `scored_topic`, every scored record, anomaly or not, goes there too in the same shape,
+//! its `anomalyd` member saying `"anomaly": true` or `false` right after `detector` (and
+//! `variant`); a record that is not an anomaly has an empty `explanation`. The anomalies on the
+//! output topic have no `anomaly` member.
+//!
 //! `anomalyd.layout` says which (`"inline"`, `"wrapped"` or `"csv"`); the source record is the anomaly
 //! without its `anomalyd` member, or its `record` member. The splice is built straight into a
 //! byte buffer: no JSON tree of the source is ever made.
@@ -78,6 +83,10 @@ pub struct Additions<'a> {
     /// The detector's A/B variant (`split.variant`); absent without a split.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub variant: Option<&'a str>,
+    /// On the scored topic only (`scored_topic`): whether the record is an anomaly
+    /// (`decision < 0`). Absent on the output topic, whose records all are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anomaly: Option<bool>,
     /// In the scorer's native unit (Isolation Forest: `score_samples`, lower is more
     /// abnormal).
     pub score: f64,
@@ -88,7 +97,8 @@ pub struct Additions<'a> {
     pub source: SourceRef<'a>,
     /// RFC 3339, UTC, milliseconds.
     pub detected_at: String,
-    /// See [`explanation`] (or the scorer's own [`Scorer::explain`]).
+    /// See [`explanation`] (or the scorer's own [`Scorer::explain`]); empty for a scored
+    /// record that is not an anomaly.
     pub explanation: Vec<Value>,
     pub layout: Layout,
 }
@@ -104,15 +114,34 @@ impl<'a> Additions<'a> {
         from: SourceRef<'a>,
         detected_at: SystemTime,
     ) -> Self {
+        let mut additions =
+            Self::not_anomalous(source, detection, detector, scorer, from, detected_at);
+        additions.anomaly = None;
+        additions.explanation = scorer.explain(detection.features, source);
+        additions
+    }
+
+    /// What anomalyd adds to `source` on the scored topic when `detection` is not an
+    /// anomaly: `anomaly: false` and an empty `explanation` (explaining costs a walk of every
+    /// tree, and there is nothing to explain).
+    pub fn not_anomalous(
+        source: &Record<'_>,
+        detection: &Detection<'_>,
+        detector: &'a str,
+        scorer: &dyn Scorer,
+        from: SourceRef<'a>,
+        detected_at: SystemTime,
+    ) -> Self {
         Self {
             detector,
             variant: None,
+            anomaly: Some(false),
             score: detection.score,
             decision: detection.decision,
             model: scorer.identity(),
             source: from,
             detected_at: humantime::format_rfc3339_millis(detected_at).to_string(),
-            explanation: scorer.explain(detection.features, source),
+            explanation: Vec::new(),
             layout: Layout::of(source),
         }
     }
@@ -395,6 +424,65 @@ mod tests {
         );
         let back = Record::parse(Some(text.as_bytes())).unwrap();
         assert_eq!(source_text(&back).as_deref(), Some(src));
+    }
+
+    #[test]
+    fn a_scored_record_says_whether_it_is_an_anomaly_and_an_anomaly_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = demo_model(dir.path());
+        let src = r#"{"id": 3, "data": [[0.1, 0.2]]}"#;
+        let record = Record::parse(Some(src.as_bytes())).unwrap();
+        let from = SourceRef {
+            topic: "t",
+            partition: 2,
+            offset: 9,
+        };
+        let detection = Detection {
+            score: -0.4,
+            decision: 0.1,
+            features: &[0.1, 0.2],
+        };
+        let quiet = Additions::not_anomalous(
+            &record,
+            &detection,
+            "tx",
+            &model,
+            from,
+            SystemTime::UNIX_EPOCH,
+        );
+        let mut out = Vec::new();
+        write_anomaly(&mut out, &record, &quiet);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with(r#"{"id": 3, "data": [[0.1, 0.2]],"anomalyd":{"detector":"tx","anomaly":false,"score":-0.4,"decision":0.1,"#),
+            "{text}"
+        );
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["anomalyd"]["explanation"], json!([]));
+        assert_eq!(v["anomalyd"]["model"]["id"], model.id());
+        let back = Record::parse(Some(text.as_bytes())).unwrap();
+        assert_eq!(source_text(&back).as_deref(), Some(src));
+
+        // The anomaly as on the output topic: no `anomaly` member; flagged for the scored topic.
+        let mut flagged = Additions::new(
+            &record,
+            &detection,
+            "tx",
+            &model,
+            from,
+            SystemTime::UNIX_EPOCH,
+        );
+        let mut out = Vec::new();
+        write_anomaly(&mut out, &record, &flagged);
+        let plain: Value = serde_json::from_slice(&out).unwrap();
+        assert!(plain["anomalyd"].get("anomaly").is_none(), "{plain}");
+        flagged.anomaly = Some(true);
+        write_anomaly(&mut out, &record, &flagged);
+        let scored: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(scored["anomalyd"]["anomaly"], true);
+        let mut without = scored["anomalyd"].clone();
+        without.as_object_mut().unwrap().remove("anomaly");
+        assert_eq!(without, plain["anomalyd"]);
     }
 
     #[test]

@@ -20,9 +20,10 @@ pub const SOURCE_PARTITION: &str = "anomalyd-source-partition";
 pub const SOURCE_OFFSET: &str = "anomalyd-source-offset";
 /// The source record's value size in bytes, when the dead letter carries less of it.
 pub const ORIGINAL_SIZE: &str = "anomalyd-original-size";
-/// What the record's output was meant to be: `anomaly`, or a dead-letter reason code.
+/// What the record's output was meant to be: `anomaly`, `scored` (its record for the scored
+/// topic), or a dead-letter reason code.
 pub const ORIGINAL_REASON: &str = "anomalyd-original-reason";
-/// For a record scored as an anomaly: anomalyd's additions (the anomaly's `anomalyd` member).
+/// For an anomaly or a scored record: anomalyd's additions (its `anomalyd` member).
 pub const DETECTION: &str = "anomalyd-detection";
 
 /// The reason of a record whose output is larger than the producer or broker takes.
