@@ -836,10 +836,10 @@ mod tests {
     fn generator_profiles_and_replay_keys_name_their_key() {
         use crate::config::GeneratorProfile;
         use crate::source::generator::replay::{ColumnRef, HeaderMode, Pace};
-        let (_d, path) = write("[generator]\nprofile = \"sensors\"\n");
+        let (_d, path) = write("[generator]\nprofile = \"weather\"\n");
         let msg = one_error(load_with_env(&path, no_env()));
         assert!(
-            msg.contains(":2:11: generator.profile: unknown variant `sensors`"),
+            msg.contains(":2:11: generator.profile: unknown variant `weather`"),
             "{msg}"
         );
         let (_d, path) = write("[generator]\nprofile = \"replay\"\n");
