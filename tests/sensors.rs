@@ -177,3 +177,113 @@ async fn a_daemon_writes_count_readings_keyed_by_sensor_and_the_rules_flag_the_f
         "every fault flagged once, nothing else"
     );
 }
+
+/// A generator task the supervisor restarts after a failure carries on with the next reading:
+/// every reading once, each sensor's readings in the stream's order, the values the library
+/// computes for the seed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_generator_carries_on_with_the_next_reading() {
+    use anomalyd::config::{GeneratorConfig, GeneratorProfile};
+    use anomalyd::metrics::Metrics;
+    use anomalyd::source::generator::Generator;
+    use anomalyd::supervisor::{RestartPolicy, Supervisor, TaskError};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, AtomicU64};
+    const COUNT: u64 = 300;
+    const SENSORS: u64 = 4;
+    const SEED: u64 = 11;
+    let topic = support::unique("sensor-restart");
+    support::create_topic(&topic, 3).await;
+    let config = GeneratorConfig {
+        enabled: true,
+        profile: GeneratorProfile::Sensors,
+        topic: topic.clone(),
+        rate: 300.0,
+        count: COUNT,
+        seed: SEED,
+        sensors: SENSORS,
+        fault_share: 0.1,
+        ..GeneratorConfig::default()
+    };
+    let kafka = support::kafka_config();
+    let producer = anomalyd::kafka::producer_config(&kafka).create().unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let generator = Arc::new(Generator::new(
+        config,
+        producer,
+        Arc::clone(&metrics),
+        kafka.brokers.clone(),
+    ));
+    let attempts = Arc::new(AtomicU32::new(0));
+    let supervisor = Supervisor::new(RestartPolicy::default());
+    let first_wrote = Arc::new(AtomicU64::new(0));
+    let (g, a, m, w) = (
+        Arc::clone(&generator),
+        Arc::clone(&attempts),
+        Arc::clone(&metrics),
+        Arc::clone(&first_wrote),
+    );
+    supervisor
+        .spawn("generator", move |status, shutdown| {
+            let (g, first) = (Arc::clone(&g), a.fetch_add(1, Relaxed) == 0);
+            let (g_metrics, wrote) = (Arc::clone(&m), Arc::clone(&w));
+            async move {
+                if !first {
+                    return g.run(&status, shutdown).await.map_err(TaskError::from);
+                }
+                // The first attempt stops after a third of a second (about 100 readings, all
+                // acknowledged) and fails, as a task does when its broker goes away.
+                let stop = shutdown.child_token();
+                let stopper = stop.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(330)).await;
+                    stopper.cancel();
+                });
+                g.run(&status, stop).await?;
+                wrote.store(g_metrics.generated.load(Relaxed), Relaxed);
+                Err::<(), TaskError>("the first attempt fails".into())
+            }
+        })
+        .await;
+    let done = support::wait_until(Duration::from_secs(60), || {
+        metrics.generated.load(Relaxed) >= COUNT
+    })
+    .await;
+    assert!(done, "only {} written", metrics.generated.load(Relaxed));
+    support::read_topic(&topic, Duration::from_secs(60), |g| {
+        g.len() >= COUNT as usize
+    })
+    .await;
+    // Give a duplicate, if any, the chance to show up before judging.
+    let got =
+        support::read_topic(&topic, Duration::from_secs(2), |g| g.len() > COUNT as usize).await;
+    supervisor.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(attempts.load(Relaxed), 2, "restarted once");
+    let first = first_wrote.load(Relaxed);
+    assert!(
+        (1..COUNT).contains(&first),
+        "the first attempt wrote {first}"
+    );
+    assert_eq!(got.len() as u64, COUNT, "every reading once");
+
+    // Per sensor, in offset order, the library's readings k * SENSORS + sensor.
+    let mut sorted: Vec<_> = got.iter().collect();
+    sorted.sort_by_key(|m| (m.partition(), m.offset()));
+    let mut per_sensor: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for m in sorted {
+        let v: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        per_sensor.entry(text(m.key().unwrap())).or_default().push((
+            v["temperature"].as_f64().unwrap(),
+            v["pressure"].as_f64().unwrap(),
+        ));
+    }
+    for s in 0..SENSORS {
+        let want: Vec<(f64, f64)> = (0..COUNT / SENSORS)
+            .map(|k| {
+                let r = sensors::reading(SEED, SENSORS, 0.1, k * SENSORS + s);
+                (r.temperature, r.pressure)
+            })
+            .collect();
+        assert_eq!(per_sensor[&sensors::sensor_id(s)], want, "sensor {s}");
+    }
+}
