@@ -317,8 +317,9 @@ pub enum FeatureMatch {
 }
 
 /// `[generator]`: records for demos and load tests: synthetic transactions (`profile =
-/// "transactions"`) or a CSV file's lines (`profile = "replay"`,
-/// [`crate::source::generator::replay`]).
+/// "transactions"`), a CSV file's lines (`profile = "replay"`,
+/// [`crate::source::generator::replay`]) or sensor readings with injected faults (`profile =
+/// "sensors"`, [`crate::source::generator::sensors`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GeneratorConfig {
@@ -326,10 +327,11 @@ pub struct GeneratorConfig {
     /// What to write.
     pub profile: GeneratorProfile,
     pub topic: String,
-    /// Records per second (transactions); 0 means as fast as the broker takes them.
+    /// Records per second (transactions; sensors, over all sensors); 0 means as fast as the
+    /// broker takes them.
     pub rate: f64,
-    /// Records to write before stopping; 0 means forever (transactions) or to the end of the
-    /// file (replay).
+    /// Records to write before stopping; 0 means forever (transactions, sensors) or to the end
+    /// of the file (replay).
     pub count: u64,
     /// replay: the CSV file whose lines are written, one record per line.
     #[serde(skip_serializing_if = "Option::is_none")]

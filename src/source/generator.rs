@@ -110,7 +110,7 @@ impl Generator {
     /// (then returns `Ok`), or `shutdown`.
     ///
     /// # Errors
-    /// transactions: none but a record the producer refuses to queue. replay: a file or topic
+    /// transactions, sensors: none but a record the producer refuses to queue. replay: a file or topic
     /// that is missing, brokers that do not answer, or a delivery that failed (the next run
     /// resumes at the first line not acknowledged).
     pub async fn run(
