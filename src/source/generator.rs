@@ -110,9 +110,9 @@ impl Generator {
     /// (then returns `Ok`), or `shutdown`.
     ///
     /// # Errors
-    /// transactions, sensors: none but a record the producer refuses to queue. replay: a file or topic
-    /// that is missing, brokers that do not answer, or a delivery that failed (the next run
-    /// resumes at the first line not acknowledged).
+    /// transactions, sensors: none but a record the producer refuses to queue. replay: a file
+    /// or topic that is missing, brokers that do not answer, or a delivery that failed (the
+    /// next run resumes at the first line not acknowledged).
     pub async fn run(
         &self,
         status: &TaskStatus,
