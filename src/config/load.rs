@@ -842,6 +842,19 @@ mod tests {
             msg.contains(":2:11: generator.profile: unknown variant `weather`"),
             "{msg}"
         );
+        let (_d, path) =
+            write("[generator]\nprofile = \"sensors\"\nsensors = 0\nfault_share = 0.5\n");
+        let errs = load_with_env(&path, no_env()).unwrap_err().0;
+        let msgs: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert!(
+            msgs.iter().any(|m| m.contains(":3:11: generator.sensors")),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains(":4:15: generator.fault_share: must be between 0 and 0.1667")),
+            "{msgs:?}"
+        );
         let (_d, path) = write("[generator]\nprofile = \"replay\"\n");
         let msg = one_error(load_with_env(&path, no_env()));
         assert!(
