@@ -805,7 +805,7 @@ impl Daemon {
             .enabled
             .then(|| match config.generator.profile {
                 GeneratorProfile::Replay => replay::producer_config(&config.kafka).create(),
-                GeneratorProfile::Transactions => {
+                GeneratorProfile::Transactions | GeneratorProfile::Sensors => {
                     crate::kafka::producer_config(&config.kafka).create()
                 }
             })

@@ -125,7 +125,8 @@ pub struct Metrics {
     pub end_to_end_latency: Histogram,
     /// Records written by the generator and acknowledged.
     pub generated: AtomicU64,
-    /// Of those, the ones drawn as outliers (what `[generator] label_outliers` labels true).
+    /// Of those, the ones drawn as outliers (what `[generator] label_outliers` labels true),
+    /// or with the sensors profile the injected faults (what `label_faults` labels).
     pub generated_outliers: AtomicU64,
     partitions: Mutex<BTreeMap<(String, i32), PartitionStats>>,
 }

@@ -836,11 +836,24 @@ mod tests {
     fn generator_profiles_and_replay_keys_name_their_key() {
         use crate::config::GeneratorProfile;
         use crate::source::generator::replay::{ColumnRef, HeaderMode, Pace};
-        let (_d, path) = write("[generator]\nprofile = \"sensors\"\n");
+        let (_d, path) = write("[generator]\nprofile = \"weather\"\n");
         let msg = one_error(load_with_env(&path, no_env()));
         assert!(
-            msg.contains(":2:11: generator.profile: unknown variant `sensors`"),
+            msg.contains(":2:11: generator.profile: unknown variant `weather`"),
             "{msg}"
+        );
+        let (_d, path) =
+            write("[generator]\nprofile = \"sensors\"\nsensors = 0\nfault_share = 0.5\n");
+        let errs = load_with_env(&path, no_env()).unwrap_err().0;
+        let msgs: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert!(
+            msgs.iter().any(|m| m.contains(":3:11: generator.sensors")),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains(":4:15: generator.fault_share: must be between 0 and 0.1667")),
+            "{msgs:?}"
         );
         let (_d, path) = write("[generator]\nprofile = \"replay\"\n");
         let msg = one_error(load_with_env(&path, no_env()));

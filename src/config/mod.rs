@@ -323,8 +323,9 @@ pub enum FeatureMatch {
 }
 
 /// `[generator]`: records for demos and load tests: synthetic transactions (`profile =
-/// "transactions"`) or a CSV file's lines (`profile = "replay"`,
-/// [`crate::source::generator::replay`]).
+/// "transactions"`), a CSV file's lines (`profile = "replay"`,
+/// [`crate::source::generator::replay`]) or sensor readings with injected faults (`profile =
+/// "sensors"`, [`crate::source::generator::sensors`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GeneratorConfig {
@@ -332,10 +333,11 @@ pub struct GeneratorConfig {
     /// What to write.
     pub profile: GeneratorProfile,
     pub topic: String,
-    /// Records per second (transactions); 0 means as fast as the broker takes them.
+    /// Records per second (transactions; sensors, over all sensors); 0 means as fast as the
+    /// broker takes them.
     pub rate: f64,
-    /// Records to write before stopping; 0 means forever (transactions) or to the end of the
-    /// file (replay).
+    /// Records to write before stopping; 0 means forever (transactions, sensors) or to the end
+    /// of the file (replay).
     pub count: u64,
     /// replay: the CSV file whose lines are written, one record per line.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -362,6 +364,13 @@ pub struct GeneratorConfig {
     /// Add `"outlier": true|false` to each record (whether it was drawn as an outlier), so
     /// precision and recall can be computed from the stream.
     pub label_outliers: bool,
+    /// sensors: how many sensors take turns, 1..=1,000,000.
+    pub sensors: u64,
+    /// sensors: share of readings that are injected faults (spikes, drifts, stuck sensors), in
+    /// [0, [`crate::source::generator::sensors::MAX_FAULT_SHARE`]].
+    pub fault_share: f64,
+    /// sensors: add `"fault": "spike"|"drift"|"stuck"|null` to each reading.
+    pub label_faults: bool,
 }
 
 impl Default for GeneratorConfig {
@@ -382,6 +391,9 @@ impl Default for GeneratorConfig {
             outlier_probability: 0.2,
             seed: 42,
             label_outliers: false,
+            sensors: 10,
+            fault_share: 0.01,
+            label_faults: false,
         }
     }
 }
@@ -395,6 +407,9 @@ pub enum GeneratorProfile {
     Transactions,
     /// The lines of `file`, in order, keyed by `key_column`, at `pace`.
     Replay,
+    /// Readings of `sensors` sensors with a `fault_share` of injected faults, keyed by sensor id,
+    /// at `rate` ([`crate::source::generator::sensors`]).
+    Sensors,
 }
 
 /// `[slack]`: where alerts go, how they are grouped and how fast they may be sent.
@@ -657,6 +672,20 @@ impl Config {
             bad(
                 "generator.outlier_probability",
                 "must be between 0 and 1".into(),
+            );
+        }
+        if !(1..=1_000_000).contains(&g.sensors) {
+            bad("generator.sensors", "must be between 1 and 1000000".into());
+        }
+        let max_share = crate::source::generator::sensors::MAX_FAULT_SHARE;
+        if !(0.0..=max_share).contains(&g.fault_share) {
+            bad(
+                "generator.fault_share",
+                format!(
+                    "must be between 0 and {max_share:.4} (one fault episode in every {} \
+                     readings of a sensor)",
+                    crate::source::generator::sensors::BLOCK
+                ),
             );
         }
         if g.profile == GeneratorProfile::Replay {
@@ -1422,6 +1451,23 @@ mod tests {
         assert_eq!(none.len(), 1);
         assert_eq!(none[0].key, NO_DETECTOR_KEY);
         assert!(none[0].message.contains("[detectors.<name>]"), "{none:?}");
+    }
+
+    #[test]
+    fn the_sensors_keys_are_checked() {
+        let mut c = one();
+        c.generator.profile = GeneratorProfile::Sensors;
+        assert_eq!(keys(&c), Vec::<String>::new(), "the defaults are valid");
+        c.generator.sensors = 0;
+        c.generator.fault_share = 0.2;
+        assert_eq!(keys(&c), ["generator.sensors", "generator.fault_share"]);
+        let why = c.validate()[1].message.clone();
+        assert!(why.contains("between 0 and 0.1667"), "{why}");
+        c.generator.sensors = 1_000_000;
+        c.generator.fault_share = crate::source::generator::sensors::MAX_FAULT_SHARE;
+        assert_eq!(keys(&c), Vec::<String>::new());
+        c.generator.fault_share = f64::NAN;
+        assert_eq!(keys(&c), ["generator.fault_share"]);
     }
 
     #[test]

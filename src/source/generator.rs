@@ -8,9 +8,11 @@
 //!
 //! That is the `transactions` profile. The `replay` profile ([`replay`]) writes a CSV file's
 //! lines instead, with the code `anomalyd replay` runs; a restarted task resumes at the first
-//! line not acknowledged.
+//! line not acknowledged. The `sensors` profile ([`sensors`]) writes sensor readings with
+//! injected faults, keyed by sensor id, numbered like the transactions.
 
 pub mod replay;
+pub mod sensors;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -108,16 +110,42 @@ impl Generator {
     /// (then returns `Ok`), or `shutdown`.
     ///
     /// # Errors
-    /// transactions: none but a record the producer refuses to queue. replay: a file or topic
-    /// that is missing, brokers that do not answer, or a delivery that failed (the next run
-    /// resumes at the first line not acknowledged).
+    /// transactions, sensors: none but a record the producer refuses to queue. replay: a file
+    /// or topic that is missing, brokers that do not answer, or a delivery that failed (the
+    /// next run resumes at the first line not acknowledged).
     pub async fn run(
         &self,
         status: &TaskStatus,
         shutdown: CancellationToken,
     ) -> Result<(), GeneratorError> {
         match self.config.profile {
-            GeneratorProfile::Transactions => self.run_transactions(status, shutdown).await,
+            GeneratorProfile::Transactions => {
+                let c = &self.config;
+                let make = |id: u64| {
+                    let (mut value, outlier) =
+                        labelled_record(c.seed, id, c.outlier_probability, SystemTime::now());
+                    if c.label_outliers {
+                        value["outlier"] = outlier.into();
+                    }
+                    (id.to_string(), value.to_string(), outlier)
+                };
+                self.run_numbered(status, shutdown, make).await
+            }
+            GeneratorProfile::Sensors => {
+                let c = &self.config;
+                let make = |n: u64| {
+                    let (key, value, fault) = sensors::record(
+                        c.seed,
+                        c.sensors,
+                        c.fault_share,
+                        n,
+                        SystemTime::now(),
+                        c.label_faults,
+                    );
+                    (key, value.to_string(), fault.is_some())
+                };
+                self.run_numbered(status, shutdown, make).await
+            }
             GeneratorProfile::Replay => self.run_replay(status, shutdown).await,
         }
     }
@@ -175,12 +203,15 @@ impl Generator {
         }
     }
 
-    /// The transactions profile. Delivery failures after the producer's own retries are
-    /// logged and counted, not fatal: the generator keeps going through broker hiccups.
-    async fn run_transactions(
+    /// The transactions and sensors profiles: record `id` is `make(id)`, (key, payload, whether
+    /// it was drawn as an outlier or fault), from the next id on. Delivery failures after the
+    /// producer's own retries are logged and counted, not fatal: the generator keeps going
+    /// through broker hiccups.
+    async fn run_numbered(
         &self,
         status: &TaskStatus,
         shutdown: CancellationToken,
+        make: impl Fn(u64) -> (String, String, bool),
     ) -> Result<(), GeneratorError> {
         let c = &self.config;
         let interval = (c.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / c.rate));
@@ -190,6 +221,7 @@ impl Generator {
         let mut failed = 0u64;
         tracing::info!(
             topic = c.topic,
+            profile = ?c.profile,
             rate = c.rate,
             count = c.count,
             first_id = first,
@@ -217,13 +249,7 @@ impl Generator {
             } else if shutdown.is_cancelled() {
                 break;
             }
-            let (mut value, outlier) =
-                labelled_record(c.seed, id, c.outlier_probability, SystemTime::now());
-            if c.label_outliers {
-                value["outlier"] = outlier.into();
-            }
-            let payload = value.to_string();
-            let key = id.to_string();
+            let (key, payload, outlier) = make(id);
             let pending = enqueue(
                 &self.producer,
                 FutureRecord::to(&c.topic).key(&key).payload(&payload),
