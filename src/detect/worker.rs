@@ -715,7 +715,13 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
         // Kafka: now, and only now, the offset may move.
         if let Some(safe) = b.safe {
             // Per-key state: no further than the lowest offset it still needs.
-            self.commit_safe(safe, stored)?;
+            self.commit_safe(safe, stored)
+                .map_err(|source| WorkerError::StoreOffset {
+                    topic: self.topic.to_owned(),
+                    partition: self.partition,
+                    offset: safe,
+                    source,
+                })?;
         } else {
             self.consumer
                 .store_offset(self.topic, self.partition, b.last_offset)
@@ -771,19 +777,13 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
 
     /// Stores and commits `safe` as the next offset to read, unless an offset at or after it
     /// was stored already: a restart re-reads from there, which rebuilds the open streaks.
-    fn commit_safe(&self, safe: i64, stored: &mut Option<i64>) -> Result<(), WorkerError> {
+    fn commit_safe(&self, safe: i64, stored: &mut Option<i64>) -> Result<(), KafkaError> {
         if stored.is_some_and(|s| s >= safe) {
             return Ok(());
         }
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(self.topic, self.partition, Offset::Offset(safe))
-            .and_then(|()| self.consumer.store_offsets(&tpl))
-            .map_err(|source| WorkerError::StoreOffset {
-                topic: self.topic.to_owned(),
-                partition: self.partition,
-                offset: safe,
-                source,
-            })?;
+            .and_then(|()| self.consumer.store_offsets(&tpl))?;
         *stored = Some(safe);
         // As for a stateless batch: right away, asynchronously, a lost one covered by the next.
         if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
