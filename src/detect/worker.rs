@@ -10,6 +10,11 @@
 //! That order is the at-least-once guarantee: a stored (and so committed) offset never passes a
 //! record whose results are not safely in Kafka. A crash re-scores at most the batches in flight.
 //!
+//! A scorer with per-key state (rules with `for`, see [`super::streaks`]) gets one state per
+//! worker, and the offset stored is then its **safe offset**: no further than the first record
+//! an open streak still needs, so that a restarted worker re-reads it and rebuilds the counts.
+//! Every other scorer keeps no state and stores the batch's last offset, as before.
+//!
 //! No single record can stop a partition: an output the producer or broker refuses for its
 //! own content (larger than `message.max.bytes`, checked before producing; or refused as too
 //! large or invalid when produced or delivered) falls down a ladder, each step tried once: the
