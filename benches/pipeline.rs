@@ -429,7 +429,7 @@ fn detectors_config(
         c.detectors.insert(
             "rules".into(),
             anomalyd::config::DetectorConfig {
-                rules: Some([("far".to_string(), FAR_RULE.to_string())].into()),
+                rules: Some([("far".to_string(), FAR_RULE.into())].into()),
                 ..other("rules")
             },
         );

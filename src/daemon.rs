@@ -229,6 +229,7 @@ pub fn load_scorer(name: &str, detector: &DetectorConfig) -> Result<Loaded, Daem
     match &detector.rules {
         Some(rules) if detector.model.is_none() => {
             RulesScorer::compile(&crate::config::rule_pairs(rules))
+                .map(|r| r.with_for(crate::config::rule_for(rules)))
                 .map(|r| match detector.format {
                     RecordFormat::Csv => r.reading_csv(),
                     RecordFormat::Json => r,

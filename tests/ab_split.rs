@@ -88,7 +88,7 @@ async fn a_fifty_fifty_split_scores_every_record_exactly_once() {
         // True for every generator record: every record scored becomes an anomaly.
         d.rules = Some(BTreeMap::from([(
             "always".to_owned(),
-            "size(data) >= 1".to_owned(),
+            "size(data) >= 1".into(),
         )]));
         d.split = Some(SplitConfig {
             variant: variant.into(),

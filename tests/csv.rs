@@ -171,7 +171,7 @@ async fn csv_lines_are_scored_by_rules_and_a_forest_and_bad_lines_dead_lettered(
             model: None,
             rules: Some(BTreeMap::from([(
                 "big".to_owned(),
-                "Quantity > 1000.0".to_owned(),
+                "Quantity > 1000.0".into(),
             )])),
             ..support::fresh_detector(&input, &model_path).await
         },

@@ -361,8 +361,8 @@ async fn a_forest_and_rules_on_one_topic() {
     let mut rules = support::fresh_detector(&input, &model).await;
     rules.model = None;
     rules.rules = Some(BTreeMap::from([
-        ("far_east".to_owned(), "data[0][0] > 3.0".to_owned()),
-        ("far_north".to_owned(), "data[0][1] >= 3.0".to_owned()),
+        ("far_east".to_owned(), "data[0][0] > 3.0".into()),
+        ("far_north".to_owned(), "data[0][1] >= 3.0".into()),
     ]));
     config.detectors.insert("limits".to_owned(), rules);
     let (out_forest, out_rules, dead_rules) = (
@@ -548,7 +548,7 @@ async fn every_kind_runs_side_by_side() {
     rules.model = None;
     rules.rules = Some(BTreeMap::from([(
         "far".to_owned(),
-        "data[0][0] > 3.0 || data[0][0] < -3.0".to_owned(),
+        "data[0][0] > 3.0 || data[0][0] < -3.0".into(),
     )]));
     config.detectors.insert("rules".to_owned(), rules);
     support::produce_generated(&input, SEED, 0..N).await;

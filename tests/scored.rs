@@ -80,7 +80,7 @@ async fn config(dir: &std::path::Path) -> Config {
         dead_letter_topic: support::unique("sensor-dead-letters"),
         rules: Some(BTreeMap::from([(
             "hot".to_owned(),
-            "temperature > 40.0".to_owned(),
+            "temperature > 40.0".into(),
         )])),
         ..DetectorConfig::default()
     };

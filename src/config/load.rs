@@ -486,7 +486,8 @@ fn key_at_span(table: &DeTable<'_>, span: &std::ops::Range<usize>, keys: &mut Ve
         }
         keys.push(k.get_ref().to_string());
         if let DeValue::Table(t) = v.get_ref() {
-            if key_at_span(t, span, keys) {
+            // An error about a whole inline table (`{ expr = .., fro = 3 }`) names its key.
+            if key_at_span(t, span, keys) || (k.span() != v.span() && v.span() == *span) {
                 return true;
             }
         } else if inside(v.span()) {
@@ -828,6 +829,18 @@ mod tests {
         let msg = one_error(load_with_env(&path, no_env()));
         assert!(
             msg.contains(":2:1: detectors.tx.neural_net: unknown field"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_rule_table_with_a_wrong_key_names_the_rule() {
+        let (_d, path) = write(
+            "[detectors.tx.rules]\nhot = \"t > 1.0\"\ncold = { expr = \"t < 0.0\", fro = 2 }\n",
+        );
+        let msg = one_error(load_with_env(&path, no_env()));
+        assert!(
+            msg.contains(":3:8: detectors.tx.rules.cold: unknown field `fro`"),
             "{msg}"
         );
     }

@@ -7,6 +7,7 @@
 
 mod librdkafka;
 mod load;
+mod rule;
 pub mod stages;
 
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ pub use load::{
     Origin, Rule, defaults_with_env, load, load_located, load_located_for_tools, load_with_env,
     locate, origin_of, resolve, shorten,
 };
+pub use rule::RuleSpec;
 pub use stages::{StageConfig, StageKind, TimeMode};
 
 /// The whole configuration file.
@@ -151,7 +153,9 @@ pub struct DetectorConfig {
     /// `[detectors.NAME.rules]`: named CEL expressions over the record's fields
     /// (`hot = "temperature > 40.0"`), the scorer of a detector without a model. A record is
     /// anomalous when any rule is true; anomalies list the rules that fired in name order.
-    pub rules: Option<BTreeMap<String, String>>,
+    /// A rule may be a table with a `for`: `hot = { expr = "temperature > 40.0", for = 3 }`
+    /// fires only from the 3rd consecutive matching reading of a key on ([`RuleSpec`]).
+    pub rules: Option<BTreeMap<String, RuleSpec>>,
     /// Topic the anomalies are published to. Required.
     pub output_topic: String,
     /// `scored_topic = "sensor-readings"`: also publish every scored record, anomaly or not,
@@ -1297,7 +1301,17 @@ fn validate_detector(name: &str, d: &DetectorConfig, bad: &mut impl FnMut(&str, 
             &key("rules"),
             "needs at least one rule (name = \"CEL expression\")".into(),
         ),
-        (Some(ScorerKind::Rules), None, Some(_)) => {}
+        (Some(ScorerKind::Rules), None, Some(rules)) => {
+            let max = crate::detect::streaks::MAX_FOR;
+            for (name, rule) in rules {
+                if !(1..=max).contains(&rule.for_readings) {
+                    bad(
+                        &key(&format!("rules.{name}.for")),
+                        format!("must be between 1 and {max} (consecutive matching readings)"),
+                    );
+                }
+            }
+        }
         (Some(ScorerKind::Rules), _, None) => bad(
             &key("rules"),
             "scorer = \"rules\" needs a [detectors.<name>.rules] table".into(),
@@ -1379,8 +1393,16 @@ fn validate_scored_topic(
 }
 
 /// A rules table as `(name, expression)` pairs, in name order.
-pub fn rule_pairs(rules: &BTreeMap<String, String>) -> Vec<(String, String)> {
-    rules.iter().map(|(n, e)| (n.clone(), e.clone())).collect()
+pub fn rule_pairs(rules: &BTreeMap<String, RuleSpec>) -> Vec<(String, String)> {
+    rules
+        .iter()
+        .map(|(n, r)| (n.clone(), r.expr.clone()))
+        .collect()
+}
+
+/// A rules table's `for` values, in name order (the order of [`rule_pairs`]).
+pub fn rule_for(rules: &BTreeMap<String, RuleSpec>) -> Vec<u32> {
+    rules.values().map(|r| r.for_readings).collect()
 }
 
 fn kind_name(kind: Option<ScorerKind>) -> String {
@@ -1749,7 +1771,12 @@ mod tests {
 
     #[test]
     fn a_detector_has_exactly_one_scorer() {
-        let rules = || Some(BTreeMap::from([("hot".to_owned(), "t > 40.0".to_owned())]));
+        let rules = || {
+            Some(BTreeMap::from([(
+                "hot".to_owned(),
+                RuleSpec::from("t > 40.0"),
+            )]))
+        };
         let mut c = one();
         let d = c.detectors.get_mut("tx").unwrap();
         assert_eq!(d.scorer_kind(), Some(ScorerKind::Model));
@@ -1766,6 +1793,15 @@ mod tests {
         d.scorer = None;
         d.rules = Some(BTreeMap::new());
         assert_eq!(keys(&c), ["detectors.tx.rules"], "no rule");
+        let d = c.detectors.get_mut("tx").unwrap();
+        let mut spec = RuleSpec::from("t > 40.0");
+        spec.for_readings = 0;
+        d.rules = Some(BTreeMap::from([("hot".to_owned(), spec.clone())]));
+        assert_eq!(keys(&c), ["detectors.tx.rules.hot.for"], "for = 0");
+        let d = c.detectors.get_mut("tx").unwrap();
+        spec.for_readings = 3;
+        d.rules = Some(BTreeMap::from([("hot".to_owned(), spec)]));
+        assert_eq!(c.validate(), vec![], "for = 3");
     }
 
     #[test]

@@ -16,4 +16,5 @@ pub mod rules;
 pub mod scorer;
 pub mod slot;
 pub mod split;
+pub mod streaks;
 pub mod worker;

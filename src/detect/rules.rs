@@ -44,9 +44,9 @@
 //! [`Verdict::decision`] is `-1.0` when a rule fired and `+1.0` otherwise, so that negative means
 //! anomalous as for every model kind.
 //!
-//! Evaluation is a pure function of the rule set and one record: a later Prometheus-like `for`
-//! (a rule must hold on N consecutive records of a key) keeps its per-key state beside the
-//! rule set and feeds it the verdicts.
+//! Evaluation is a pure function of the rule set and one record: a rule's Prometheus-like
+//! `for` (it must hold on N consecutive records of a key) is kept beside the rule set, in the
+//! partition worker's [`super::streaks::Streaks`], which the verdicts are fed to.
 //!
 //! [Common Expression Language]: https://github.com/google/cel-spec
 

@@ -26,6 +26,7 @@ use serde_json::Value;
 use super::model::LoadedModel;
 use super::rules::{RuleSet, RulesError};
 use super::slot::ModelSlot;
+use super::streaks::Streaks;
 use crate::record::Record;
 
 /// What a scorer said about one record.
@@ -108,6 +109,34 @@ pub trait Scorer: Send + Sync + fmt::Debug {
     /// Why a flagged record is an anomaly, the entries published under `explanation`;
     /// `features` is the record's row (empty for [`Needs::Record`]).
     fn explain(&self, features: &[f64], record: &Record<'_>) -> Vec<Value>;
+
+    /// A fresh per-partition state, for a scorer whose verdict on a record depends on the
+    /// earlier records of its key (rules with `for`); `None`, the default, for a scorer that
+    /// judges each record alone. A worker holding a state scores with
+    /// [`Scorer::score_keyed`] and commits no further than [`Streaks::safe_offset`].
+    fn partition_state(&self) -> Option<Streaks> {
+        None
+    }
+
+    /// [`Scorer::score_batch`] for a scorer with a partition state: record `i` of `batch` has
+    /// Kafka key `keys[i]` and offset `offsets[i]` (increasing) and is fed to `state` in order;
+    /// `explanations[i]` gets the `explanation` of each record that is anomalous. The default
+    /// ignores the state and explains with [`Scorer::explain`] later.
+    ///
+    /// # Panics
+    /// If the slices' lengths differ from `batch.len()`.
+    fn score_keyed(
+        &self,
+        batch: &Batch<'_, '_>,
+        keys: &[Option<&[u8]>],
+        offsets: &[i64],
+        state: &mut Streaks,
+        out: &mut [Result<Scored, Unscorable>],
+        explanations: &mut [Vec<Value>],
+    ) {
+        let _ = (keys, offsets, state, explanations);
+        self.score_batch(batch, out);
+    }
 }
 
 /// Every model kind a model file holds: Isolation Forest, k-means, bisecting k-means.
@@ -153,6 +182,9 @@ pub struct RulesScorer {
     rules: RuleSet,
     identity: ScorerIdentity,
     names: Vec<String>,
+    /// Each rule's `for` (consecutive matching readings of a key before it fires), in the
+    /// rules' order; all 1 unless [`RulesScorer::with_for`] said otherwise.
+    need: Vec<u32>,
     /// The records are CSV lines' JSON views ([`crate::detect::csv_record`]): the rules read
     /// the cells under `record` as text (a number when it parses as one).
     csv: bool,
@@ -183,6 +215,7 @@ impl RulesScorer {
             .map(|b| format!("{b:02x}"))
             .collect();
         Ok(Self {
+            need: vec![1; rules.len()],
             names: rules.iter().map(|(n, _)| n.clone()).collect(),
             rules: set,
             csv: false,
@@ -200,6 +233,38 @@ impl RulesScorer {
     pub fn reading_csv(mut self) -> Self {
         self.csv = true;
         self
+    }
+
+    /// The same rules, each firing only after `need[r]` consecutive matching readings of a
+    /// key (`for`, see [`super::streaks`]; 1 is every matching reading), in the rules' order.
+    /// The identity's id then covers the `for` values too (unchanged when they are all 1).
+    ///
+    /// # Panics
+    /// If `need` does not hold one value per rule.
+    pub fn with_for(mut self, need: Vec<u32>) -> Self {
+        use sha2::{Digest, Sha256};
+        assert_eq!(need.len(), self.names.len(), "one `for` per rule");
+        let need: Vec<u32> = need.into_iter().map(|n| n.max(1)).collect();
+        if need.iter().any(|&n| n > 1) {
+            let mut digest = Sha256::new();
+            digest.update(self.identity.id.as_bytes());
+            for n in &need {
+                digest.update(n.to_le_bytes());
+            }
+            self.identity.id = digest
+                .finalize()
+                .iter()
+                .take(6)
+                .map(|b| format!("{b:02x}"))
+                .collect();
+        }
+        self.need = need;
+        self
+    }
+
+    /// Whether a rule has a `for` above 1, so that the scorer keeps per-key state.
+    fn keyed(&self) -> bool {
+        self.need.iter().any(|&n| n > 1)
     }
 
     /// The record as the rules see it: its JSON text as a value (a record whose text holds a
@@ -253,6 +318,66 @@ impl Scorer for RulesScorer {
         }
     }
 
+    /// Per-key streaks when a rule has a `for` above 1; else `None` (stateless, as before).
+    fn partition_state(&self) -> Option<Streaks> {
+        self.keyed().then(|| Streaks::new(self.need.clone()))
+    }
+
+    /// The rules' verdicts fed through the streaks: `score` is the number of rules that fired
+    /// (a rule with `for` only from its N-th consecutive matching reading of the key on),
+    /// `decision` is -1 when one did; the explanation lists them with their counts
+    /// (`{"rule", "for", "count"}`).
+    fn score_keyed(
+        &self,
+        batch: &Batch<'_, '_>,
+        keys: &[Option<&[u8]>],
+        offsets: &[i64],
+        state: &mut Streaks,
+        out: &mut [Result<Scored, Unscorable>],
+        explanations: &mut [Vec<Value>],
+    ) {
+        let n = batch.len();
+        assert!(
+            out.len() == n && keys.len() == n && offsets.len() == n && explanations.len() == n,
+            "one key, offset, output and explanation per record"
+        );
+        let mut fired = Vec::new();
+        for (i, record) in batch.records.iter().enumerate() {
+            let verdict = match self.verdict(record) {
+                Ok(v) => v,
+                // Unjudged: the streaks stay as they are (see `streaks`).
+                Err(why) => {
+                    out[i] = Err(why);
+                    continue;
+                }
+            };
+            fired.clear();
+            // `fired` holds the names in rule order, each once: walk them in step.
+            let matched: Vec<bool> = {
+                let mut it = verdict.fired.iter().peekable();
+                self.names
+                    .iter()
+                    .map(|name| match it.peek() {
+                        Some(f) if &***f == name.as_str() => {
+                            it.next();
+                            true
+                        }
+                        _ => false,
+                    })
+                    .collect()
+            };
+            state.observe(keys[i], offsets[i], |r| matched[r], &mut fired);
+            out[i] = Ok(Scored {
+                score: fired.len() as f64,
+                decision: if fired.is_empty() { 1.0 } else { -1.0 },
+            });
+            explanations[i] = fired
+                .iter()
+                .map(|&(r, count)| fired_entry(&self.names[r], self.need[r], count))
+                .collect();
+        }
+    }
+
     /// The rules that fired, each `{"rule": name}`, in the rule set's order.
     fn explain(&self, _features: &[f64], record: &Record<'_>) -> Vec<Value> {
         self.verdict(record)
@@ -265,6 +390,17 @@ impl Scorer for RulesScorer {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+/// What a streak's rule adds to an anomaly's `explanation`: `{"rule": name}` for a rule
+/// without `for`, `{"rule": name, "for": N, "count": C}` for one with (C >= N: the
+/// consecutive matching readings of the key that fired it).
+fn fired_entry(name: &str, need: u32, count: u64) -> Value {
+    if need > 1 {
+        serde_json::json!({ "rule": name, "for": need, "count": count })
+    } else {
+        serde_json::json!({ "rule": name })
     }
 }
 
@@ -466,5 +602,74 @@ mod tests {
             ]
         );
         assert!(RulesScorer::compile(&[("bad".into(), "a >".into())]).is_err());
+    }
+
+    #[test]
+    fn rules_with_for_fire_from_the_nth_reading_of_a_key_and_say_the_count() {
+        let rules = [
+            ("hot".to_owned(), "temperature > 40.0".to_owned()),
+            ("high".to_owned(), "pressure > 120.0".to_owned()),
+        ];
+        let plain = RulesScorer::compile(&rules).unwrap();
+        assert!(plain.partition_state().is_none(), "stateless without `for`");
+        assert_eq!(
+            plain.identity(),
+            RulesScorer::compile(&rules)
+                .unwrap()
+                .with_for(vec![1, 1])
+                .identity()
+        );
+        let scorer = RulesScorer::compile(&rules).unwrap().with_for(vec![3, 1]);
+        assert_ne!(scorer.identity(), plain.identity());
+        let mut state = scorer.partition_state().expect("keyed");
+        let texts = [
+            (b"s1", r#"{"temperature": 41, "pressure": 100}"#),
+            (b"s2", r#"{"temperature": 41, "pressure": 100}"#),
+            (b"s1", r#"{"temperature": 41, "pressure": 130}"#),
+            (b"s1", r#"{"pressure": 1}"#),
+            (b"s1", r#"{"temperature": 41, "pressure": 100}"#),
+            (b"s1", r#"{"temperature": 41, "pressure": 100}"#),
+            (b"s2", r#"{"temperature": 40, "pressure": 100}"#),
+        ];
+        let records: Vec<Record<'_>> = texts
+            .iter()
+            .map(|(_, t)| Record::parse(Some(t.as_bytes())).unwrap())
+            .collect();
+        let refs: Vec<&Record<'_>> = records.iter().collect();
+        let keys: Vec<Option<&[u8]>> = texts.iter().map(|(k, _)| Some(&k[..])).collect();
+        let offsets: Vec<i64> = (10..17).collect();
+        let mut out = vec![Ok(Scored::default()); 7];
+        let mut why = vec![Vec::new(); 7];
+        scorer.score_keyed(
+            &Batch {
+                rows: &[],
+                records: &refs,
+            },
+            &keys,
+            &offsets,
+            &mut state,
+            &mut out,
+            &mut why,
+        );
+        let decisions: Vec<f64> = out
+            .iter()
+            .map(|o| o.as_ref().map_or(0.0, |s| s.decision))
+            .collect();
+        // s1: 1st hot (no), 2nd hot + high (high fires alone), unjudged (the streak stays),
+        // 3rd hot fires with count 3, 4th with 4; s2's one reading never fires.
+        assert_eq!(decisions, [1.0, 1.0, -1.0, 0.0, -1.0, -1.0, 1.0]);
+        assert!(out[3].is_err());
+        assert_eq!(why[2], [serde_json::json!({"rule": "high"})]);
+        assert_eq!(
+            why[4],
+            [serde_json::json!({"rule": "hot", "for": 3, "count": 3})]
+        );
+        assert_eq!(
+            why[5],
+            [serde_json::json!({"rule": "hot", "for": 3, "count": 4})]
+        );
+        assert_eq!(out[5].as_ref().unwrap().score, 1.0);
+        // s1's streak is open: its last two matching readings are still needed.
+        assert_eq!(state.safe_offset(17), 14);
     }
 }

@@ -11,6 +11,11 @@
 //! That order is the at-least-once guarantee: a stored (and so committed) offset never passes a
 //! record whose results are not safely in Kafka. A crash re-scores at most the batches in flight.
 //!
+//! A scorer with per-key state (rules with `for`, see [`super::streaks`]) gets one state per
+//! worker, and the offset stored is then its **safe offset**: no further than the first record
+//! an open streak still needs, so that a restarted worker re-reads it and rebuilds the counts.
+//! Every other scorer keeps no state and stores the batch's last offset, as before.
+//!
 //! No single record can stop a partition: an output the producer or broker refuses for its
 //! own content (larger than `message.max.bytes`, checked before producing; or refused as too
 //! large or invalid when produced or delivered) falls down a ladder, each step tried once: the
@@ -37,6 +42,7 @@ use super::csv_record::{CsvFormat, CsvReader};
 use super::features::{FeatureExtractor, Rejection};
 use super::scorer::{Batch, Needs, Scored, ScorerSource};
 use super::split::SplitConfig;
+use super::streaks::Streaks;
 use crate::config::FeatureSpec;
 use crate::metrics::{Metrics, PartitionStats};
 use crate::sinks::anomalies::{Additions, Detection, Layout, write_anomaly};
@@ -142,6 +148,10 @@ struct InFlight {
     /// Records in the batch outside this detector's split: not read, not scored.
     skipped_by_split: u64,
     last_offset: i64,
+    /// With per-key state (rules with `for`): the offset to commit, `last_offset + 1` or lower
+    /// when an open streak still needs an earlier record ([`Streaks::safe_offset`]). `None`:
+    /// stateless, `last_offset + 1`.
+    safe: Option<i64>,
     produced: Instant,
     scored_at: SystemTime,
 }
@@ -272,6 +282,9 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
         tx: tokio::sync::mpsc::Sender<InFlight>,
     ) -> Result<(), WorkerError> {
         let mut batch = Vec::with_capacity(self.env.batch_max);
+        // Per-key state, for a scorer that keeps some (rules with `for`): this worker's alone,
+        // rebuilt by re-reading from the safe offset after a restart or a rebalance.
+        let mut streaks: Option<Streaks> = None;
         loop {
             if *stop.borrow() {
                 return Ok(());
@@ -302,7 +315,7 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
                 }
             }
             let full = std::mem::replace(&mut batch, Vec::with_capacity(self.env.batch_max));
-            let scored = self.score_and_publish(full).await?;
+            let scored = self.score_and_publish(full, &mut streaks).await?;
             if tx.send(scored).await.is_err() {
                 return Ok(());
             }
@@ -314,14 +327,20 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
         &self,
         mut rx: tokio::sync::mpsc::Receiver<InFlight>,
     ) -> Result<(), WorkerError> {
+        // The offset stored last, so that a safe offset never moves it back.
+        let mut stored = None;
         while let Some(batch) = rx.recv().await {
-            self.settle(batch).await?;
+            self.settle(batch, &mut stored).await?;
         }
         Ok(())
     }
 
     /// Scores one batch and produces its anomalies and dead letters (not yet acknowledged).
-    async fn score_and_publish(&self, batch: Vec<OwnedMessage>) -> Result<InFlight, WorkerError> {
+    async fn score_and_publish(
+        &self,
+        batch: Vec<OwnedMessage>,
+        streaks: &mut Option<Streaks>,
+    ) -> Result<InFlight, WorkerError> {
         let last_offset = batch
             .last()
             .expect("a batch has at least one record")
@@ -345,6 +364,7 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
                 records: 0,
                 skipped_by_split,
                 last_offset,
+                safe: streaks.as_ref().map(|s| s.safe_offset(last_offset + 1)),
                 produced: Instant::now(),
                 scored_at: SystemTime::now(),
             });
@@ -386,13 +406,33 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
             }
         }
         let mut scored = vec![Ok(Scored::default()); scorable.len()];
+        if streaks.is_none() {
+            *streaks = scorer.partition_state();
+        }
+        let mut explanations = Vec::new();
         {
             let records: Vec<_> = scorable.iter().map(|(_, r)| r).collect();
             let input = Batch {
                 rows: &rows,
                 records: &records,
             };
-            scorer.score_batch(&input, &mut scored);
+            match streaks.as_mut() {
+                None => scorer.score_batch(&input, &mut scored),
+                Some(state) => {
+                    let keys: Vec<_> = scorable.iter().map(|(i, _)| batch[*i].key()).collect();
+                    let offsets: Vec<_> =
+                        scorable.iter().map(|(i, _)| batch[*i].offset()).collect();
+                    explanations = vec![Vec::new(); scorable.len()];
+                    scorer.score_keyed(
+                        &input,
+                        &keys,
+                        &offsets,
+                        state,
+                        &mut scored,
+                        &mut explanations,
+                    );
+                }
+            }
         }
         let elapsed = started.elapsed();
         for m in [&env.metrics, &env.total] {
@@ -438,6 +478,10 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
                 additions.layout = Layout::Csv;
             }
             additions.variant = env.split.as_ref().map(|s| s.variant.as_str());
+            // Rules with `for` say per fired rule the count that fired it.
+            if anomaly && let Some(why) = explanations.get_mut(k) {
+                additions.explanation = std::mem::take(why);
+            }
             if anomaly {
                 let mut payload = Vec::new();
                 let at = write_anomaly(&mut payload, &record, &additions);
@@ -500,6 +544,7 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
             records,
             skipped_by_split,
             last_offset,
+            safe: streaks.as_ref().map(|s| s.safe_offset(last_offset + 1)),
             produced,
             scored_at: now,
         })
@@ -674,7 +719,7 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
     }
 
     /// Waits for one batch's acknowledgements; only then may its offset move.
-    async fn settle(&self, b: InFlight) -> Result<(), WorkerError> {
+    async fn settle(&self, b: InFlight, stored: &mut Option<i64>) -> Result<(), WorkerError> {
         let env = self.env;
         let mut anomalies = 0u64;
         let mut letters: Vec<&'static str> = Vec::new();
@@ -717,24 +762,35 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
 
         // Every result of this batch (and, settling in order, of every earlier one) is in
         // Kafka: now, and only now, the offset may move.
-        self.consumer
-            .store_offset(self.topic, self.partition, b.last_offset)
-            .map_err(|source| WorkerError::StoreOffset {
-                topic: self.topic.to_owned(),
-                partition: self.partition,
-                offset: b.last_offset,
-                source,
-            })?;
-        // Commit right away rather than at the next auto-commit, so that a crash re-reads at
-        // most the batches in flight. Asynchronous: the next batch need not wait for it, and a
-        // lost commit is covered by the next one (or the synchronous commit on revoke).
-        let mut tpl = TopicPartitionList::new();
-        let next = Offset::Offset(b.last_offset + 1);
-        if let Err(e) = tpl
-            .add_partition_offset(self.topic, self.partition, next)
-            .and_then(|()| self.consumer.commit(&tpl, CommitMode::Async))
-        {
-            tracing::warn!(topic = self.topic, partition = self.partition, error = %e, "offset commit failed; a later one will cover it");
+        if let Some(safe) = b.safe {
+            // Per-key state: no further than the lowest offset it still needs.
+            self.commit_safe(safe, stored)
+                .map_err(|source| WorkerError::StoreOffset {
+                    topic: self.topic.to_owned(),
+                    partition: self.partition,
+                    offset: safe,
+                    source,
+                })?;
+        } else {
+            self.consumer
+                .store_offset(self.topic, self.partition, b.last_offset)
+                .map_err(|source| WorkerError::StoreOffset {
+                    topic: self.topic.to_owned(),
+                    partition: self.partition,
+                    offset: b.last_offset,
+                    source,
+                })?;
+            // Commit right away rather than at the next auto-commit, so that a crash re-reads at
+            // most the batches in flight. Asynchronous: the next batch need not wait for it, and a
+            // lost commit is covered by the next one (or the synchronous commit on revoke).
+            let mut tpl = TopicPartitionList::new();
+            let next = Offset::Offset(b.last_offset + 1);
+            if let Err(e) = tpl
+                .add_partition_offset(self.topic, self.partition, next)
+                .and_then(|()| self.consumer.commit(&tpl, CommitMode::Async))
+            {
+                tracing::warn!(topic = self.topic, partition = self.partition, error = %e, "offset commit failed; a later one will cover it");
+            }
         }
 
         let records = b.records;
@@ -765,6 +821,23 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
                 last_offset: Some(b.last_offset),
             },
         );
+        Ok(())
+    }
+
+    /// Stores and commits `safe` as the next offset to read, unless an offset at or after it
+    /// was stored already: a restart re-reads from there, which rebuilds the open streaks.
+    fn commit_safe(&self, safe: i64, stored: &mut Option<i64>) -> Result<(), KafkaError> {
+        if stored.is_some_and(|s| s >= safe) {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(self.topic, self.partition, Offset::Offset(safe))
+            .and_then(|()| self.consumer.store_offsets(&tpl))?;
+        *stored = Some(safe);
+        // As for a stateless batch: right away, asynchronously, a lost one covered by the next.
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            tracing::warn!(topic = self.topic, partition = self.partition, error = %e, "offset commit failed; a later one will cover it");
+        }
         Ok(())
     }
 

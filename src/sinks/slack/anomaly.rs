@@ -231,7 +231,7 @@ mod tests {
             br#"{"t": 50, "anomalyd": {"detector": "sensors", "score": 2, "decision": -1,
                  "model": {"id": "ab12", "kind": "rules"}, "detected_at": "t",
                  "source": {"topic": "s", "partition": 0, "offset": 1}, "layout": "inline",
-                 "explanation": [{"rule": "hot"}, {"rule": "over_pressure"}]}}"#,
+                 "explanation": [{"rule": "hot", "for": 3, "count": 4}, {"rule": "over_pressure"}]}}"#,
         )
         .unwrap();
         assert_eq!(a.detector, "sensors");
