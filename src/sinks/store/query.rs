@@ -7,8 +7,9 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use thiserror::Error;
 
-use super::StoredRow;
 use super::row::{format_ms, rfc3339_ms};
+use super::sqlite::SqliteStore;
+use super::{Store, StoreBackend, StoreConfig, StoreError, StoredRow};
 
 #[derive(Debug, Error)]
 pub enum QueryError {
@@ -182,6 +183,100 @@ pub fn write_counts(out: &mut impl Write, counts: &[(i64, u64)]) -> io::Result<(
         writeln!(out, "{}  {n}", format_ms(*start))?;
     }
     Ok(())
+}
+
+/// What `anomalyd query` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Table,
+    Json,
+    /// Counts per interval of this many milliseconds.
+    Count {
+        bucket_ms: i64,
+    },
+}
+
+/// `anomalyd query`'s flags, read: the filter and the output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    pub filter: Filter,
+    pub output: Output,
+}
+
+impl Query {
+    /// Reads the flags of `anomalyd query`, ages counted back from `now_ms`.
+    pub fn from_args(args: &crate::cli::QueryArgs, now_ms: i64) -> Result<Self, QueryError> {
+        let time = |flag, v: &Option<String>| {
+            v.as_deref()
+                .map(|v| parse_time(flag, v, now_ms))
+                .transpose()
+        };
+        let filter = Filter {
+            detector: args.detector.clone(),
+            key: args.key.clone(),
+            since_ms: time("--since", &args.since)?,
+            until_ms: time("--until", &args.until)?,
+            wheres: args
+                .wheres
+                .iter()
+                .map(|w| parse_where(w))
+                .collect::<Result<_, _>>()?,
+            anomalies_only: args.anomalies_only,
+            limit: args.limit,
+        };
+        let output = match (&args.by, args.count, args.json) {
+            (Some(by), true, _) => Output::Count {
+                bucket_ms: parse_interval(by)?,
+            },
+            (_, _, true) => Output::Json,
+            _ => Output::Table,
+        };
+        Ok(Self { filter, output })
+    }
+
+    /// Runs the query on `store` and writes its output to `out`.
+    pub fn execute(&self, store: &dyn Store, out: &mut impl Write) -> Result<(), ExecuteError> {
+        match self.output {
+            Output::Table => write_table(out, &store.select(&self.filter)?)?,
+            Output::Json => write_json(out, &store.select(&self.filter)?)?,
+            Output::Count { bucket_ms } => {
+                write_counts(out, &store.count_by(&self.filter, bucket_ms)?)?
+            }
+        }
+        Ok(out.flush()?)
+    }
+}
+
+/// Why a query could not be answered.
+#[derive(Debug, Error)]
+pub enum ExecuteError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot write the result: {0}")]
+    Output(#[from] io::Error),
+}
+
+/// Opens the store `config` names, read-only, for a query. A missing file is
+/// [`std::io::ErrorKind::NotFound`] in the error, for exit code 66.
+pub fn open_for_query(config: &StoreConfig) -> Result<Box<dyn Store>, OpenError> {
+    match config.backend {
+        StoreBackend::Sqlite => {
+            let path = config.db_path();
+            if !path.exists() {
+                return Err(OpenError::Missing(path.display().to_string()));
+            }
+            Ok(Box::new(SqliteStore::open_read_only(&path)?))
+        }
+    }
+}
+
+/// Why the store could not be opened for a query.
+#[derive(Debug, Error)]
+pub enum OpenError {
+    #[error("no anomaly store at {0} (has the daemon run with [store]?)")]
+    Missing(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 #[cfg(test)]
