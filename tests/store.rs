@@ -220,3 +220,59 @@ async fn killed_during_ingest_then_restarted_no_row_is_missing_or_twice() {
         .status();
     second.wait().unwrap();
 }
+
+/// `query`'s refusals, with their exit codes; no broker needed.
+#[test]
+fn query_without_a_store_or_with_bad_flags_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.detectors.insert(
+        "tx".into(),
+        anomalyd::config::DetectorConfig {
+            input_topic: "in".into(),
+            output_topic: "out".into(),
+            dead_letter_topic: "dlq".into(),
+            model: Some(dir.path().join("m.model")),
+            ..Default::default()
+        },
+    );
+    let path = dir.path().join("anomalyd.toml");
+    let run = |config: &Config, args: &[&str]| {
+        std::fs::write(&path, toml::to_string(config).unwrap()).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_anomalyd"))
+            .args(["query", "--config"])
+            .arg(&path)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&config, &[]);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains("no [store] section"), "{err}");
+
+    let db = dir.path().join("none/anomalies.db");
+    config.store = Some(StoreConfig {
+        path: Some(db.clone()),
+        ..StoreConfig::default()
+    });
+    let (code, err) = run(&config, &[]);
+    assert_eq!(code, Some(66), "{err}");
+    assert!(err.contains("no anomaly store at"), "{err}");
+
+    SqliteStore::open(&db).unwrap();
+    assert_eq!(run(&config, &[]).0, Some(0));
+    for bad in [
+        &["--since", "yesterday"][..],
+        &["--where", "novalue"],
+        &["--count", "--by", "soon"],
+    ] {
+        let (code, err) = run(&config, bad);
+        assert_eq!(code, Some(64), "{bad:?}: {err}");
+    }
+    // clap: --count needs --by.
+    assert_eq!(run(&config, &["--count"]).0, Some(2));
+}
