@@ -174,6 +174,27 @@ async fn a_clean_run_stores_every_anomaly_once_and_query_reads_them() {
     assert_eq!(total, on_topic.len() as u64, "{counts}");
     assert_eq!(query(&path, &["--detector", "nobody"]).lines().count(), 1);
 
+    // /status shows the store and its counters.
+    let status = Command::new(env!("CARGO_BIN_EXE_anomalyd"))
+        .args(["ctl", "status", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap_or_else(|e| {
+        panic!(
+            "ctl status: {e}: {}",
+            String::from_utf8_lossy(&status.stderr)
+        )
+    });
+    let store = &status["store"];
+    assert_eq!(store["path"], db.display().to_string());
+    assert_eq!(
+        store["counters"]["rows_stored"],
+        on_topic.len() as u64,
+        "{store}"
+    );
+    assert_eq!(store["counters"]["failing"], false);
+
     let _ = Command::new("kill")
         .args(["-TERM", &daemon.id().to_string()])
         .status();
