@@ -63,6 +63,13 @@ pub enum Command {
     /// empty topic prints nothing (exit 0); a missing topic exits 66, brokers that do not
     /// answer 69.
     Tail(TailArgs),
+    /// Search the anomaly store (`[store]`): a table of the newest matching anomalies,
+    /// `--json` lines, or `--count --by 1m` (counts per interval).
+    ///
+    /// E.g. `anomalyd query --detector sensors --since 2h --where sensor_id=s-17`. Times are
+    /// event times: RFC 3339 or an age before now (`15m`, `2h`, `7d`); `--until` is exclusive.
+    /// Exit 78 when the configuration has no `[store]`, 66 when the store file does not exist.
+    Query(QueryArgs),
     /// Write a CSV file's lines, in order, to a topic: key = one cell (InvoiceNo), value = the
     /// line unchanged.
     ///
@@ -193,6 +200,44 @@ pub struct TailArgs {
     /// and keys are never converted).
     #[arg(long)]
     pub pretty: bool,
+}
+
+/// `anomalyd query`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Only this detector's anomalies (`[detectors.NAME]`).
+    #[arg(long, value_name = "NAME")]
+    pub detector: Option<String>,
+    /// Event time at or after: RFC 3339 (2026-03-01T10:00:00Z) or an age (15m, 2h, 7d).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Event time before: RFC 3339 or an age.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Only records with this Kafka key.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// A field of the anomaly record equals a value (`a.b` for a nested member); numbers
+    /// compare as numbers. Repeat for several (all must hold).
+    #[arg(long = "where", value_name = "FIELD=VALUE")]
+    pub wheres: Vec<String>,
+    /// Only rows with a negative decision (flagged), not every scored record.
+    #[arg(long)]
+    pub anomalies_only: bool,
+    /// Most rows printed, newest first.
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    pub limit: usize,
+    /// One JSON object per line (the columns and the record), instead of a table.
+    #[arg(long, conflicts_with = "count")]
+    pub json: bool,
+    /// Print how many rows match per interval of `--by`, instead of the rows.
+    #[arg(long, requires = "by")]
+    pub count: bool,
+    /// The interval of `--count` (1m, 15m, 1h): epoch-aligned [start, start + by).
+    #[arg(long, value_name = "INTERVAL", requires = "count")]
+    pub by: Option<String>,
 }
 
 /// `anomalyd replay`.

@@ -27,7 +27,8 @@ use crate::control::lag::{LagProbe, PartitionLag};
 use crate::control::liveness::{self, BrokerLink, Facts, Judgement, Orphan, OrphanWatch};
 use crate::control::server::{self, Control, ControlError};
 use crate::control::status::{
-    DetectorReload, DetectorStatus, ModelStatus, PartitionStatus, ReloadReport, StageStatus, Status,
+    DetectorReload, DetectorStatus, ModelStatus, PartitionStatus, ReloadReport, StageStatus,
+    Status, StoreStatus,
 };
 use crate::detect::csv_record::CsvFormat;
 // The daemon serves a model file of any kind (Isolation Forest, k-means, bisecting k-means).
@@ -39,6 +40,7 @@ use crate::detect::worker::WorkerEnv;
 use crate::metrics::Metrics;
 use crate::signals::{Signal, Signals};
 use crate::sinks::slack::{self, SlackMetrics};
+use crate::sinks::store::{self, StoreMetrics};
 use crate::source::consumer::{self, Assignment, Subscription};
 use crate::source::generator::{Generator, replay};
 use crate::stages::build::StageTask;
@@ -764,6 +766,7 @@ pub struct Daemon {
     /// Counters over every detector, and the generator's.
     metrics: Arc<Metrics>,
     slack_metrics: Arc<SlackMetrics>,
+    store_metrics: Arc<StoreMetrics>,
     /// Every detector, in name order.
     detectors: Vec<Arc<Detector>>,
     /// Every stage, in name order.
@@ -885,6 +888,7 @@ impl Daemon {
             supervisor: Supervisor::new(policy),
             metrics: Arc::new(Metrics::default()),
             slack_metrics: Arc::new(SlackMetrics::default()),
+            store_metrics: Arc::new(StoreMetrics::default()),
             detectors,
             stages,
             started: Instant::now(),
@@ -959,6 +963,45 @@ impl Daemon {
                         async move {
                             slack::run(
                                 &config.slack,
+                                &config.kafka,
+                                &topics,
+                                &metrics,
+                                || status.heartbeat(),
+                                shutdown,
+                            )
+                            .await
+                            .map_err(TaskError::from)
+                        }
+                    })
+                    .await;
+            }
+        }
+
+        if let Some(store_config) = &config.store {
+            // `[store] topics`, else every detector's output topic, each once.
+            let mut topics: Vec<String> = if store_config.topics.is_empty() {
+                self.detectors
+                    .iter()
+                    .map(|d| d.config.output_topic.clone())
+                    .collect()
+            } else {
+                store_config.topics.clone()
+            };
+            topics.sort();
+            topics.dedup();
+            if !topics.is_empty() {
+                let config = Arc::clone(&self.config);
+                let metrics = Arc::clone(&self.store_metrics);
+                self.supervisor
+                    .spawn("store", move |status, shutdown| {
+                        let (config, metrics, topics) =
+                            (Arc::clone(&config), Arc::clone(&metrics), topics.clone());
+                        async move {
+                            let Some(store_config) = &config.store else {
+                                return Ok(());
+                            };
+                            store::run(
+                                store_config,
                                 &config.kafka,
                                 &topics,
                                 &metrics,
@@ -1089,6 +1132,11 @@ impl Daemon {
         &self.slack_metrics
     }
 
+    /// The anomaly store's counters (zero without `[store]`).
+    pub fn store_metrics(&self) -> &Arc<StoreMetrics> {
+        &self.store_metrics
+    }
+
     pub fn supervisor(&self) -> &Supervisor {
         &self.supervisor
     }
@@ -1203,6 +1251,10 @@ impl Daemon {
                 || !hung.is_empty()
                 || refused
                 || self.slack_metrics.is_failing()
+                || self
+                    .store_metrics
+                    .failing
+                    .load(std::sync::atomic::Ordering::Relaxed)
                 || !warnings.is_empty(),
             warnings,
             tasks,
@@ -1218,6 +1270,12 @@ impl Daemon {
             counters: self.metrics.snapshot(),
             slack: (self.config.slack.mode != SlackMode::Off)
                 .then(|| self.slack_metrics.snapshot()),
+            store: self.config.store.as_ref().map(|c| StoreStatus {
+                path: c.db_path().display().to_string(),
+                group_id: c.group_id(&self.config.kafka.group_id),
+                retain_days: c.retain_days,
+                counters: self.store_metrics.snapshot(),
+            }),
         }
     }
 

@@ -14,7 +14,7 @@
 //! - [`stages`]: stateful steps before detection (session and hopping windows), and time.
 //! - [`detect`]: features, the models (Isolation Forest, k-means, bisecting k-means) and their
 //!   one file format, CEL rules, the A/B split between detectors, and the partition workers.
-//! - [`sinks`]: where results go: the anomalies topic, the dead-letter topic and Slack alerts.
+//! - [`sinks`]: where results go: the anomalies topic, the dead-letter topic, Slack alerts and the anomaly store (`anomalyd query`).
 //! - [`daemon`]: wires the configuration into supervised tasks; [`supervisor`] restarts them.
 //! - [`control`]: the control socket (`/live`, `/ready`, `/status`, `/metrics`, `/reload`),
 //!   and `anomalyd health` / `anomalyd ctl` that talk to it.

@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anomalyd::cli::{
-    self, CheckConfigArgs, Cli, Command, CtlAction, CtlArgs, HealthArgs, ReplayArgs, SocketArg,
-    TailArgs,
+    self, CheckConfigArgs, Cli, Command, CtlAction, CtlArgs, HealthArgs, QueryArgs, ReplayArgs,
+    SocketArg, TailArgs,
 };
 use anomalyd::config::{self, Config, ConfigError, ConfigErrors, Located, PropertyValue};
 use anomalyd::control::client;
@@ -58,6 +58,7 @@ fn main() -> ExitCode {
             Err(e) => fail(&e, e.exit_code()),
         },
         Command::Tail(args) => tail_topic(&args),
+        Command::Query(args) => query_store(&args),
         Command::Replay(args) => replay_file(&args),
         Command::Health(args) => check_health(&args),
         Command::Ctl(args) => ctl(&args),
@@ -162,6 +163,46 @@ fn origin(located: &Located, key: &str) -> String {
     match located.path() {
         Some(path) => config::origin_of(path, key, std::env::vars()).to_string(),
         None => config::NO_FILE.to_owned(),
+    }
+}
+
+/// `query`: the configuration's `[store]`, opened read-only.
+fn query_store(args: &QueryArgs) -> ExitCode {
+    use anomalyd::sinks::store::query::{OpenError, Query, open_for_query};
+    let (config, located) = match required_config(args.config.config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let Some(store_config) = &config.store else {
+        return fail(
+            &format!(
+                "{}: no [store] section: nothing is stored",
+                describe(&located)
+            ),
+            exit::CONFIG,
+        );
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let query = match Query::from_args(args, now_ms) {
+        Ok(q) => q,
+        Err(e) => return fail(&e, exit::USAGE),
+    };
+    let store = match open_for_query(store_config) {
+        Ok(s) => s,
+        Err(e @ OpenError::Missing(_)) => return fail(&e, exit::NO_INPUT),
+        Err(e) => return fail(&e, exit::FAILURE),
+    };
+    let mut stdout = io::stdout().lock();
+    match query.execute(store.as_ref(), &mut stdout) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(anomalyd::sinks::store::query::ExecuteError::Output(e))
+            if e.kind() == io::ErrorKind::BrokenPipe =>
+        {
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e, exit::FAILURE),
     }
 }
 

@@ -47,6 +47,9 @@ pub struct Config {
     pub stages: BTreeMap<String, StageConfig>,
     pub generator: GeneratorConfig,
     pub slack: SlackConfig,
+    /// `[store]`: the anomaly store (`anomalyd query`); absent = nothing stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<crate::sinks::store::StoreConfig>,
     pub control: ControlConfig,
     pub supervisor: SupervisorConfig,
     pub log: LogConfig,
@@ -783,6 +786,12 @@ impl Config {
                 "slack.request_timeout_s",
                 "must be between 1 and 300".into(),
             );
+        }
+
+        if let Some(store) = &self.store {
+            for (key, why) in store.problems() {
+                bad(key, why);
+            }
         }
 
         let sv = &self.supervisor;

@@ -183,6 +183,47 @@ pub fn render(s: &Status) -> String {
         }
     }
 
+    if let Some(st) = &s.store {
+        let c = &st.counters;
+        for (name, help, v) in [
+            (
+                "anomalyd_store_rows_total",
+                "Anomaly rows written to the store.",
+                c.rows_stored,
+            ),
+            (
+                "anomalyd_store_duplicates_total",
+                "Anomalies already in the store (same topic, partition, offset): ignored.",
+                c.duplicates_ignored,
+            ),
+            (
+                "anomalyd_store_skipped_total",
+                "Records on the anomalies topics that are not anomalies: not stored.",
+                c.skipped_records,
+            ),
+            (
+                "anomalyd_store_event_time_fallbacks_total",
+                "Rows stored with the Kafka timestamp: event_time_field missing or not RFC 3339.",
+                c.event_time_fallbacks,
+            ),
+            (
+                "anomalyd_store_expired_total",
+                "Rows deleted by retention.",
+                c.rows_expired,
+            ),
+        ] {
+            family(&mut out, name, help, "counter");
+            let _ = writeln!(out, "{name} {v}");
+        }
+        family(
+            &mut out,
+            "anomalyd_store_failing",
+            "1 when the last store write failed.",
+            "gauge",
+        );
+        let _ = writeln!(out, "anomalyd_store_failing {}", u8::from(c.failing));
+    }
+
     if let Some(sl) = &s.slack {
         for (name, help, v) in [
             (

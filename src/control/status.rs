@@ -37,6 +37,19 @@ pub struct Status {
     pub counters: MetricsSnapshot,
     /// Slack alerts; absent when `[slack] mode = "off"`.
     pub slack: Option<SlackMetricsSnapshot>,
+    /// The anomaly store; absent without `[store]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreStatus>,
+}
+
+/// `[store]`: where rows go, in which group, how long they stay, and the counters.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreStatus {
+    /// The SQLite database file.
+    pub path: String,
+    pub group_id: String,
+    pub retain_days: u32,
+    pub counters: crate::sinks::store::StoreMetricsSnapshot,
 }
 
 /// One `[stages.NAME]`: its kind, clock, what it reads and in which groups, the partitions

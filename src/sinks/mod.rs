@@ -1,10 +1,11 @@
 //! sinks: where results go. The anomalies topic ([`anomalies`]) and the dead-letter topic
 //! ([`dead_letter`]); Slack alerts ([`slack`]) are read back from the anomalies topic by the
-//! notifier, in its own consumer group.
+//! notifier, in its own consumer group, and stored in a database by the store ([`store`]), in another.
 
 pub mod anomalies;
 pub mod dead_letter;
 pub mod slack;
+pub mod store;
 
 use serde::Serialize;
 

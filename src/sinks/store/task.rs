@@ -1,0 +1,250 @@
+//! The store task: reads the anomalies topics in its own consumer group, gathers rows into
+//! batches (at most `batch_max` rows, or what arrived within [`FLUSH_AFTER`]), writes each
+//! batch in one transaction, and only then stores and commits the offsets of its records. A
+//! crash between the two re-reads the batch after the restart, and the rows' (topic,
+//! partition, offset) key ignores what is already stored: no row is lost or duplicated.
+//!
+//! A failed write stops the task with the error (the supervisor restarts it with backoff, and
+//! `/status` shows the error); nothing past the last committed transaction was committed to
+//! Kafka, so nothing is lost. Retention runs in the same task every [`RETENTION_EVERY`], so
+//! a write and a delete never wait on each other's locks. The database calls are blocking and
+//! run on tokio's blocking threads.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use thiserror::Error;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::row::{At, EventTimeSource, Row};
+use super::{Store, StoreConfig, StoreError, StoreMetrics};
+use crate::config::KafkaConfig;
+
+/// Longest a row waits in a batch before it is written.
+pub const FLUSH_AFTER: Duration = Duration::from_millis(200);
+/// How often rows older than `retain_days` are deleted.
+pub const RETENTION_EVERY: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Error)]
+pub enum TaskError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("could not create the store's consumer: {0}")]
+    Create(KafkaError),
+    #[error("could not subscribe the store to {topics}: {source}")]
+    Subscribe { topics: String, source: KafkaError },
+    #[error("the store's database thread failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Runs `f` on the store on a blocking thread, handing the store back.
+async fn blocking<T: Send + 'static>(
+    store: Box<dyn Store>,
+    f: impl FnOnce(&mut dyn Store) -> T + Send + 'static,
+) -> Result<(Box<dyn Store>, T), TaskError> {
+    Ok(tokio::task::spawn_blocking(move || {
+        let mut store = store;
+        let out = f(store.as_mut());
+        (store, out)
+    })
+    .await?)
+}
+
+/// Runs the store until `shutdown` (then writes the batch in hand, commits and returns `Ok`)
+/// or until a write fails (returns the error). `topics` are the anomalies topics read (each
+/// once); `heartbeat` is called about once a second.
+pub async fn run(
+    config: &StoreConfig,
+    kafka: &KafkaConfig,
+    topics: &[String],
+    metrics: &StoreMetrics,
+    heartbeat: impl Fn() + Sync,
+    shutdown: CancellationToken,
+) -> Result<(), TaskError> {
+    let open_config = config.clone();
+    let store = match tokio::task::spawn_blocking(move || super::open(&open_config)).await? {
+        Ok(s) => s,
+        Err(e) => {
+            metrics.set_error(e.to_string());
+            return Err(e.into());
+        }
+    };
+    let group = config.group_id(&kafka.group_id);
+    let consumer: StreamConsumer = crate::kafka::consumer_config(kafka, &group)
+        .create()
+        .map_err(TaskError::Create)?;
+    let mut names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    names.sort_unstable();
+    names.dedup();
+    consumer
+        .subscribe(&names)
+        .map_err(|source| TaskError::Subscribe {
+            topics: names.join(", "),
+            source,
+        })?;
+    tracing::info!(path = %config.db_path().display(), topics = names.join(", "), group, "store started");
+
+    let mut state = Batch {
+        store: Some(store),
+        rows: Vec::with_capacity(config.batch_max),
+        next: BTreeMap::new(),
+        since: None,
+    };
+    let retain_ms = i64::from(config.retain_days) * 86_400_000;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_retention: Option<Instant> = None;
+    let never = Instant::now() + Duration::from_secs(86_400 * 365);
+    let pointer = config.event_time_field.clone();
+
+    let result: Result<(), TaskError> = loop {
+        if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) && state.rows.is_empty() {
+            last_retention = Some(Instant::now());
+            let cutoff = now_ms() - retain_ms;
+            let store = state.store.take().expect("the store is handed back");
+            let (store, deleted) = blocking(store, move |s| s.delete_before(cutoff)).await?;
+            state.store = Some(store);
+            match deleted {
+                Ok(n) => {
+                    metrics.rows_expired.fetch_add(n, Relaxed);
+                    if n > 0 {
+                        tracing::info!(deleted = n, "store retention");
+                    }
+                }
+                Err(e) => {
+                    metrics.set_error(e.to_string());
+                    tracing::warn!(error = %e, "store retention failed; tried again later");
+                }
+            }
+        }
+        let due = state.since.map(|t| t + FLUSH_AFTER);
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break state.flush(&consumer, metrics).await,
+            _ = tick.tick() => heartbeat(),
+            _ = tokio::time::sleep_until(due.unwrap_or(never)), if due.is_some() => {
+                if let Err(e) = state.flush(&consumer, metrics).await {
+                    break Err(e);
+                }
+            }
+            m = consumer.recv() => match m {
+                Ok(m) => {
+                    let at = At {
+                        topic: m.topic(),
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        timestamp_ms: m.timestamp().to_millis().unwrap_or_else(now_ms),
+                    };
+                    let parsed = m
+                        .payload()
+                        .map(|p| Row::parse(at, m.key(), p, pointer.as_deref()));
+                    match parsed {
+                        Some(Ok(row)) => {
+                            if pointer.is_some() && row.event_time_source == EventTimeSource::Kafka {
+                                metrics.event_time_fallbacks.fetch_add(1, Relaxed);
+                            }
+                            state.rows.push(row);
+                        }
+                        other => {
+                            let why = match other {
+                                Some(Err(e)) => e.to_string(),
+                                _ => "no payload".into(),
+                            };
+                            tracing::warn!(topic = at.topic, partition = at.partition, offset = at.offset, error = %why, "store: skipping a record that is not an anomaly");
+                            metrics.skipped_records.fetch_add(1, Relaxed);
+                        }
+                    }
+                    state.next.insert((at.topic.to_owned(), at.partition), at.offset + 1);
+                    state.since.get_or_insert_with(Instant::now);
+                    if state.rows.len() >= config.batch_max
+                        && let Err(e) = state.flush(&consumer, metrics).await
+                    {
+                        break Err(e);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "store consumer"),
+            },
+        }
+    };
+    match &result {
+        Ok(()) => {
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync)
+                && !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))
+            {
+                tracing::warn!(error = %e, "store: final offset commit failed; the rows are re-read and ignored");
+            }
+        }
+        Err(e) => metrics.set_error(e.to_string()),
+    }
+    result
+}
+
+/// Rows read and not yet written, and the offsets they release.
+struct Batch {
+    /// `None` only while a blocking call holds it.
+    store: Option<Box<dyn Store>>,
+    rows: Vec<Row>,
+    /// Per (topic, partition), one past the last offset read.
+    next: BTreeMap<(String, i32), i64>,
+    /// When the oldest record in hand was read.
+    since: Option<Instant>,
+}
+
+impl Batch {
+    /// Writes the rows in one transaction; once it committed, stores and commits the offsets.
+    async fn flush(
+        &mut self,
+        consumer: &StreamConsumer,
+        metrics: &StoreMetrics,
+    ) -> Result<(), TaskError> {
+        self.since = None;
+        if self.next.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(&mut self.rows);
+        let store = self.store.take().expect("the store is handed back");
+        let (store, (rows, inserted)) = blocking(store, move |s| {
+            let r = s.insert(&rows);
+            (rows, r)
+        })
+        .await?;
+        self.store = Some(store);
+        // Reuse the allocation.
+        self.rows = rows;
+        self.rows.clear();
+        let inserted = inserted?;
+        metrics.rows_stored.fetch_add(inserted.stored, Relaxed);
+        metrics
+            .duplicates_ignored
+            .fetch_add(inserted.duplicates, Relaxed);
+        metrics.failing.store(false, Relaxed);
+
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), next) in std::mem::take(&mut self.next) {
+            if let Err(e) = tpl.add_partition_offset(&topic, partition, Offset::Offset(next)) {
+                tracing::warn!(topic, partition, error = %e, "cannot list an offset to commit");
+            }
+        }
+        if let Err(e) = consumer.store_offsets(&tpl) {
+            tracing::warn!(error = %e, "could not store the store's offsets (partitions moved to another member?)");
+        }
+        match consumer.commit_consumer_state(CommitMode::Async) {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "store offset commit failed; a later one will cover it")
+            }
+        }
+        Ok(())
+    }
+}
