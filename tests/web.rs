@@ -5,9 +5,13 @@
 //! right number of points, a filter narrows the table, a screenshot is not blank); and a
 //! non-loopback `listen` without a token refused as a configuration error (exit 78).
 //!
-//! The view is served by [`anomalyd::web::run`], the function the daemon's `web` task runs.
-//! No broker is needed. The browser test needs Debian's `chromium` (scripts/test installs
-//! it); without it, that test fails saying so.
+//! Most tests serve the view with [`anomalyd::web::run`], the function the daemon's `web` task
+//! runs, and need no broker; the last one runs the daemon itself against the real broker
+//! (`scripts/test --test web`) with a generator, the store and the view, and reads the
+//! daemon's counters and its stored anomalies from the API and in the browser. The browser
+//! tests need Debian's `chromium` (scripts/test installs it); without it, they fail saying so.
+
+mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -670,5 +674,146 @@ async fn the_page_renders_in_a_real_browser() {
     assert!(
         size > 20_000,
         "a blank page is a few kB; this one is {size} bytes"
+    );
+}
+
+/// The address the daemon logged for its web view.
+fn logged_address(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text.lines().find(|l| l.contains("web view listening"))?;
+    let at = line.find("127.0.0.1:")?;
+    let addr: String = line[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+        .collect();
+    Some(addr)
+}
+
+/// The daemon itself: a generator, a detector, the store and the view on a free loopback
+/// port. The overview's totals are the daemon's counters, the API lists what the store holds,
+/// the page shows it in the browser, and a stop ends the `web` task with the rest (exit 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_serves_its_store_and_counters() {
+    const N: u64 = 2_000;
+    let dir = tempfile::tempdir().unwrap();
+    let model = support::seed_model(dir.path());
+    let mut config = support::pipeline_config(dir.path(), &model).await;
+    support::generate(&mut config, N, 0.0, 5);
+    let db = dir.path().join("state/anomalies.db");
+    config.store = Some(StoreConfig {
+        path: Some(db.clone()),
+        batch_max: 200,
+        ..StoreConfig::default()
+    });
+    config.web.listen = Some("127.0.0.1:0".into());
+    config.web.refresh_s = 1;
+    let path = dir.path().join("anomalyd.toml");
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    let log = dir.path().join("run.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_anomalyd"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ANOMALYD_")) {
+        cmd.env_remove(k);
+    }
+    let mut daemon = support::Reaper(
+        cmd.args(["run", "--config"])
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start anomalyd"),
+    );
+    let mut addr = None;
+    assert!(
+        support::wait_until(Duration::from_secs(60), || {
+            addr = logged_address(&log);
+            addr.is_some()
+        })
+        .await,
+        "no web view address; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let s = Served {
+        addr: addr.unwrap().parse().unwrap(),
+        base: 0,
+        stop: CancellationToken::new(),
+        dir: dir.path().to_owned(),
+        _dir: tempfile::tempdir().unwrap(),
+    };
+
+    // Every record scored, and every anomaly of the topic stored and listed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    let (overview, stored) = loop {
+        let a = get(&s, "/api/overview").await;
+        let stored = SqliteStore::open_read_only(&db)
+            .ok()
+            .and_then(|db| {
+                db.select(&anomalyd::sinks::store::Filter {
+                    limit: 10_000,
+                    ..Default::default()
+                })
+                .ok()
+            })
+            .map_or(0, |rows| rows.len() as u64);
+        if a.status == 200 {
+            let o = a.json();
+            let t = &o["totals"];
+            if t["records_scored"] == N
+                && t["anomalies"].as_u64() == Some(stored)
+                && o["anomalies"].as_u64() == Some(stored)
+            {
+                break (o, stored);
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the view did not catch up: {} (stored {stored}); log:\n{}",
+            a.body,
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(
+        stored > 0,
+        "the seeded model flags some of the generated records"
+    );
+    assert_eq!(overview["totals"]["dead_letters"], 0);
+    assert_eq!(overview["detectors"][0]["detector"], support::DETECTOR);
+    let limit = stored.min(1000);
+    let listed = ok_json(
+        &s,
+        &format!(
+            "/api/anomalies?detector={}&limit={limit}",
+            support::DETECTOR
+        ),
+    )
+    .await;
+    assert_eq!(listed["anomalies"].as_array().unwrap().len() as u64, limit);
+
+    // The page, in the browser, from the daemon.
+    let dom = chromium(dir.path(), &dump_args(), &format!("http://{}/", s.addr)).await;
+    assert!(dom.contains(&format!("Records scored <b>{N}</b>")), "{dom}");
+    assert_eq!(
+        dom.matches("<tr class=\"anomaly\"").count() as u64,
+        stored.min(100)
+    );
+
+    // A stop ends every task, the view's too.
+    Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    let mut code = None;
+    assert!(
+        support::wait_until(Duration::from_secs(60), || {
+            code = daemon.try_wait().unwrap().map(|s| s.code());
+            code.is_some()
+        })
+        .await
+    );
+    assert_eq!(
+        code.unwrap(),
+        Some(0),
+        "log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
     );
 }
