@@ -58,9 +58,10 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// 431.
 pub const MAX_HEAD: usize = 8 * 1024;
 
-/// How long a stop waits for requests in progress (a `POST /reload` reading its files) to be
-/// answered; connections still open after it are left behind, no longer awaited.
-pub const DRAIN: Duration = Duration::from_secs(5);
+/// How long a stop waits for requests in progress to be answered (a `POST /reload` reading its
+/// files, or a request head half sent); connections still open after it are left behind, no
+/// longer awaited. Short: the control socket must not slow a stop that has real work to drain.
+pub const DRAIN: Duration = Duration::from_secs(1);
 
 /// How often the lag shown by `/status` and `/metrics` is refreshed from the broker.
 pub const LAG_REFRESH: Duration = Duration::from_secs(5);
@@ -315,6 +316,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_idle_kept_alive_connection_is_closed_after_the_head_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("anomalyd.sock");
+        let running = start(&path, Fake::default()).await;
+        let mut stream = UnixStream::connect(&path).await.unwrap();
+        stream
+            .write_all(b"GET /live HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let t = Instant::now();
+        let mut answer = Vec::new();
+        tokio::time::timeout(HEAD_TIMEOUT * 2, stream.read_to_end(&mut answer))
+            .await
+            .expect("closed by the server")
+            .unwrap();
+        let waited = t.elapsed();
+        assert!(
+            waited >= HEAD_TIMEOUT - Duration::from_millis(100),
+            "{waited:?}"
+        );
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        running.stop().await;
+    }
+
+    #[tokio::test]
     async fn a_connection_that_has_sent_nothing_is_closed_at_the_stop() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("anomalyd.sock");
@@ -326,6 +353,19 @@ mod tests {
         assert!(took < Duration::from_secs(1), "stop took {took:?}");
         let mut buf = [0u8; 64];
         assert_eq!(silent.read(&mut buf).await.unwrap(), 0, "closed, no answer");
+    }
+
+    #[tokio::test]
+    async fn a_half_sent_request_holds_up_the_stop_no_longer_than_the_drain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("anomalyd.sock");
+        let running = start(&path, Fake::default()).await;
+        let mut half = UnixStream::connect(&path).await.unwrap();
+        half.write_all(b"GET /live HTTP/1.1\r\n").await.unwrap();
+        assert_eq!(get(&path, "GET", "/live").await.0, 200);
+        let took = running.stop().await;
+        assert!(took >= DRAIN - Duration::from_millis(100), "{took:?}");
+        assert!(took < DRAIN + Duration::from_millis(500), "{took:?}");
     }
 
     #[tokio::test]
