@@ -10,6 +10,7 @@
 //! [`crate::control::server::Control`], which [`Daemon`] does.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -417,6 +418,8 @@ pub struct Detector {
     assignment: Arc<Assignment>,
     lag_probe: Arc<Mutex<Option<LagProbe>>>,
     lag_cache: Mutex<Vec<PartitionLag>>,
+    /// The last lag probe found no input topic on the broker.
+    topic_missing: AtomicBool,
     orphan_watch: Mutex<OrphanWatch>,
     /// The orphans found by the last look, so that health and the log agree.
     orphans: Mutex<Vec<Orphan>>,
@@ -521,6 +524,7 @@ impl Detector {
         let j = liveness::judge(&Facts {
             unreachable: link.unreachable(now),
             joined: self.assignment.generations.load(Relaxed) > 0,
+            topic_missing: self.topic_missing.load(Relaxed),
             empty_for: self.assignment.empty_for(now),
             grace: Duration::from_secs(self.config.assignment_grace_s),
             orphans: &orphans,
@@ -644,8 +648,20 @@ impl Detector {
         let held = self.assignment.partitions();
         let mut watch = self.orphan_watch.lock().unwrap_or_else(|p| p.into_inner());
         let before = self.orphans();
+        let missing = matches!(survey, Some(Ok(None)));
+        if missing != self.topic_missing.swap(missing, Relaxed) && missing {
+            tracing::warn!(
+                detector = self.name,
+                topic = self.subscription.topic,
+                "the input topic does not exist: nothing is read until it is created"
+            );
+        }
         let fresh = match survey {
-            Some(Ok(seen)) => {
+            Some(Ok(None)) => {
+                watch.forget();
+                Vec::new()
+            }
+            Some(Ok(Some(seen))) => {
                 watch.observe(now, &seen, &held);
                 seen.iter()
                     .filter(|o| held.contains(&(o.topic.clone(), o.partition)))
@@ -722,7 +738,7 @@ impl RunningStage {
                 if probe.is_none() {
                     *probe = LagProbe::new(&kafka, &sub.group).ok();
                 }
-                if let Some(Ok(seen)) = probe
+                if let Some(Ok(Some(seen))) = probe
                     .as_ref()
                     .map(|p| p.survey(&sub.topic, PROBE_TIMEOUT, || {}))
                 {
@@ -868,6 +884,7 @@ impl Daemon {
                     assignment: Arc::new(Assignment::default()),
                     lag_probe: Arc::new(Mutex::new(None)),
                     lag_cache: Mutex::new(Vec::new()),
+                    topic_missing: AtomicBool::new(false),
                     orphan_watch: Mutex::new(OrphanWatch::default()),
                     orphans: Mutex::new(Vec::new()),
                 })

@@ -121,6 +121,10 @@ pub fn consumer_config(kafka: &KafkaConfig, group: &str) -> ClientConfig {
             // bounds how long the broker waits for members to rejoin a rebalance: 30 s, not
             // librdkafka's 5 minutes.
             ("max.poll.interval.ms", "30000"),
+            // A subscribed topic created after start (or given more partitions) is seen at
+            // the next metadata refresh: 10 s rather than librdkafka's 5 minutes, for one
+            // small request.
+            ("topic.metadata.refresh.interval.ms", "10000"),
         ],
     );
     cfg.set("group.id", group)

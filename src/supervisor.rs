@@ -103,7 +103,7 @@ struct StatusInner {
 }
 
 impl TaskStatus {
-    fn new(name: &'static str) -> Self {
+    pub(crate) fn new(name: &'static str) -> Self {
         Self {
             name,
             inner: Mutex::new(StatusInner {

@@ -350,7 +350,8 @@ fn topics_are_listed_with_overrides_applied() {
         .unwrap();
     assert_eq!(
         text(&out.stdout),
-        "transactions\nflagged\ntransactions.dead-letter\n",
+        "sensor-data\nsensor-anomalies\nsensor-data.dead-letter\n\
+         transactions\nflagged\ntransactions.dead-letter\n",
         "{}",
         text(&out.stderr)
     );

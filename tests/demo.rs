@@ -11,6 +11,10 @@
 //! `DEMO_RETAIL_DIR` points at an empty folder, so it never reads the data beside the repository), replayed at the
 //! `max` pace with a 2 s inactivity gap: invoices, both models' anomalies, invalid invoices and
 //! cancellation windows are shown, and the summary's counts agree with each other.
+//!
+//! `scripts/demo sensors` the same way: anomalies arrive, each an injected fault over a threshold
+//! of the rule that fired, the store holds their rows, and the `anomalyd query` commands the
+//! screen prints run as printed against the demo's store.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -385,6 +389,168 @@ fn purchases_demo_shows_each_output_and_a_consistent_summary() {
             &live,
             &end,
         );
+    }
+}
+
+/// The command printed under `# {comment}` on `screen`, its `\` continuations joined.
+fn printed_command(screen: &str, comment: &str) -> String {
+    let mut lines = screen
+        .lines()
+        .skip_while(|l| l.trim() != format!("# {comment}"))
+        .skip(1);
+    let mut command = String::new();
+    for line in lines.by_ref() {
+        match line.trim().strip_suffix('\\') {
+            Some(part) => command.push_str(part),
+            None => {
+                command.push_str(line.trim());
+                break;
+            }
+        }
+    }
+    assert!(
+        command.contains(" query "),
+        "no command under # {comment}:\n{screen}"
+    );
+    command
+}
+
+/// Runs a command as a user pastes it into a shell, without the developer's `ANOMALYD_*`.
+fn shell(command: &str) -> Output {
+    let mut sh = Command::new("sh");
+    sh.args(["-c", command]);
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ANOMALYD_")) {
+        sh.env_remove(k);
+    }
+    sh.output().expect("sh runs")
+}
+
+#[test]
+fn sensors_demo_shows_anomalies_stores_them_and_its_queries_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = start_demo(dir.path(), "sensors", &[]);
+    session.wait_for("demo: sensors live", Duration::from_secs(120));
+    let stored = |screen: &str| -> u64 {
+        let Some(status) = screen.lines().rev().find(|l| l.starts_with("scored ")) else {
+            return 0;
+        };
+        let after = &status[status.find("stored ").expect("stored in the status line") + 7..];
+        after
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.replace(',', "").parse().ok())
+            .unwrap_or_else(|| panic!("no count after stored in {status:?}"))
+    };
+    // The generator writes 100 readings a second, 1 % of them faults, in episodes.
+    session.wait_until(
+        "three anomalies and a row in the store",
+        Duration::from_secs(90),
+        |s| s.lines().filter(|l| l.starts_with("anomaly ")).count() >= 3 && stored(s) > 0,
+    );
+    // Long enough for the share of anomalies to mean something (about 1,500 more readings).
+    std::thread::sleep(Duration::from_secs(15));
+    let live = session.screen();
+    assert_narrow(&live);
+    assert!(
+        live.contains("demo: the anomaly store: ")
+            && live.contains(&dir.path().join("state/sensors.db").display().to_string()),
+        "{live}"
+    );
+    // Each anomaly is an injected fault, above the threshold of each rule that fired (strict:
+    // the generator's faults are at least 3 above, its normal readings far below).
+    for line in live.lines().filter(|l| l.starts_with("anomaly ")) {
+        let number = |after: &str| -> f64 {
+            line[line.find(after).unwrap() + after.len()..]
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no number after {after:?} in {line:?}"))
+        };
+        let (temperature, pressure) = (number("temperature "), number("pressure "));
+        let (rules, label) = line
+            .rsplit_once(": ")
+            .and_then(|(_, tail)| tail.rsplit_once(' '))
+            .unwrap_or_else(|| panic!("no rules and label in {line:?}"));
+        assert!(
+            ["[spike]", "[drift]", "[stuck]"].contains(&label),
+            "not an injected fault: {line:?}"
+        );
+        for rule in rules.split(", ") {
+            match rule {
+                "hot" => assert!(temperature > 40.0, "{line:?}"),
+                "high_pressure" => assert!(pressure > 120.0, "{line:?}"),
+                _ => panic!("an unknown rule in {line:?}"),
+            }
+        }
+    }
+    // The query commands on the screen work as printed, while the daemon writes.
+    let counted = shell(&printed_command(&live, "how many a minute"));
+    let counts = String::from_utf8_lossy(&counted.stdout).into_owned();
+    assert!(
+        counted.status.success(),
+        "{counts}{}",
+        String::from_utf8_lossy(&counted.stderr)
+    );
+    let total: u64 = counts
+        .lines()
+        .map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+            [time, n] if time.ends_with(":00.000Z") => n.parse::<u64>().unwrap(),
+            _ => panic!("not a count line: {l:?}"),
+        })
+        .sum();
+    assert!(total > 0, "{counts}");
+    let table = shell(&printed_command(
+        &live,
+        "this detector's newest anomalies, as a table",
+    ));
+    let rows = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(table.status.success(), "{rows}");
+    assert!(rows.starts_with("EVENT_TIME "), "{rows}");
+    let shown = rows.lines().skip(1).collect::<Vec<_>>();
+    assert!(
+        !shown.is_empty()
+            && shown.len() <= 5
+            && shown
+                .iter()
+                .all(|r| r.contains(" sensors ") && r.contains(" sensor-anomalies/")),
+        "{rows}"
+    );
+
+    let end = session.stop();
+    let summary = &end[end.find("demo: summary").unwrap()..];
+    assert_narrow(summary);
+    let scored = count(summary, "readings scored");
+    let flagged = count(summary, "anomalies");
+    let read_back = count(summary, "read back");
+    let stored = count(summary, "stored");
+    assert_eq!(count(summary, "dead letters"), 0, "{summary}");
+    // A realistic few: the generator's 1 %, give or take an episode (a stuck sensor is 10
+    // readings), not two in three.
+    assert!(scored >= 1000 && flagged > 0, "{summary}");
+    assert!(flagged * 20 <= scored, "over 5 %:\n{summary}");
+    assert!(read_back > 0 && read_back <= flagged, "{summary}");
+    let precision = summary
+        .lines()
+        .find(|l| l.trim_start().starts_with("precision"))
+        .unwrap();
+    assert_eq!(percent(precision), 100.0, "{summary}");
+    assert!(stored > 0 && stored <= flagged, "{summary}");
+    // The summary ran the queries too.
+    assert!(
+        summary.contains("$ anomalyd query --detector sensors --since 15m --count --by 1m")
+            && summary.contains("  EVENT_TIME "),
+        "{summary}"
+    );
+    let saved = std::fs::read_to_string(dir.path().join("state/demo-sensors-summary.txt"))
+        .expect("the summary is also in the demo's folder");
+    let stored_line = summary
+        .lines()
+        .find(|l| l.trim_start().starts_with("stored"))
+        .unwrap();
+    assert!(saved.contains(stored_line), "{saved}");
+
+    if let Some(path) = std::env::var_os("DEMO_SENSORS_CAPTURE") {
+        write_capture(Path::new(&path), "scripts/demo sensors", &live, &end);
     }
 }
 

@@ -614,3 +614,51 @@ async fn a_member_whose_session_timed_out_holds_its_partitions_again() {
         .await
         .expect("clean stop");
 }
+
+/// A detector whose input topic does not exist yet says so (not "not joined", which sends
+/// people looking at the group), and reads the topic within seconds of its creation, without
+/// a restart: the shipped config has detectors a user may not feed at first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_input_topic_is_named_then_read_once_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = support::seed_model(dir.path());
+    let mut config = Config {
+        kafka: support::kafka_config(),
+        ..Config::default()
+    };
+    config.kafka.group_id = support::unique("missing");
+    let input = support::unique("not-yet");
+    let d = support::fresh_detector(&input, &model).await;
+    config.detectors.insert(support::DETECTOR.into(), d);
+    config.control.socket = dir.path().join("anomalyd.sock");
+    let (socket, kafka) = (config.control.socket.clone(), config.kafka.clone());
+
+    let daemon = Daemon::start(config).await.expect("start");
+    let named = format!("input topic {input} does not exist on the broker");
+    let ((code, line), said) = wait_health(&socket, false, Duration::from_secs(30), |c, l| {
+        c == 2 && l.contains(&named)
+    })
+    .await;
+    assert!(said, "CRITICAL naming the missing topic: {code} {line}");
+
+    support::create_topic(&input, 3).await;
+    let created = Instant::now();
+    let ((code, line), ok) =
+        wait_health(&socket, false, Duration::from_secs(40), |c, _| c == 0).await;
+    assert!(ok, "ready once the topic exists: {code} {line}");
+    println!(
+        "missing topic: ready {:?} after its creation",
+        created.elapsed()
+    );
+    produce_to(&kafka, &input, 0..20).await;
+    let m = daemon.metrics().clone();
+    assert!(
+        support::wait_until(Duration::from_secs(30), || m.records_in.load(Relaxed) >= 20).await,
+        "scored {} of 20",
+        m.records_in.load(Relaxed)
+    );
+    daemon
+        .stop(Duration::from_secs(30))
+        .await
+        .expect("clean stop");
+}

@@ -45,13 +45,14 @@ impl LagProbe {
     /// Blocking: the partitions of `topic` (one metadata request, whose failure is the error;
     /// `answered` is called as soon as it succeeds), the group's committed offsets (one
     /// request) and each partition's watermarks. A partition whose watermarks cannot be read
-    /// is left out.
+    /// is left out. `Ok(None)` when the broker has no such topic (none of its partitions is
+    /// listed): nothing can be read until someone creates it.
     pub fn survey(
         &self,
         topic: &str,
         timeout: Duration,
         answered: impl FnOnce(),
-    ) -> Result<Vec<Observation>, KafkaError> {
+    ) -> Result<Option<Vec<Observation>>, KafkaError> {
         let md = self.client.fetch_metadata(Some(topic), timeout)?;
         answered();
         let mut tpl = TopicPartitionList::new();
@@ -60,31 +61,36 @@ impl LagProbe {
                 tpl.add_partition(topic, p.id());
             }
         }
+        if tpl.count() == 0 {
+            return Ok(None);
+        }
         let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         let committed = self.client.committed_offsets(tpl, timeout).ok();
-        Ok(parts
-            .into_iter()
-            .filter_map(|partition| {
-                let (low, high) = self
-                    .client
-                    .fetch_watermarks(topic, partition, timeout)
-                    .ok()?;
-                let committed = committed
-                    .as_ref()
-                    .and_then(|c| c.find_partition(topic, partition))
-                    .and_then(|e| match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    });
-                Some(Observation {
-                    topic: topic.to_owned(),
-                    partition,
-                    committed,
-                    low,
-                    high,
+        Ok(Some(
+            parts
+                .into_iter()
+                .filter_map(|partition| {
+                    let (low, high) = self
+                        .client
+                        .fetch_watermarks(topic, partition, timeout)
+                        .ok()?;
+                    let committed = committed
+                        .as_ref()
+                        .and_then(|c| c.find_partition(topic, partition))
+                        .and_then(|e| match e.offset() {
+                            Offset::Offset(o) => Some(o),
+                            _ => None,
+                        });
+                    Some(Observation {
+                        topic: topic.to_owned(),
+                        partition,
+                        committed,
+                        low,
+                        high,
+                    })
                 })
-            })
-            .collect())
+                .collect(),
+        ))
     }
 }
 

@@ -218,6 +218,8 @@ pub struct Facts<'a> {
     pub unreachable: Option<String>,
     /// The first assignment has arrived (the consumer joined its group).
     pub joined: bool,
+    /// The broker has no input topic (the lag probe's last answer).
+    pub topic_missing: bool,
     /// How long this instance has held no partition; `None` while it holds some.
     pub empty_for: Option<Duration>,
     /// `[detector] assignment_grace_s`.
@@ -248,7 +250,15 @@ pub fn judge(f: &Facts<'_>) -> Judgement {
             .join(", ")
     };
     let empty_s = f.empty_for.map(|d| d.as_secs());
-    if !f.joined {
+    if f.topic_missing {
+        // Said first and plainly: "not joined" alone sends people looking at the group.
+        j.not_ready.push(format!(
+            "input topic {} does not exist on the broker: create it (`anomalyd check-config \
+             --topics` lists every topic this configuration reads and writes); it is read \
+             within seconds of its creation",
+            f.topic
+        ));
+    } else if !f.joined {
         j.not_ready.push(format!(
             "no partitions assigned yet: waiting for partition assignment since {} s \
              (not joined the consumer group)",
@@ -386,6 +396,7 @@ mod tests {
         Facts {
             unreachable: None,
             joined,
+            topic_missing: false,
             empty_for: empty_s.map(Duration::from_secs),
             grace: 20 * S,
             orphans,
@@ -414,6 +425,21 @@ mod tests {
             ]
         );
         assert!(j.warnings.is_empty());
+    }
+
+    #[test]
+    fn a_missing_input_topic_is_said_instead_of_not_joined() {
+        for joined in [false, true] {
+            let mut f = facts(joined, Some(40), &[]);
+            f.topic_missing = true;
+            let j = judge(&f);
+            assert_eq!(j.not_ready.len(), 1, "{j:?}");
+            assert!(
+                j.not_ready[0].starts_with("input topic transactions does not exist"),
+                "{j:?}"
+            );
+            assert!(j.warnings.is_empty());
+        }
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! and monitoring can ask the daemon how it is (`/live`, `/ready`, `/status`, `/metrics`) and
 //! tell it to reload its model (`POST /reload`), with plain `curl --unix-socket`.
 //!
-//! - [`http`]: the little HTTP/1.1 the socket speaks (one request per connection).
-//! - [`server`]: binding the socket safely and routing requests.
+//! - [`router`]: the routes, an axum `Router` over the daemon, which another listener can reuse.
+//! - [`server`]: binding the socket safely and serving it (HTTP/1.1 on hyper).
 //! - [`status`]: the `/status` document and the readiness rules.
 //! - [`prometheus`]: the `/metrics` text format.
 //! - [`lag`]: committed offsets and high watermarks of the input topic's partitions.
@@ -12,9 +12,9 @@
 
 pub mod client;
 pub mod health;
-pub mod http;
 pub mod lag;
 pub mod liveness;
 pub mod prometheus;
+pub mod router;
 pub mod server;
 pub mod status;
