@@ -520,6 +520,12 @@ async fn pages_and_assets_have_their_types_and_headers() {
     for part in ["big_amount", "rules-1", "&quot;amount&quot;: 1000", "-0.5"] {
         assert!(a.body.contains(part), "{part}: {}", a.body);
     }
+    assert!(
+        a.body
+            .contains("<a href=\"/series?detector=tx&amp;key=k-9&amp;field=amount\">amount</a>"),
+        "{}",
+        a.body
+    );
     assert_eq!(get(&s, "/anomaly/tx-anomalies/0/99").await.status, 404);
 }
 

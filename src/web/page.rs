@@ -310,13 +310,29 @@ async fn anomaly_page(
         .map(|e| serde_json::to_string_pretty(e).unwrap_or_default())
         .unwrap_or_else(|| "none".into());
     let pretty = serde_json::to_string_pretty(&record).unwrap_or_else(|_| r.record.clone());
-    let series = format!(
-        "/series?{}",
-        query(&[
-            ("detector", &r.detector),
-            ("key", r.key.as_deref().unwrap_or("")),
-        ])
-    );
+    // A link to the series of each numeric field of the source record (at the top of an
+    // inline record, under `record` of a wrapped one).
+    let source = match record.get("record") {
+        Some(inner @ Value::Object(_)) => inner,
+        _ => &record,
+    };
+    let mut series = String::new();
+    if let (Some(key), Value::Object(fields)) = (&r.key, source) {
+        for (name, value) in fields {
+            if name != "anomalyd" && value.is_number() {
+                let href = format!(
+                    "/series?{}",
+                    query(&[("detector", &r.detector), ("key", key), ("field", name)])
+                );
+                let _ = write!(series, " <a href=\"{}\">{}</a>", esc(&href), esc(name));
+            }
+        }
+    }
+    let series = if series.is_empty() {
+        String::new()
+    } else {
+        format!("<p id=\"fields\">This key over time:{series}</p>")
+    };
     let mut live = String::new();
     let _ = write!(
         live,
@@ -325,7 +341,7 @@ async fn anomaly_page(
          <dt>Detector</dt><dd>{}</dd><dt>Key</dt><dd>{}</dd>\
          <dt>Score</dt><dd id=\"score\">{}</dd><dt>Decision</dt><dd id=\"decision\">{}</dd>\
          <dt>{}</dt><dd id=\"why\">{}</dd></dl>\
-         <p><a href=\"{}\">This key over time</a></p>\
+         {}\
          <h3>Explanation</h3><pre id=\"explanation\">{}</pre>\
          <h3>Record</h3><pre id=\"record\">{}</pre></section>",
         esc(&r.topic),
@@ -340,7 +356,7 @@ async fn anomaly_page(
         r.decision,
         if r.rules.is_empty() { "Model" } else { "Rules" },
         esc(&why(&r)),
-        esc(&series),
+        series,
         esc(&explanation),
         esc(&pretty),
     );
