@@ -3,8 +3,8 @@
 #
 #   missing_packages build   # gcc, make, perl (librdkafka and OpenSSL build from source), python3
 #   missing_packages test    # the above, plus what the tests run: systemd-analyze, setsid, tmux,
-#                            # socat and openssl (tests/systemd_unit.rs, tests/demo.rs, the
-#                            # broker, tests/tls.rs)
+#                            # socat, openssl and chromium (tests/systemd_unit.rs, tests/demo.rs,
+#                            # the broker, tests/tls.rs, tests/web.rs's real-browser test)
 #
 # prints the packages whose tool is missing, space-separated (nothing when all are there).
 #
@@ -18,6 +18,7 @@ missing_packages() {
     if [[ ${1:-build} == test ]]; then
         pairs+=(systemd-analyze:systemd setsid:util-linux socat:socat openssl:openssl)
         pairs+=(tmux:tmux) # tests/demo.rs runs scripts/demo in a tmux pane
+        pairs+=(chromium:chromium) # tests/web.rs renders the web view in headless Chromium
     fi
     local pair out=()
     for pair in "${pairs[@]}"; do

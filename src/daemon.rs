@@ -90,6 +90,8 @@ pub enum DaemonError {
     Stage(#[from] crate::stages::build::BuildError),
     #[error(transparent)]
     Control(#[from] ControlError),
+    #[error(transparent)]
+    Web(#[from] crate::web::WebError),
     #[error("shutdown grace period ended with tasks still running: {}", .0.join(", "))]
     Grace(Vec<&'static str>),
     #[error(
@@ -116,7 +118,7 @@ impl DaemonError {
             Self::Model { .. } => exit::DATA_ERR,
             Self::Features(_) | Self::Rules { .. } | Self::Stage(_) => exit::CONFIG,
             Self::Interrupted { signal, .. } => signal.exit_code(),
-            Self::Producer(_) | Self::Control(_) | Self::Grace(_) => exit::FAILURE,
+            Self::Producer(_) | Self::Control(_) | Self::Web(_) | Self::Grace(_) => exit::FAILURE,
         }
     }
 }
@@ -833,6 +835,18 @@ impl Daemon {
             .map_err(DaemonError::Producer)?;
         let listener = Arc::new(server::bind(&config.control.socket).await?);
         tracing::info!(socket = %config.control.socket.display(), "control socket bound");
+        let web = match &config.web.listen {
+            Some(addr) => {
+                let token = crate::web::load_token(&config.web)?;
+                let listener = crate::web::bind(addr)?;
+                let shown = listener
+                    .local_addr()
+                    .map_or(addr.clone(), |a| a.to_string());
+                tracing::info!(address = %shown, token = token.is_some(), "web view listening");
+                Some((Arc::new(listener), token))
+            }
+            None => None,
+        };
 
         let sv = &config.supervisor;
         let policy = RestartPolicy {
@@ -916,6 +930,9 @@ impl Daemon {
         daemon
             .spawn_tasks(producer, generator_producer, listener)
             .await;
+        if let Some((listener, token)) = web {
+            daemon.spawn_web(listener, token).await;
+        }
         Ok(daemon)
     }
 
@@ -1124,6 +1141,34 @@ impl Daemon {
                 })
                 .await;
         }
+    }
+
+    /// Starts the web view (`[web] listen`) as the supervised task `web`.
+    async fn spawn_web(
+        self: &Arc<Self>,
+        listener: Arc<std::net::TcpListener>,
+        token: Option<crate::web::Token>,
+    ) {
+        let Some(store) = self.config.store.clone() else {
+            return;
+        };
+        let view = Arc::new(crate::web::View::new(
+            store,
+            self.config.detectors.keys().cloned().collect(),
+            Some(Arc::clone(&self.metrics)),
+            self.config.web.refresh_s,
+        ));
+        let router = crate::web::router(view, token);
+        self.supervisor
+            .spawn("web", move |status, shutdown| {
+                let (listener, router) = (Arc::clone(&listener), router.clone());
+                async move {
+                    crate::web::run(&listener, router, || status.heartbeat(), shutdown)
+                        .await
+                        .map_err(TaskError::from)
+                }
+            })
+            .await;
     }
 
     pub fn config(&self) -> &Config {

@@ -15,6 +15,7 @@
 //! - [`detect`]: features, the models (Isolation Forest, k-means, bisecting k-means) and their
 //!   one file format, CEL rules, the A/B split between detectors, and the partition workers.
 //! - [`sinks`]: where results go: the anomalies topic, the dead-letter topic, Slack alerts and the anomaly store (`anomalyd query`).
+//! - [`web`]: the web view and its JSON API (`[web] listen`), reading the anomaly store.
 //! - [`daemon`]: wires the configuration into supervised tasks; [`supervisor`] restarts them.
 //! - [`control`]: the control socket (`/live`, `/ready`, `/status`, `/metrics`, `/reload`),
 //!   and `anomalyd health` / `anomalyd ctl` that talk to it.
@@ -51,3 +52,4 @@ pub mod stages;
 pub mod supervisor;
 pub mod synthetic;
 pub mod tail;
+pub mod web;

@@ -50,6 +50,8 @@ pub struct Config {
     /// `[store]`: the anomaly store (`anomalyd query`); absent = nothing stored.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<crate::sinks::store::StoreConfig>,
+    /// `[web]`: the web view (off unless `listen` is set).
+    pub web: crate::web::WebConfig,
     pub control: ControlConfig,
     pub supervisor: SupervisorConfig,
     pub log: LogConfig,
@@ -792,6 +794,9 @@ impl Config {
             for (key, why) in store.problems() {
                 bad(key, why);
             }
+        }
+        for (key, why) in self.web.problems(self.store.is_some()) {
+            bad(key, why);
         }
 
         let sv = &self.supervisor;

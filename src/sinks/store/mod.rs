@@ -98,6 +98,16 @@ pub trait Store: Send {
     /// `[start, start + bucket_ms)` of event time), as `(start_ms, count)`, oldest first; only
     /// intervals with rows.
     fn count_by(&self, filter: &Filter, bucket_ms: i64) -> Result<Vec<(i64, u64)>, StoreError>;
+    /// Every detector with at least one row, in name order (for the web view's checks and
+    /// choices).
+    fn detectors(&self) -> Result<Vec<String>, StoreError>;
+    /// The row stored from `(topic, partition, offset)`, if any (the web view's detail).
+    fn row(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<Option<StoredRow>, StoreError>;
 }
 
 /// Opens the backend `config` names, creating or migrating its schema.

@@ -278,24 +278,7 @@ impl Store for SqliteStore {
         );
         let mut st = self.conn.prepare(&sql).map_err(e)?;
         let rows = st
-            .query_map(params_from_iter(params), |r| {
-                Ok(StoredRow {
-                    topic: r.get(0)?,
-                    partition: r.get(1)?,
-                    offset: r.get(2)?,
-                    detector: r.get(3)?,
-                    key: r.get(4)?,
-                    event_time_ms: r.get(5)?,
-                    event_time_source: r.get(6)?,
-                    detected_at_ms: r.get(7)?,
-                    score: r.get(8)?,
-                    decision: r.get(9)?,
-                    model_id: r.get(10)?,
-                    model_kind: r.get(11)?,
-                    rules: r.get(12)?,
-                    record: r.get(13)?,
-                })
-            })
+            .query_map(params_from_iter(params), stored_row)
             .map_err(e)?;
         rows.collect::<Result<_, _>>().map_err(e)
     }
@@ -318,6 +301,60 @@ impl Store for SqliteStore {
             .map_err(e)?;
         rows.collect::<Result<_, _>>().map_err(e)
     }
+
+    fn detectors(&self) -> Result<Vec<String>, StoreError> {
+        let e = |e| err(&self.path, e);
+        // A loose index scan on (detector, event_time): one lookup per detector, not one
+        // step per row, so it stays fast on millions of rows.
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "WITH RECURSIVE d(name) AS (SELECT MIN(detector) FROM anomalies UNION ALL \
+                 SELECT (SELECT MIN(detector) FROM anomalies WHERE detector > d.name) FROM d \
+                 WHERE d.name IS NOT NULL) SELECT name FROM d WHERE name IS NOT NULL",
+            )
+            .map_err(e)?;
+        let rows = st.query_map([], |r| r.get(0)).map_err(e)?;
+        rows.collect::<Result<_, _>>().map_err(e)
+    }
+
+    fn row(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<Option<StoredRow>, StoreError> {
+        let e = |e| err(&self.path, e);
+        let sql = format!(
+            "SELECT {COLUMNS} FROM anomalies WHERE kafka_topic = ?1 AND kafka_partition = ?2 \
+             AND kafka_offset = ?3"
+        );
+        let mut st = self.conn.prepare_cached(&sql).map_err(e)?;
+        let mut rows = st
+            .query_map(params![topic, partition, offset], stored_row)
+            .map_err(e)?;
+        rows.next().transpose().map_err(e)
+    }
+}
+
+/// A row of `SELECT {COLUMNS}`.
+fn stored_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRow> {
+    Ok(StoredRow {
+        topic: r.get(0)?,
+        partition: r.get(1)?,
+        offset: r.get(2)?,
+        detector: r.get(3)?,
+        key: r.get(4)?,
+        event_time_ms: r.get(5)?,
+        event_time_source: r.get(6)?,
+        detected_at_ms: r.get(7)?,
+        score: r.get(8)?,
+        decision: r.get(9)?,
+        model_id: r.get(10)?,
+        model_kind: r.get(11)?,
+        rules: r.get(12)?,
+        record: r.get(13)?,
+    })
 }
 
 #[cfg(test)]
@@ -550,6 +587,23 @@ mod tests {
             s.count_by(&Filter::default(), 60_000).unwrap()[0],
             (-60_000, 1)
         );
+    }
+
+    #[test]
+    fn detectors_and_one_row_by_its_place() {
+        let (_dir, mut s) = temp();
+        assert!(s.detectors().unwrap().is_empty());
+        s.insert(&[
+            row("b", 1, 1, "k", -1.0),
+            row("a", 2, 2, "k", -1.0),
+            row("b", 3, 3, "k", -1.0),
+        ])
+        .unwrap();
+        assert_eq!(s.detectors().unwrap(), ["a", "b"]);
+        let r = s.row("anomalies", 0, 2).unwrap().unwrap();
+        assert_eq!((r.detector.as_str(), r.offset), ("a", 2));
+        assert_eq!(s.row("anomalies", 1, 2).unwrap(), None);
+        assert_eq!(s.row("x' OR 1=1 --", 0, 2).unwrap(), None);
     }
 
     #[test]
