@@ -34,6 +34,54 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// `GET path` from the web view at `addr` (plain HTTP/1.0, one request): status and body.
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the web view");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read the answer");
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+/// The web view the demo printed (`demo: the web view: http://ADDR/`) answers, and its API
+/// lists anomalies of `detector`.
+fn assert_web_view(screen: &str, addr: &str, detector: &str) {
+    assert!(
+        screen.contains(&format!("demo: the web view: http://{addr}/")),
+        "{screen}"
+    );
+    let (status, page) = http_get(addr, "/");
+    assert_eq!(status, 200, "{page}");
+    // The store writes a batch within a second of the anomaly reaching its topic.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = http_get(addr, &format!("/api/anomalies?detector={detector}&limit=5"));
+        assert_eq!(status, 200, "{body}");
+        let doc: serde_json::Value = serde_json::from_str(&body).expect("JSON from the API");
+        if doc["anomalies"].as_array().is_some_and(|a| !a.is_empty()) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {detector} anomaly in the web view's API: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// A tmux server of its own, killed (with the broker the demo started) when dropped.
 struct Session {
     server: String,
@@ -268,10 +316,12 @@ fn purchases_demo_shows_each_output_and_a_consistent_summary() {
     let dir = tempfile::tempdir().unwrap();
     let no_data = dir.path().join("no-retail-data");
     std::fs::create_dir(&no_data).unwrap();
+    let web = format!("127.0.0.1:{}", free_port());
     let session = start_demo(
         dir.path(),
         "purchases",
         &[
+            ("ANOMALYD_WEB__LISTEN", web.clone()),
             ("DEMO_RETAIL_DIR", no_data.display().to_string()),
             ("DEMO_PACE", "max".to_owned()),
             (
@@ -298,6 +348,7 @@ fn purchases_demo_shows_each_output_and_a_consistent_summary() {
                 && s.lines().any(|l| l.starts_with("lines "))
         },
     );
+    assert_web_view(&live, &web, "kmeans");
     // The full files are missing: the demo says which and where they come from, and uses the
     // slices.
     assert!(
@@ -428,7 +479,12 @@ fn shell(command: &str) -> Output {
 #[test]
 fn sensors_demo_shows_anomalies_stores_them_and_its_queries_work() {
     let dir = tempfile::tempdir().unwrap();
-    let session = start_demo(dir.path(), "sensors", &[]);
+    let web = format!("127.0.0.1:{}", free_port());
+    let session = start_demo(
+        dir.path(),
+        "sensors",
+        &[("ANOMALYD_WEB__LISTEN", web.clone())],
+    );
     session.wait_for("demo: sensors live", Duration::from_secs(120));
     let stored = |screen: &str| -> u64 {
         let Some(status) = screen.lines().rev().find(|l| l.starts_with("scored ")) else {
@@ -450,6 +506,7 @@ fn sensors_demo_shows_anomalies_stores_them_and_its_queries_work() {
     // Long enough for the share of anomalies to mean something (about 1,500 more readings).
     std::thread::sleep(Duration::from_secs(15));
     let live = session.screen();
+    assert_web_view(&live, &web, "sensors");
     assert_narrow(&live);
     assert!(
         live.contains("demo: the anomaly store: ")
