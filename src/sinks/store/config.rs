@@ -129,10 +129,18 @@ impl StoreConfig {
                         }
                     }
                 }
-                if self.password_env.as_ref().is_some_and(|n| n.trim().is_empty()) {
+                if self
+                    .password_env
+                    .as_ref()
+                    .is_some_and(|n| n.trim().is_empty())
+                {
                     out.push(("store.password_env", "must name a variable".into()));
                 }
-                if self.password_file.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                if self
+                    .password_file
+                    .as_ref()
+                    .is_some_and(|p| p.as_os_str().is_empty())
+                {
                     out.push(("store.password_file", "must not be empty".into()));
                 }
                 if self.password_env.is_some() && self.password_file.is_some() {

@@ -117,7 +117,11 @@ impl Drop for PostgresStore {
         // The client closes its connection on its own runtime, which panics on a thread that
         // runs async tasks (the store task may drop its store there): close it on a thread of
         // its own.
-        let client = self.client.get_mut().unwrap_or_else(|p| p.into_inner()).take();
+        let client = self
+            .client
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(client) = client {
             let _ = std::thread::Builder::new()
                 .name("store-close".into())
@@ -439,11 +443,15 @@ fn where_clause(filter: &Filter) -> (String, Vec<Param>) {
     }
     if let Some(t) = filter.since_ms {
         let p = bind(&mut params, Box::new(clamp_ms(t)));
-        terms.push(format!("event_time >= to_timestamp({p}::float8 / 1000)"));
+        terms.push(format!(
+            "event_time >= to_timestamp({p}::int8::float8 / 1000)"
+        ));
     }
     if let Some(t) = filter.until_ms {
         let p = bind(&mut params, Box::new(clamp_ms(t)));
-        terms.push(format!("event_time < to_timestamp({p}::float8 / 1000)"));
+        terms.push(format!(
+            "event_time < to_timestamp({p}::int8::float8 / 1000)"
+        ));
     }
     if filter.anomalies_only {
         terms.push("decision < 0".into());
@@ -459,7 +467,7 @@ fn where_clause(filter: &Filter) -> (String, Vec<Param>) {
             "(CASE WHEN json_typeof({v}) IN ('string', 'boolean') \
              THEN (record #>> {path}::text[]) = {text}"
         );
-        if value.trim().parse::<f64>().is_ok_and(f64::is_finite) {
+        if looks_numeric(value.trim()) {
             let num = bind(&mut params, Box::new(value.trim().to_owned()));
             term.push_str(&format!(
                 " WHEN json_typeof({v}) = 'number' \
@@ -476,8 +484,19 @@ fn where_clause(filter: &Filter) -> (String, Vec<Param>) {
     }
 }
 
+/// A number as written in JSON or by a user (`40`, `40.0`, `4e1`, `1e400`: numeric holds
+/// what a double cannot), not `inf` or `NaN`.
+fn looks_numeric(v: &str) -> bool {
+    v.parse::<f64>().is_ok()
+        && v.bytes()
+            .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
+}
+
 fn refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
-    params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()
+    params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+        .collect()
 }
 
 impl Store for PostgresStore {
@@ -531,7 +550,7 @@ impl Store for PostgresStore {
     fn delete_before(&mut self, cutoff_ms: i64) -> Result<u64, StoreError> {
         self.with(|c| {
             c.execute(
-                "DELETE FROM anomalies WHERE event_time < to_timestamp($1::float8 / 1000)",
+                "DELETE FROM anomalies WHERE event_time < to_timestamp($1::int8::float8 / 1000)",
                 &[&clamp_ms(cutoff_ms)],
             )
         })
@@ -603,8 +622,14 @@ mod tests {
         assert!(check_url("postgres://u@h/db?sslmode=prefer&connect_timeout=3").is_ok());
         for (url, says) in [
             ("postgres://u:hunter2@h/db", "must not hold a password"),
-            ("postgres://u@h/db?password=hunter2", "must not hold a password"),
-            ("postgres://u:hunter2@h:notaport/db", "must not hold a password"),
+            (
+                "postgres://u@h/db?password=hunter2",
+                "must not hold a password",
+            ),
+            (
+                "postgres://u:hunter2@h:notaport/db",
+                "must not hold a password",
+            ),
             ("mysql://u@h/db", "not mysql://"),
             ("localhost:5432", "expected a URL"),
             ("postgres://u@h:notaport/db", "not a PostgreSQL URL"),
@@ -648,7 +673,10 @@ mod tests {
         c.password_file = None;
         c.password_env = Some("ANOMALYD_TEST_SURELY_UNSET_VARIABLE".into());
         let e = password(&c).unwrap_err().to_string();
-        assert!(e.contains("ANOMALYD_TEST_SURELY_UNSET_VARIABLE is not set"), "{e}");
+        assert!(
+            e.contains("ANOMALYD_TEST_SURELY_UNSET_VARIABLE is not set"),
+            "{e}"
+        );
         c.password_env = None;
         assert!(password(&c).unwrap().is_none());
     }
@@ -665,7 +693,10 @@ mod tests {
             ..Filter::default()
         };
         let (clause, params) = where_clause(&f);
-        assert!(!clause.contains("DROP") && !clause.contains("OR 1=1"), "{clause}");
+        assert!(
+            !clause.contains("DROP") && !clause.contains("OR 1=1"),
+            "{clause}"
+        );
         assert!(!clause.contains("x\"y"), "{clause}");
         // detector, since, (path, text, number) for 40, (path, text) for the other.
         assert_eq!(params.len(), 7, "{clause}");

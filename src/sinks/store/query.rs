@@ -7,8 +7,8 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use thiserror::Error;
 
-use super::row::{format_ms, rfc3339_ms};
 use super::postgres::PostgresStore;
+use super::row::{format_ms, rfc3339_ms};
 use super::sqlite::SqliteStore;
 use super::{Store, StoreBackend, StoreConfig, StoreError, StoredRow};
 
