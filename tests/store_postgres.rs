@@ -322,7 +322,8 @@ async fn a_clean_run_stores_every_anomaly_once_expires_old_rows_and_query_reads_
     }
     std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
     let env = [("STORE_TEST_PG_PASSWORD", password.trim_end())];
-    let store = config.store.clone().unwrap();
+    // The test reads with the password file.
+    let store = pg_config(config.store.as_ref().unwrap().url.as_deref().unwrap());
     let topic = support::det(&config).output_topic.clone();
 
     // Rows of another topic already there: two older than retain_days (30), two recent.
@@ -336,7 +337,7 @@ async fn a_clean_run_stores_every_anomaly_once_expires_old_rows_and_query_reads_
             r
         })
         .collect();
-    let seed = pg_config(store.url.as_deref().unwrap());
+    let seed = store.clone();
     on_thread(move || {
         PostgresStore::open(&seed)
             .unwrap()

@@ -371,6 +371,8 @@ impl PostgresStore {
     fn migrate(&self) -> Result<(), StoreError> {
         let found = self.with(|c| {
             let mut tx = c.transaction()?;
+            // Not "relation already exists, skipping" at every start.
+            tx.batch_execute("SET LOCAL client_min_messages = warning")?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
             tx.batch_execute(VERSION_TABLE)?;
             let found: i32 = match tx.query_opt("SELECT version FROM anomalyd_schema", &[])? {
