@@ -17,6 +17,7 @@
 //! The password never is in the URL (the config check refuses it); it comes from
 //! `password_env` or `password_file`, and no error or log line shows it.
 
+use std::borrow::Cow;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -275,6 +276,16 @@ fn password(store: &StoreConfig) -> Result<Option<Vec<u8>>, StoreError> {
     Ok(None)
 }
 
+/// `text` cannot hold a NUL character, which a Kafka key (the user's bytes) may: it becomes
+/// U+FFFD, as invalid UTF-8 already does, rather than failing its batch again and again.
+fn no_nul(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') {
+        Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
 fn clamp_ms(ms: i64) -> i64 {
     ms.clamp(MIN_MS, MAX_MS)
 }
@@ -506,12 +517,13 @@ impl Store for PostgresStore {
         if rows.is_empty() {
             return Ok(Inserted::default());
         }
-        let col = |f: fn(&Row) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
+        let col = |f: fn(&Row) -> &str| rows.iter().map(|r| no_nul(f(r))).collect::<Vec<_>>();
         let topics = col(|r| &r.topic);
         let partitions: Vec<i32> = rows.iter().map(|r| r.partition).collect();
         let offsets: Vec<i64> = rows.iter().map(|r| r.offset).collect();
         let detectors = col(|r| &r.detector);
-        let keys: Vec<Option<&str>> = rows.iter().map(|r| r.key.as_deref()).collect();
+        let keys: Vec<Option<Cow<'_, str>>> =
+            rows.iter().map(|r| r.key.as_deref().map(no_nul)).collect();
         let event: Vec<i64> = rows.iter().map(|r| clamp_ms(r.event_time_ms)).collect();
         let sources = col(|r| r.event_time_source.as_str());
         let detected: Vec<i64> = rows.iter().map(|r| clamp_ms(r.detected_at_ms)).collect();
@@ -520,7 +532,8 @@ impl Store for PostgresStore {
         let model_ids = col(|r| &r.model_id);
         let model_kinds = col(|r| &r.model_kind);
         let rules = col(|r| &r.rules);
-        let records = col(|r| &r.record);
+        // Valid JSON holds no raw NUL (an escaped one, \u0000, is fine in `json`).
+        let records: Vec<&str> = rows.iter().map(|r| r.record.as_str()).collect();
         // One statement: atomic on its own, so the batch commits whole or not at all.
         let stored = self.with(|c| {
             c.execute(
