@@ -4,7 +4,8 @@
 #   missing_packages build   # gcc, make, perl (librdkafka and OpenSSL build from source), python3
 #   missing_packages test    # the above, plus what the tests run: systemd-analyze, setsid, tmux,
 #                            # socat, openssl and chromium (tests/systemd_unit.rs, tests/demo.rs,
-#                            # the broker, tests/tls.rs, tests/web.rs's real-browser test)
+#                            # the broker, tests/tls.rs, tests/web.rs's real-browser test), and
+#                            # PostgreSQL's server (postgresql: scripts/pg, tests/store_postgres.rs)
 #
 # prints the packages whose tool is missing, space-separated (nothing when all are there).
 #
@@ -24,7 +25,23 @@ missing_packages() {
     for pair in "${pairs[@]}"; do
         command -v "${pair%%:*}" >/dev/null || out+=("${pair#*:}")
     done
+    if [[ ${1:-build} == test ]] && ! pg_bindir >/dev/null; then
+        out+=(postgresql)
+    fi
     echo "${out[*]}"
+}
+
+# The folder of PostgreSQL's server binaries (initdb, pg_ctl): Debian keeps them in
+# /usr/lib/postgresql/VERSION/bin, off PATH; the newest version there, else initdb on PATH.
+pg_bindir() {
+    local d best=
+    while read -r d; do
+        [[ -x $d/initdb && -x $d/pg_ctl ]] && best=$d
+    done < <(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V)
+    if [[ -z $best ]] && command -v initdb >/dev/null && command -v pg_ctl >/dev/null; then
+        best=$(dirname "$(command -v initdb)")
+    fi
+    [[ -n $best ]] && echo "$best"
 }
 
 # Exits with one message naming everything missing: the Debian packages to install and, when

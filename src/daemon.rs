@@ -1333,7 +1333,8 @@ impl Daemon {
             slack: (self.config.slack.mode != SlackMode::Off)
                 .then(|| self.slack_metrics.snapshot()),
             store: self.config.store.as_ref().map(|c| StoreStatus {
-                path: c.db_path().display().to_string(),
+                backend: c.backend,
+                path: c.location(),
                 group_id: c.group_id(&self.config.kafka.group_id),
                 retain_days: c.retain_days,
                 counters: self.store_metrics.snapshot(),

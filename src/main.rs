@@ -168,6 +168,7 @@ fn origin(located: &Located, key: &str) -> String {
 
 /// `query`: the configuration's `[store]`, opened read-only.
 fn query_store(args: &QueryArgs) -> ExitCode {
+    use anomalyd::sinks::store::StoreError;
     use anomalyd::sinks::store::query::{OpenError, Query, open_for_query};
     let (config, located) = match required_config(args.config.config.as_deref()) {
         Ok(c) => c,
@@ -192,6 +193,12 @@ fn query_store(args: &QueryArgs) -> ExitCode {
     let store = match open_for_query(store_config) {
         Ok(s) => s,
         Err(e @ OpenError::Missing(_)) => return fail(&e, exit::NO_INPUT),
+        Err(OpenError::Store(e @ StoreError::Connect { .. })) => {
+            return fail(&e, exit::UNAVAILABLE);
+        }
+        Err(OpenError::Store(e @ (StoreError::Url { .. } | StoreError::Password(_)))) => {
+            return fail(&e, exit::CONFIG);
+        }
         Err(e) => return fail(&e, exit::FAILURE),
     };
     let mut stdout = io::stdout().lock();

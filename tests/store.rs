@@ -6,29 +6,14 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use anomalyd::config::Config;
 use anomalyd::sinks::store::sqlite::SqliteStore;
 use anomalyd::sinks::store::{Filter, Store, StoreConfig};
-use rdkafka::Message;
 
-const SEED: u64 = 11;
-
-fn start(config: &Path, log: &Path) -> support::Reaper {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_anomalyd"));
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ANOMALYD_")) {
-        cmd.env_remove(k);
-    }
-    cmd.args(["run", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .map(support::Reaper)
-        .expect("start anomalyd")
-}
+use support::store::{SEED, query, settle, start, status, stop};
 
 /// Every row's (topic, partition, offset), or empty while the file does not exist yet.
 fn stored(db: &Path) -> Vec<(String, i32, i64)> {
@@ -61,62 +46,6 @@ async fn setup(dir: &Path, batch_max: usize) -> (Config, std::path::PathBuf) {
     (config, db)
 }
 
-/// Waits until the detector has published every anomaly of the first `n` records, then until
-/// the store holds exactly the topic's records; returns the topic's (partition, offset)s.
-async fn settle(config: &Config, db: &Path, n: u64, log: &Path) -> BTreeSet<(String, i32, i64)> {
-    let model = support::det(config).model.clone().unwrap();
-    let expected = support::expected_anomalies(&model, SEED, 0.2, 0..n);
-    let topic = support::det(config).output_topic.clone();
-    let msgs =
-        support::read_topic(&topic, Duration::from_secs(180), support::covers(&expected)).await;
-    assert!(
-        support::ids(&msgs)
-            .into_iter()
-            .collect::<BTreeSet<_>>()
-            .is_superset(&expected),
-        "the detector did not publish every anomaly; log:\n{}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
-    // The topic is complete once it stops growing (duplicates after a crash come before).
-    let mut on_topic = BTreeSet::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let all = support::read_topic(&topic, Duration::from_secs(3), |_| false).await;
-        let now: BTreeSet<_> = all
-            .iter()
-            .map(|m| (m.topic().to_owned(), m.partition(), m.offset()))
-            .collect();
-        let rows: BTreeSet<_> = stored(db).into_iter().collect();
-        if now == on_topic && rows == now {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the store holds {} rows, the topic {} records; log:\n{}",
-            rows.len(),
-            now.len(),
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        on_topic = now;
-    }
-    on_topic
-}
-
-fn query(config: &Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_anomalyd"))
-        .args(["query", "--config"])
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("run anomalyd query");
-    assert!(
-        out.status.success(),
-        "query {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_run_stores_every_anomaly_once_and_query_reads_them() {
     const N: u64 = 5_000;
@@ -127,8 +56,8 @@ async fn a_clean_run_stores_every_anomaly_once_and_query_reads_them() {
     support::produce_generated(&support::det(&config).input_topic, SEED, 0..N).await;
 
     let log = dir.path().join("run.log");
-    let mut daemon = start(&path, &log);
-    let on_topic = settle(&config, &db, N, &log).await;
+    let daemon = start(&path, &log, &[]);
+    let on_topic = settle(&config, || stored(&db), N, &log, Duration::from_secs(120)).await;
     let rows = stored(&db);
     assert_eq!(
         rows.len(),
@@ -175,18 +104,9 @@ async fn a_clean_run_stores_every_anomaly_once_and_query_reads_them() {
     assert_eq!(query(&path, &["--detector", "nobody"]).lines().count(), 1);
 
     // /status shows the store and its counters.
-    let status = Command::new(env!("CARGO_BIN_EXE_anomalyd"))
-        .args(["ctl", "status", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap_or_else(|e| {
-        panic!(
-            "ctl status: {e}: {}",
-            String::from_utf8_lossy(&status.stderr)
-        )
-    });
+    let status = status(&path);
     let store = &status["store"];
+    assert_eq!(store["backend"], "sqlite");
     assert_eq!(store["path"], db.display().to_string());
     assert_eq!(
         store["counters"]["rows_stored"],
@@ -194,11 +114,7 @@ async fn a_clean_run_stores_every_anomaly_once_and_query_reads_them() {
         "{store}"
     );
     assert_eq!(store["counters"]["failing"], false);
-
-    let _ = Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
-        .status();
-    daemon.wait().unwrap();
+    stop(daemon);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,7 +128,7 @@ async fn killed_during_ingest_then_restarted_no_row_is_missing_or_twice() {
     support::produce_generated(&support::det(&config).input_topic, SEED, 0..N).await;
 
     let first_log = dir.path().join("first.log");
-    let mut first = start(&path, &first_log);
+    let mut first = start(&path, &first_log, &[]);
     let some = support::wait_until(Duration::from_secs(120), || stored(&db).len() >= 200).await;
     first.kill().expect("SIGKILL");
     first.wait().unwrap();
@@ -224,8 +140,15 @@ async fn killed_during_ingest_then_restarted_no_row_is_missing_or_twice() {
     );
 
     let second_log = dir.path().join("second.log");
-    let mut second = start(&path, &second_log);
-    let on_topic = settle(&config, &db, N, &second_log).await;
+    let second = start(&path, &second_log, &[]);
+    let on_topic = settle(
+        &config,
+        || stored(&db),
+        N,
+        &second_log,
+        Duration::from_secs(120),
+    )
+    .await;
     let rows = stored(&db);
     println!(
         "store crash test: {before} rows before the kill, {} after the restart, {} records on the topic",
@@ -236,10 +159,60 @@ async fn killed_during_ingest_then_restarted_no_row_is_missing_or_twice() {
     assert_eq!(rows.len(), on_topic.len());
     assert_eq!(rows.into_iter().collect::<BTreeSet<_>>(), on_topic);
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &second.id().to_string()])
-        .status();
-    second.wait().unwrap();
+    stop(second);
+}
+
+/// A store that cannot be written (its folder is a file) makes health WARNING and /status say
+/// the store fails, while detection goes on: the anomalies still reach their topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_fails_makes_health_warn_and_detection_goes_on() {
+    const N: u64 = 2_000;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut config, _) = setup(dir.path(), 500).await;
+    // Not a folder: no user, root included, can make the database under it.
+    let file = dir.path().join("not-a-folder");
+    std::fs::write(&file, "x").unwrap();
+    config.store.as_mut().unwrap().path = Some(file.join("anomalies.db"));
+    let path = dir.path().join("anomalyd.toml");
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    support::produce_generated(&support::det(&config).input_topic, SEED, 0..N).await;
+
+    let log = dir.path().join("run.log");
+    let daemon = start(&path, &log, &[]);
+    let model = support::det(&config).model.clone().unwrap();
+    let expected = support::expected_anomalies(&model, SEED, 0.2, 0..N);
+    let msgs = support::read_topic(
+        &support::det(&config).output_topic,
+        Duration::from_secs(180),
+        support::covers(&expected),
+    )
+    .await;
+    assert!(
+        support::ids(&msgs)
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+            .is_superset(&expected),
+        "detection stopped with the store; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let mut last = (None, String::new());
+    let warned = support::wait_until(Duration::from_secs(60), || {
+        last = support::store::health(&path);
+        last.0 == Some(1)
+    })
+    .await;
+    assert!(warned, "health: {last:?}");
+    assert!(last.1.starts_with("WARNING"), "{last:?}");
+    assert!(last.1.contains("store"), "{last:?}");
+    let store = &status(&path)["store"];
+    assert_eq!(store["counters"]["failing"], true, "{store}");
+    assert!(
+        store["counters"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not-a-folder")),
+        "{store}"
+    );
+    stop(daemon);
 }
 
 /// `query`'s refusals, with their exit codes; no broker needed.

@@ -45,7 +45,9 @@ pub struct Status {
 /// `[store]`: where rows go, in which group, how long they stay, and the counters.
 #[derive(Debug, Clone, Serialize)]
 pub struct StoreStatus {
-    /// The SQLite database file.
+    /// `sqlite` or `postgres`.
+    pub backend: crate::sinks::store::StoreBackend,
+    /// The SQLite database file, or the PostgreSQL URL (never with a password).
     pub path: String,
     pub group_id: String,
     pub retain_days: u32,

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+pub mod store;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 

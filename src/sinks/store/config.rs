@@ -9,12 +9,20 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
-    /// `"sqlite"` (the default): an embedded database file at `path`.
+    /// `"sqlite"` (the default): an embedded database file at `path`; `"postgres"`: the
+    /// PostgreSQL database at `url`.
     pub backend: StoreBackend,
     /// The SQLite database file; default `<state directory>/anomalies.db`, the state directory
     /// being the first of `$STATE_DIRECTORY` (systemd's `StateDirectory=`), else
     /// `/var/lib/anomalyd`.
     pub path: Option<PathBuf>,
+    /// PostgreSQL: `postgres://USER@HOST:PORT/DATABASE`, with libpq's URL parameters
+    /// (`sslmode=disable|prefer`, `connect_timeout`, `options`...); never a password.
+    pub url: Option<String>,
+    /// PostgreSQL: the environment variable holding the password.
+    pub password_env: Option<String>,
+    /// PostgreSQL: a file holding the password (a trailing newline is dropped).
+    pub password_file: Option<PathBuf>,
     /// The anomalies topics read; default every detector's `output_topic`.
     pub topics: Vec<String>,
     /// The store's consumer group; default `<kafka.group_id>-store`.
@@ -35,6 +43,9 @@ impl Default for StoreConfig {
         Self {
             backend: StoreBackend::Sqlite,
             path: None,
+            url: None,
+            password_env: None,
+            password_file: None,
             topics: Vec::new(),
             group_id: None,
             retain_days: 30,
@@ -50,6 +61,8 @@ impl Default for StoreConfig {
 pub enum StoreBackend {
     /// An embedded SQLite file (bundled SQLite, WAL mode).
     Sqlite,
+    /// A PostgreSQL database, possibly shared by several instances.
+    Postgres,
 }
 
 impl StoreConfig {
@@ -58,6 +71,17 @@ impl StoreConfig {
         self.path
             .clone()
             .unwrap_or_else(|| default_state_dir().join("anomalies.db"))
+    }
+
+    /// Where the rows go, as shown in logs and `/status`: the SQLite file, or the PostgreSQL
+    /// URL (with no password).
+    pub fn location(&self) -> String {
+        match self.backend {
+            StoreBackend::Sqlite => self.db_path().display().to_string(),
+            StoreBackend::Postgres => {
+                super::postgres::redact(self.url.as_deref().unwrap_or_default())
+            }
+        }
     }
 
     /// The store's consumer group: `group_id`, else `<kafka_group>-store`.
@@ -75,6 +99,57 @@ impl StoreConfig {
                 "store.path",
                 "must not be empty (leave it out for <state directory>/anomalies.db)".into(),
             ));
+        }
+        match self.backend {
+            StoreBackend::Sqlite => {
+                for (set, key) in [
+                    (self.url.is_some(), "store.url"),
+                    (self.password_env.is_some(), "store.password_env"),
+                    (self.password_file.is_some(), "store.password_file"),
+                ] {
+                    if set {
+                        out.push((key, "is for backend = \"postgres\"".into()));
+                    }
+                }
+            }
+            StoreBackend::Postgres => {
+                if self.path.is_some() {
+                    out.push(("store.path", "is for backend = \"sqlite\"".into()));
+                }
+                match &self.url {
+                    None => out.push((
+                        "store.url",
+                        "is required with backend = \"postgres\", e.g. \
+                         \"postgres://anomalyd@localhost:5432/anomalies\""
+                            .into(),
+                    )),
+                    Some(url) => {
+                        if let Err(why) = super::postgres::check_url(url) {
+                            out.push(("store.url", why));
+                        }
+                    }
+                }
+                if self
+                    .password_env
+                    .as_ref()
+                    .is_some_and(|n| n.trim().is_empty())
+                {
+                    out.push(("store.password_env", "must name a variable".into()));
+                }
+                if self
+                    .password_file
+                    .as_ref()
+                    .is_some_and(|p| p.as_os_str().is_empty())
+                {
+                    out.push(("store.password_file", "must not be empty".into()));
+                }
+                if self.password_env.is_some() && self.password_file.is_some() {
+                    out.push((
+                        "store.password_file",
+                        "give the password one way: password_env or password_file".into(),
+                    ));
+                }
+            }
         }
         if self.group_id.as_ref().is_some_and(|g| g.trim().is_empty()) {
             out.push((
@@ -145,5 +220,33 @@ mod tests {
             ]
         );
         assert!(toml::from_str::<StoreConfig>("backend = \"mysql\"").is_err());
+    }
+
+    #[test]
+    fn postgres_keys() {
+        let keys = |text: &str| -> Vec<(&'static str, String)> {
+            toml::from_str::<StoreConfig>(text).unwrap().problems()
+        };
+        let ok = "backend = \"postgres\"\nurl = \"postgres://a@db:5432/anomalies\"\npassword_env = \"PW\"";
+        assert!(keys(ok).is_empty(), "{:?}", keys(ok));
+        let c: StoreConfig = toml::from_str(ok).unwrap();
+        assert_eq!(c.location(), "postgres://a@db:5432/anomalies");
+        let p = keys("backend = \"postgres\"\nurl = \"postgres://a:hunter2@db/x\"");
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].0, "store.url");
+        assert!(!p[0].1.contains("hunter2"), "{p:?}");
+        assert_eq!(keys("backend = \"postgres\"")[0].0, "store.url");
+        let names: Vec<_> = keys(
+            "backend = \"postgres\"\nurl = \"postgres://a@db/x\"\npath = \"x.db\"\npassword_env = \"A\"\npassword_file = \"/f\"",
+        )
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+        assert_eq!(names, ["store.path", "store.password_file"]);
+        let names: Vec<_> = keys("url = \"postgres://a@db/x\"\npassword_file = \"/f\"")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(names, ["store.url", "store.password_file"]);
     }
 }

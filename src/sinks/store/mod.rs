@@ -9,14 +9,16 @@
 //!
 //! - [`config`]: `[store]`, what the user writes.
 //! - [`row`]: an anomaly record turned into a row (the filtered columns, and the record).
-//! - [`sqlite`]: the embedded SQLite backend (WAL mode), the default and only one so far; a
-//!   PostgreSQL backend is to implement the same [`Store`] trait.
+//! - [`sqlite`]: the embedded SQLite backend (WAL mode), the default.
+//! - [`postgres`]: the PostgreSQL backend, for a store shared by several instances or read
+//!   by Grafana.
 //! - [`task`]: the consumer task; [`run`] is its entry point.
 //! - [`query`]: the filters and output of `anomalyd query`.
 //! - [`metrics`]: counters for `/metrics` and `/status`.
 
 pub mod config;
 pub mod metrics;
+pub mod postgres;
 pub mod query;
 pub mod row;
 pub mod sqlite;
@@ -43,6 +45,23 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
+    /// A PostgreSQL request failed (`url` without its password, if any).
+    #[error("store {url}: {message}")]
+    Postgres { url: String, message: String },
+    /// The PostgreSQL server could not be reached or refused the login.
+    #[error("store {url}: cannot connect to {endpoints}: {message}")]
+    Connect {
+        url: String,
+        /// Every host:port tried.
+        endpoints: String,
+        message: String,
+    },
+    /// `store.url` is not usable (the config check normally says so first).
+    #[error("store.url {url}: {why}")]
+    Url { url: String, why: String },
+    /// `store.password_env` or `store.password_file` gives no password.
+    #[error("{0}")]
+    Password(String),
     #[error("store {path}: schema version {found} is newer than this anomalyd's ({known})")]
     Version {
         path: String,
@@ -110,9 +129,10 @@ pub trait Store: Send {
     ) -> Result<Option<StoredRow>, StoreError>;
 }
 
-/// Opens the backend `config` names, creating or migrating its schema.
+/// Opens the backend `config` names, creating or migrating its schema. Blocking.
 pub fn open(config: &StoreConfig) -> Result<Box<dyn Store>, StoreError> {
     match config.backend {
         StoreBackend::Sqlite => Ok(Box::new(sqlite::SqliteStore::open(&config.db_path())?)),
+        StoreBackend::Postgres => Ok(Box::new(postgres::PostgresStore::open(config)?)),
     }
 }

@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use thiserror::Error;
 
+use super::postgres::PostgresStore;
 use super::row::{format_ms, rfc3339_ms};
 use super::sqlite::SqliteStore;
 use super::{Store, StoreBackend, StoreConfig, StoreError, StoredRow};
@@ -256,8 +257,9 @@ pub enum ExecuteError {
     Output(#[from] io::Error),
 }
 
-/// Opens the store `config` names, read-only, for a query. A missing file is
-/// [`std::io::ErrorKind::NotFound`] in the error, for exit code 66.
+/// Opens the store `config` names, read-only, for a query. A missing file, or a PostgreSQL
+/// database with no anomaly store in it, is [`OpenError::Missing`] (exit code 66). Blocking:
+/// call it off async threads.
 pub fn open_for_query(config: &StoreConfig) -> Result<Box<dyn Store>, OpenError> {
     match config.backend {
         StoreBackend::Sqlite => {
@@ -267,6 +269,10 @@ pub fn open_for_query(config: &StoreConfig) -> Result<Box<dyn Store>, OpenError>
             }
             Ok(Box::new(SqliteStore::open_read_only(&path)?))
         }
+        StoreBackend::Postgres => match PostgresStore::open_for_query(config)? {
+            Some(s) => Ok(Box::new(s)),
+            None => Err(OpenError::Missing(config.location())),
+        },
     }
 }
 

@@ -75,7 +75,12 @@ pub async fn run(
 ) -> Result<(), TaskError> {
     let open_config = config.clone();
     let store = match tokio::task::spawn_blocking(move || super::open(&open_config)).await? {
-        Ok(s) => s,
+        Ok(s) => {
+            // The database answers again: /status and health stop saying it fails (a write
+            // that fails says so again).
+            metrics.failing.store(false, Relaxed);
+            s
+        }
         Err(e) => {
             metrics.set_error(e.to_string());
             return Err(e.into());
@@ -94,7 +99,7 @@ pub async fn run(
             topics: names.join(", "),
             source,
         })?;
-    tracing::info!(path = %config.db_path().display(), topics = names.join(", "), group, "store started");
+    tracing::info!(at = %config.location(), topics = names.join(", "), group, "store started");
 
     let mut state = Batch {
         store: Some(store),
