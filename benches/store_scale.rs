@@ -1,34 +1,42 @@
 //! The anomaly store at scale (issue 14's two performance bars), in one run:
 //!
+//! 0. insert: the write path alone (`Row::parse` and `Store::insert` in batches of 5,000 into
+//!    a growing SQLite file, as benches/store.rs), the store's SQLite settings against
+//!    SQLite's defaults, batch by batch alternating: rows/s over wall and CPU time, medians.
 //! 1. ingest: ANOMALIES sensor anomaly records, made by the real output code (the sensors
 //!    generator's readings at its largest fault share, judged by the shipped rules detector's
 //!    rules, `anomalies::write_anomaly`), are written to a 3-partition topic; then, ROUNDS
-//!    times each, alternating: (a) a consume-only baseline, one consumer group with anomalyd's
-//!    consumer settings that reads every record, stores its offset and commits every 5,000
-//!    (the store's batch) and at the end, nothing else; (b) the store task
-//!    (`sinks::store::run`, the daemon's own) with `event_time_field = "/timestamp"`, into a
-//!    fresh database opened by `store::open(&StoreConfig)` (so the backend is the one the
-//!    `[store]` section names: `BENCH_STORE_TOML` is a `[store]` body, e.g. for another
-//!    backend; `path` defaults to a temp file), until it has stored every row and committed;
-//!    both timed from creating the consumer; rows/s, medians, their ratio; and the process's
-//!    peak resident set in each round (reset before it).
+//!    times each, alternating (each first in turn): (a) a consume-only baseline, one
+//!    consumer group with anomalyd's consumer settings (and the shipped config's
+//!    `fetch.wait.max.ms = 10`, as (b)) that reads every record and, as the store does,
+//!    stores and commits its offsets every 5,000 (the store's batch) and at the end, nothing
+//!    else; (b) the store task
+//!    (`sinks::store::run`, the daemon's own) with `event_time_field = "/timestamp"` into a
+//!    fresh SQLite file, until it has stored every row and returned (offsets committed). Both
+//!    are timed from creating the consumer; rows/s, medians, their ratio; and the process's
+//!    peak resident set in each round (reset before it; the bench's own memory included).
 //! 2. query: a store of QUERY_ROWS rows (four detectors, 1,000 keys, 30 days of event time,
-//!    batches of 50,000) in a temp dir, then QUERY_RUNS times `anomalyd query --detector D
-//!    --since H --until H+1h` and the same with `--count --by 1m`, for a random hour and
-//!    detector each time: the flags read by the CLI's parser and `Query::from_args`, the
-//!    store opened by `open_for_query` and the query run by `Query::execute` into a buffer,
-//!    as `anomalyd query` does (process start and config loading left out); p50, p99, max.
+//!    batches of 50,000), then QUERY_RUNS times `anomalyd query --detector D --since H
+//!    --until H+1h`, and as many with `--count --by 1m`, for a random hour and detector each
+//!    time: the flags read by the CLI's parser and `Query::from_args`, the store opened by
+//!    `open_for_query` and the query run by `Query::execute` into a buffer, as `anomalyd
+//!    query` does (process start and config loading left out); p50, p99, max.
 //!
-//! `BENCH_ONLY=ingest|query` runs one part (query needs no broker). `BENCH_ANOMALIES`
-//! (200000), `BENCH_ROUNDS` (3), `BENCH_QUERY_ROWS` (1000000) and `BENCH_QUERY_RUNS` (500)
-//! change the sizes.
+//! Parts 1 and 2 open their store with `store::open(&StoreConfig)`, so the backend is the one
+//! a `[store]` section names: `BENCH_STORE_TOML` is such a body (default empty: SQLite in a
+//! temp file); a store that outlives a round is emptied first (`delete_before(i64::MAX)`).
+//!
+//! `BENCH_ONLY=insert|ingest|query` runs one part (only ingest needs the broker).
+//! `BENCH_INSERT_BATCHES` (60), `BENCH_ANOMALIES` (100000), `BENCH_ROUNDS` (3),
+//! `BENCH_QUERY_ROWS` (1000000) and `BENCH_QUERY_RUNS` (500) change the sizes.
 //!
 //! Run with `scripts/bench-store` (it starts a throw-away broker and sets
 //! `KAFKA_TEST_BROKERS`). Figures are in docs/benchmarks.md.
 
 mod support;
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -46,10 +54,14 @@ use clap::Parser;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
 use support::{create_topics, env_or, median, peak_rss_mib, quantile, reset_peak_rss, unique};
 use tokio_util::sync::CancellationToken;
 
 const SCRIPT: &str = "scripts/bench-store";
+/// Records per transaction of the store task (`batch_max`'s default), and per commit of the
+/// baseline.
+const BATCH: u64 = 5000;
 /// Sensors of the generated stream (keys).
 const SENSORS: u64 = 1000;
 /// Rows per transaction when building the query store.
@@ -131,7 +143,8 @@ async fn produce(kafka: &KafkaConfig, topic: &str, records: &[(String, Vec<u8>)]
 }
 
 /// Part 1 (a): seconds from creating the consumer to the last commit, and from the first
-/// record.
+/// record. As the store task does, one past each partition's last offset is kept, and stored
+/// and committed every [`BATCH`] records.
 async fn baseline(kafka: &KafkaConfig, topic: &str, records: u64) -> (f64, f64) {
     let t0 = Instant::now();
     let consumer: StreamConsumer = anomalyd::kafka::consumer_config(kafka, &unique("consume"))
@@ -139,17 +152,26 @@ async fn baseline(kafka: &KafkaConfig, topic: &str, records: u64) -> (f64, f64) 
         .unwrap();
     consumer.subscribe(&[topic]).unwrap();
     let mut first = None;
-    let mut n = 0;
-    while n < records {
+    let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let commit = |next: &mut BTreeMap<(String, i32), i64>, mode| {
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in std::mem::take(next) {
+            tpl.add_partition_offset(&topic, partition, Offset::Offset(offset))
+                .unwrap();
+        }
+        consumer.store_offsets(&tpl).unwrap();
+        consumer.commit_consumer_state(mode).unwrap();
+    };
+    for n in 1..=records {
         let m = consumer.recv().await.unwrap();
         first.get_or_insert_with(Instant::now);
-        consumer
-            .store_offset(m.topic(), m.partition(), m.offset())
-            .unwrap();
-        n += 1;
-        if n % 5000 == 0 {
-            consumer.commit_consumer_state(CommitMode::Async).unwrap();
+        next.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
+        if n % BATCH == 0 {
+            commit(&mut next, CommitMode::Async);
         }
+    }
+    if !next.is_empty() {
+        commit(&mut next, CommitMode::Async);
     }
     consumer.commit_consumer_state(CommitMode::Sync).unwrap();
     (
@@ -158,14 +180,20 @@ async fn baseline(kafka: &KafkaConfig, topic: &str, records: u64) -> (f64, f64) 
     )
 }
 
-/// The `[store]` of part 1 (b): `BENCH_STORE_TOML`'s, with `path` in `dir` unless it gives
-/// one, `event_time_field = "/timestamp"` unless it gives one, a fresh group, `topic`.
-fn store_config(dir: &Path, topic: &str, round: usize) -> StoreConfig {
+/// `BENCH_STORE_TOML`, a `[store]` body (default: empty, SQLite), with `path` set to
+/// `default_path` unless it gives one.
+fn configured(default_path: PathBuf) -> StoreConfig {
     let body = std::env::var("BENCH_STORE_TOML").unwrap_or_default();
     let mut c: StoreConfig = toml::from_str(&body)
         .unwrap_or_else(|e| panic!("BENCH_STORE_TOML is not a [store] body: {e}"));
-    c.path
-        .get_or_insert_with(|| dir.join(format!("ingest-{round}.db")));
+    c.path.get_or_insert(default_path);
+    c
+}
+
+/// The `[store]` of part 1 (b), round `round`: [`configured`] with a fresh SQLite file in
+/// `dir`, `event_time_field = "/timestamp"` unless it gives one, a fresh group, `topic`.
+fn store_config(dir: &Path, topic: &str, round: usize) -> StoreConfig {
+    let mut c = configured(dir.join(format!("ingest-{round}.db")));
     c.event_time_field
         .get_or_insert_with(|| "/timestamp".into());
     c.topics = vec![topic.to_owned()];
@@ -216,7 +244,7 @@ async fn store_round(kafka: &KafkaConfig, config: &StoreConfig, records: u64) ->
 
 async fn ingest(dir: &Path) {
     let kafka = support::kafka(SCRIPT);
-    let n = env_or("BENCH_ANOMALIES", 200_000usize);
+    let n = env_or("BENCH_ANOMALIES", 100_000usize);
     let rounds = env_or("BENCH_ROUNDS", 3usize);
     let topic = unique("anomalies");
     create_topics(&kafka, &[(topic.clone(), 3)]).await;
@@ -239,35 +267,45 @@ async fn ingest(dir: &Path) {
     let (mut base, mut base_first, mut base_rss, mut ours, mut ours_rss) =
         (vec![], vec![], vec![], vec![], vec![]);
     for round in 1..=rounds {
-        reset_peak_rss();
-        let (all, first) = baseline(&kafka, &topic, n as u64).await;
-        let rss = peak_rss_mib().unwrap_or(f64::NAN);
-        println!(
-            "  round {round} (a) consume only: {:.2} s ({:.0} rows/s; {:.0} from the first record), peak RSS {rss:.1} MiB",
-            all,
-            n as f64 / all,
-            n as f64 / first
-        );
-        base.push(n as f64 / all);
-        base_first.push(n as f64 / first);
-        base_rss.push(rss);
-
-        let config = store_config(dir, &topic, round);
-        reset_peak_rss();
-        if let Some(secs) = store_round(&kafka, &config, n as u64).await {
-            let rss = peak_rss_mib().unwrap_or(f64::NAN);
-            println!(
-                "  round {round} (b) store ({backend}): {secs:.2} s ({:.0} rows/s), peak RSS {rss:.1} MiB",
-                n as f64 / secs
-            );
-            ours.push(n as f64 / secs);
-            ours_rss.push(rss);
-        }
-        if let Some(path) = &config.path {
-            for suffix in ["", "-wal", "-shm"] {
-                let mut p = path.clone().into_os_string();
-                p.push(suffix);
-                let _ = std::fs::remove_file(p);
+        // Each goes first in turn, so that neither always reads from a warmer broker.
+        for consume_only in [round % 2 == 1, round % 2 == 0] {
+            if consume_only {
+                reset_peak_rss();
+                let (all, first) = baseline(&kafka, &topic, n as u64).await;
+                let rss = peak_rss_mib().unwrap_or(f64::NAN);
+                println!(
+                    "  round {round} (a) consume only: {all:.2} s ({:.0} rows/s; {:.0} from the first record), peak RSS {rss:.1} MiB",
+                    n as f64 / all,
+                    n as f64 / first
+                );
+                base.push(n as f64 / all);
+                base_first.push(n as f64 / first);
+                base_rss.push(rss);
+                continue;
+            }
+            let config = store_config(dir, &topic, round);
+            // A store that outlives a round (a configured file, a server) is emptied first,
+            // so that every round writes every row.
+            store::open(&config)
+                .unwrap()
+                .delete_before(i64::MAX)
+                .unwrap();
+            reset_peak_rss();
+            if let Some(secs) = store_round(&kafka, &config, n as u64).await {
+                let rss = peak_rss_mib().unwrap_or(f64::NAN);
+                println!(
+                    "  round {round} (b) store ({backend}): {secs:.2} s ({:.0} rows/s), peak RSS {rss:.1} MiB",
+                    n as f64 / secs
+                );
+                ours.push(n as f64 / secs);
+                ours_rss.push(rss);
+            }
+            if let Some(path) = config.path.as_ref().filter(|p| p.starts_with(dir)) {
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut p = path.clone().into_os_string();
+                    p.push(suffix);
+                    let _ = std::fs::remove_file(p);
+                }
             }
         }
     }
@@ -356,10 +394,10 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// Part 2's store: `rows` rows at `path`, row `i` of detector `DETECTORS[i % 4]`, key
+/// Part 2's store: `rows` rows in `config`'s store (emptied first), row `i` of detector `DETECTORS[i % 4]`, key
 /// `sensor-NNN` of a generated anomaly (1,000 keys), event time `START_MS + i * SPAN_MS /
 /// rows`, the record one of 4,000 generated anomalies.
-fn build(path: &Path, rows: usize) {
+fn build(config: &StoreConfig, rows: usize) {
     let templates: Vec<Row> = anomalies(4000, SystemTime::now())
         .iter()
         .enumerate()
@@ -378,11 +416,8 @@ fn build(path: &Path, rows: usize) {
             .unwrap()
         })
         .collect();
-    let config = StoreConfig {
-        path: Some(path.to_owned()),
-        ..StoreConfig::default()
-    };
-    let mut s = store::open(&config).unwrap();
+    let mut s = store::open(config).unwrap();
+    s.delete_before(i64::MAX).unwrap();
     let mut batch = Vec::with_capacity(BUILD_BATCH);
     for i in 0..rows {
         let mut r = templates[mix(i as u64) as usize % templates.len()].clone();
@@ -428,9 +463,10 @@ fn query_once(config_file: &Path, store: &StoreConfig, flags: &[String]) -> (f64
 fn query(dir: &Path) {
     let rows = env_or("BENCH_QUERY_ROWS", 1_000_000usize);
     let runs = env_or("BENCH_QUERY_RUNS", 500usize);
-    let path = dir.join("query.db");
+    let config = configured(dir.join("query.db"));
+    let path = config.db_path();
     let t = Instant::now();
-    build(&path, rows);
+    build(&config, rows);
     let size: u64 = ["", "-wal"]
         .iter()
         .filter_map(|s| std::fs::metadata(format!("{}{s}", path.display())).ok())
@@ -442,10 +478,6 @@ fn query(dir: &Path) {
         t.elapsed().as_secs_f64(),
         size as f64 / 1_048_576.0
     );
-    let config = StoreConfig {
-        path: Some(path.clone()),
-        ..StoreConfig::default()
-    };
     // Only for the parser: `--config` is not read here.
     let config_file = dir.join("anomalyd.toml");
     for (name, extra) in [

@@ -8,14 +8,17 @@ use anomalyd::config::{KafkaConfig, PropertyValue};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 
-/// anomalyd's default client settings on `KAFKA_TEST_BROKERS` (`script` is named when it is
-/// unset); `BENCH_KAFKA="linger.ms=50,..."` adds client properties to every client.
+/// The client settings of the shipped anomalyd.toml on `KAFKA_TEST_BROKERS` (`script` is
+/// named when it is unset): anomalyd's defaults and `fetch.wait.max.ms = 10` (tansu holds
+/// every fetch for the full wait); `BENCH_KAFKA="linger.ms=50,..."` adds client properties.
 pub fn kafka(script: &str) -> KafkaConfig {
     let mut k = KafkaConfig {
         brokers: std::env::var("KAFKA_TEST_BROKERS")
             .unwrap_or_else(|_| panic!("KAFKA_TEST_BROKERS: run {script}")),
         ..KafkaConfig::default()
     };
+    k.properties
+        .insert("fetch.wait.max.ms".into(), PropertyValue::Int(10));
     for pair in std::env::var("BENCH_KAFKA").unwrap_or_default().split(',') {
         if let Some((key, value)) = pair.split_once('=') {
             let value = value.trim().parse().map_or_else(
