@@ -7,7 +7,7 @@
 //! `synchronous = FULL`: a committed transaction survives a power cut, since the task commits
 //! the Kafka offsets of its rows right after. The writer keeps a larger page cache and
 //! checkpoints less often than SQLite's defaults ([`WRITE_CACHE_KIB`], [`CHECKPOINT_PAGES`]):
-//! a third more rows per second (`benches/store_scale.rs`, docs/benchmarks.md).
+//! about 1.3x the rows per second (`benches/store_scale.rs`, docs/benchmarks.md).
 
 use std::path::Path;
 use std::time::Duration;
