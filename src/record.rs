@@ -12,6 +12,8 @@
 //!
 //! A UTF-8 byte-order mark before the text is ignored, as RFC 8259 §8.1 allows a parser to.
 
+mod scan;
+
 use std::borrow::Cow;
 use std::fmt;
 
@@ -59,8 +61,13 @@ impl<'a> Record<'a> {
         let s = std::str::from_utf8(bytes)?;
         let text = s.trim_matches(is_json_whitespace);
         let members = if text.starts_with('{') {
-            // Parse `s`, not `text`, so an error's line and column are the record's own.
-            Some(serde_json::from_str::<Members<'a>>(s)?.0)
+            // The scanner decides only what serde_json would accept, the same way; anything
+            // else is serde_json's to judge. Parse `s`, not `text`, so an error's line and
+            // column are the record's own.
+            match scan::object_members(s) {
+                Some(members) => Some(members),
+                None => Some(serde_json::from_str::<Members<'a>>(s)?.0),
+            }
         } else {
             serde_json::from_str::<&'a RawValue>(s)?;
             None
