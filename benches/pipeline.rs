@@ -1,8 +1,12 @@
 //! The streaming pipeline against the local broker (issue 4's performance bar), in one run:
 //!
-//! 1. throughput: the same 200,000 records read by (a) a pass-through relay that consumes and
-//!    produces every record with no model (the broker-bound limit) and (b) `anomalyd run`,
-//!    alternating, three rounds each; medians and their ratio;
+//! 1. throughput: 200,000 records written twice, uncompressed and lz4-compressed (each in the
+//!    producer's batches, as real producers write), and each backlog read by (a) a consume-only
+//!    baseline (one consumer group reads every record and stores its offset, commits at the
+//!    end; nothing else: the client's and broker's limit), (b) a pass-through relay that
+//!    consumes and produces every record with no model and (c) `anomalyd run`, alternating,
+//!    three rounds each; records/s and CPU µs per record (whole process, client included),
+//!    medians and the ratios of (c) to (a) and (b);
 //! 2. latency at a steady 2,000 records/s: `anomalyd run` with its generator on, from each
 //!    source record's timestamp to its anomaly's, p50 and p99;
 //! 3. memory: the daemon's peak resident set (VmHWM) over both;
@@ -12,7 +16,8 @@
 //!    alternating, three rounds; each detector's records/s (from its first record scored to its
 //!    last, by the per-detector `records` of `/status`), medians.
 //!
-//! `BENCH_ONLY=latency` runs parts 2 and 3 only, `BENCH_ONLY=detectors` part 4 only.
+//! `BENCH_ONLY=throughput` runs part 1 only, `BENCH_ONLY=latency` parts 2 and 3 only,
+//! `BENCH_ONLY=detectors` part 4 only.
 //!
 //! Run with `scripts/bench-pipeline` (it starts a throw-away broker and sets
 //! `KAFKA_TEST_BROKERS`). Figures are in docs/benchmarks.md.
@@ -29,6 +34,10 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+
+#[path = "common/mod.rs"]
+mod common;
+use common::{consume_only, median, quantile, stop, usage};
 
 const RECORDS: u64 = 200_000;
 /// The backlog of part 4: smaller than `RECORDS` so that three rounds of the single-detector
@@ -89,8 +98,13 @@ async fn create_topics(names: &[&str]) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-async fn produce(topic: &str, n: u64) {
-    let producer: FutureProducer = anomalyd::kafka::producer_config(&kafka()).create().unwrap();
+/// Writes `n` generator records to `topic` in the producer's batches (librdkafka's defaults,
+/// `linger.ms` 5), compressed with `codec` (`none`, `lz4`, ...).
+async fn produce(topic: &str, n: u64, codec: &str) {
+    let producer: FutureProducer = anomalyd::kafka::producer_config(&kafka())
+        .set("compression.type", codec)
+        .create()
+        .unwrap();
     let mut pending = Vec::new();
     for id in 0..n {
         let payload =
@@ -115,8 +129,10 @@ async fn produce(topic: &str, n: u64) {
 
 /// The reference: consume every record and produce it unchanged, acknowledged, with offsets
 /// stored after delivery, in batches as the detector makes them (500 records or 5 ms). Returns seconds from the
-/// first record to the last delivery.
-async fn relay(input: &str, output: &str, records: u64) -> f64 {
+/// first record to the last delivery, and this process's CPU seconds over the whole run (run
+/// it while the process does nothing else).
+async fn relay(input: &str, output: &str, records: u64) -> (f64, f64) {
+    let cpu = cpu_time::ProcessTime::now();
     let consumer: StreamConsumer = anomalyd::kafka::consumer_config(&kafka(), &unique("relay"))
         .create()
         .unwrap();
@@ -163,7 +179,10 @@ async fn relay(input: &str, output: &str, records: u64) -> f64 {
         }
         done += batch.len() as u64;
     }
-    started.unwrap().elapsed().as_secs_f64()
+    (
+        started.unwrap().elapsed().as_secs_f64(),
+        cpu.elapsed().as_secs_f64(),
+    )
 }
 
 fn config(dir: &Path, model: &Path, input: &str, output: &str, name: &str) -> PathBuf {
@@ -198,13 +217,6 @@ fn start(config: &Path, log: &Path) -> Child {
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .unwrap()
-}
-
-fn stop(mut child: Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
 }
 
 /// Peak and current resident set of a process, in MiB.
@@ -264,8 +276,9 @@ async fn records_scored(socket: &Path) -> Option<u64> {
     v["counters"]["records_in"].as_u64()
 }
 
-/// Seconds from the first record scored to the last, and the daemon's peak RSS.
-async fn anomalyd(dir: &Path, model: &Path, input: &str, round: usize) -> (f64, f64) {
+/// Seconds from the first record scored to the last, the daemon's peak RSS (MiB) and its CPU
+/// seconds (user + system, from its start, so client start-up included).
+async fn anomalyd(dir: &Path, model: &Path, input: &str, round: &str) -> (f64, f64, f64) {
     let output = unique("bench-out");
     create_topics(&[&output, &format!("{output}.dlq")]).await;
     let cfg = config(dir, model, input, &output, &format!("round{round}"));
@@ -283,9 +296,9 @@ async fn anomalyd(dir: &Path, model: &Path, input: &str, round: usize) -> (f64, 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let secs = started.unwrap().elapsed().as_secs_f64();
-    let (peak, _) = memory(child.id());
+    let (peak, cpu) = usage(child.id());
     stop(child);
-    (secs, peak)
+    (secs, peak, cpu)
 }
 
 /// Writes `n` generator records at RATE records/s.
@@ -364,15 +377,6 @@ fn report(what: &str, sorted: &[f64]) {
     );
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
-}
-
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
@@ -382,6 +386,10 @@ async fn main() {
     // BENCH_ONLY=latency skips the throughput rounds (for tuning runs); BENCH_ONLY=detectors
     // runs the many-detectors part alone.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    if only == "throughput" {
+        throughput_rounds(dir.path(), &model).await;
+        return;
+    }
     if only == "detectors" {
         detectors(dir.path(), &model).await;
         return;
@@ -518,7 +526,7 @@ async fn detectors(dir: &Path, forest: &Path) {
     let input = unique("bench-det-in");
     create_topics(&[&input]).await;
     let t = Instant::now();
-    produce(&input, DETECTOR_RECORDS).await;
+    produce(&input, DETECTOR_RECORDS, "none").await;
     println!(
         "detectors: produced {DETECTOR_RECORDS} records in {:.1} s",
         t.elapsed().as_secs_f64()
@@ -574,36 +582,65 @@ async fn detectors(dir: &Path, forest: &Path) {
     }
 }
 
-/// Part 1: relay and anomalyd over the same records, alternating. Returns anomalyd's peaks.
-async fn throughput_rounds(dir: &Path, model: &Path) -> Vec<f64> {
+/// Part 1 on one backlog: RECORDS records written with `codec`, then read ROUNDS times each,
+/// alternating, by the consume-only baseline, the relay and anomalyd; records/s, CPU µs per
+/// record and ratios against both baselines, medians. Returns anomalyd's peaks.
+async fn throughput_backlog(dir: &Path, model: &Path, codec: &str) -> Vec<f64> {
     let input = unique("bench-in");
     let relay_out = unique("bench-relay");
     create_topics(&[&input, &relay_out]).await;
     let t = Instant::now();
-    produce(&input, RECORDS).await;
+    produce(&input, RECORDS, codec).await;
     println!(
-        "produced {RECORDS} records in {:.1} s",
+        "[{codec}] produced {RECORDS} records in {:.1} s",
         t.elapsed().as_secs_f64()
     );
 
-    let (mut relays, mut ours, mut peaks) = (Vec::new(), Vec::new(), Vec::new());
+    let n = RECORDS as f64;
+    let us = |cpu: f64| cpu / n * 1e6;
+    let (mut consumed, mut consumed_cpu) = (Vec::new(), Vec::new());
+    let (mut relays, mut relay_cpu) = (Vec::new(), Vec::new());
+    let (mut ours, mut our_cpu, mut peaks) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..ROUNDS {
-        let r = relay(&input, &relay_out, RECORDS).await;
-        let (a, peak) = anomalyd(dir, model, &input, round).await;
+        let c = consume_only(&kafka(), &unique("consume"), &input, RECORDS).await;
+        let (r, r_cpu) = relay(&input, &relay_out, RECORDS).await;
+        let (a, peak, a_cpu) = anomalyd(dir, model, &input, &format!("{codec}{round}")).await;
         println!(
-            "round {round}: relay {:.0} records/s, anomalyd {:.0} records/s, peak RSS {peak:.1} MiB",
-            RECORDS as f64 / r,
-            RECORDS as f64 / a
+            "[{codec}] round {round}: consume-only {:.0} records/s ({:.2} µs CPU a record), relay {:.0} ({:.2} µs), anomalyd {:.0} ({:.2} µs), peak RSS {peak:.1} MiB",
+            n / c.from_first,
+            us(c.cpu),
+            n / r,
+            us(r_cpu),
+            n / a,
+            us(a_cpu),
         );
-        relays.push(RECORDS as f64 / r);
-        ours.push(RECORDS as f64 / a);
+        consumed.push(n / c.from_first);
+        consumed_cpu.push(us(c.cpu));
+        relays.push(n / r);
+        relay_cpu.push(us(r_cpu));
+        ours.push(n / a);
+        our_cpu.push(us(a_cpu));
         peaks.push(peak);
     }
-    let (relay_rate, our_rate) = (median(relays), median(ours));
+    let (c, r, a) = (median(consumed), median(relays), median(ours));
+    let (c_cpu, r_cpu, a_cpu) = (median(consumed_cpu), median(relay_cpu), median(our_cpu));
     println!(
-        "throughput (median of {ROUNDS}): relay {relay_rate:.0} records/s, anomalyd {our_rate:.0} records/s, ratio {:.2}",
-        our_rate / relay_rate
+        "[{codec}] throughput (median of {ROUNDS}): consume-only {c:.0} records/s, relay {r:.0}, anomalyd {a:.0}; anomalyd / consume-only {:.2}, anomalyd / relay {:.2}",
+        a / c,
+        a / r
     );
+    println!(
+        "[{codec}] CPU a record (median of {ROUNDS}, the whole process, client included): consume-only {c_cpu:.2} µs, relay {r_cpu:.2} µs, anomalyd {a_cpu:.2} µs ({:.2}x consume-only); anomalyd peak RSS {:.1} MiB",
+        a_cpu / c_cpu,
+        median(peaks.clone())
+    );
+    peaks
+}
+
+/// Part 1 on both backlogs, uncompressed then lz4. Returns anomalyd's peaks on both.
+async fn throughput_rounds(dir: &Path, model: &Path) -> Vec<f64> {
+    let mut peaks = throughput_backlog(dir, model, "none").await;
+    peaks.extend(throughput_backlog(dir, model, "lz4").await);
     peaks
 }
 
@@ -660,7 +697,7 @@ async fn latency(dir: &Path, model: &Path, peaks: &[f64]) {
     let n = (RATE as u64) * LATENCY_SECONDS;
     let relay_done = tokio::spawn({
         let (i, o) = (base_in.clone(), base_out.clone());
-        async move { relay(&i, &o, n).await }
+        async move { relay(&i, &o, n).await.0 }
     });
     tokio::time::sleep(Duration::from_secs(3)).await; // let the relay join its group
     let steady_from_ms = SystemTime::now()

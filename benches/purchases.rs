@@ -32,8 +32,12 @@ use anomalyd::config::{KafkaConfig, PropertyValue};
 use anomalyd::control::client;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
+
+#[path = "common/mod.rs"]
+mod common;
+use common::{consume_only, median, quantile, stop, usage};
 
 /// Lines of `online_retail_stream.csv` (no header).
 const STREAM_LINES: u64 = 271_534;
@@ -309,47 +313,6 @@ fn start(config: &Path, log: &Path) -> Child {
         .unwrap()
 }
 
-fn stop(mut child: Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
-}
-
-/// Peak resident set (VmHWM, MiB) and CPU seconds (user + system) of a live process.
-fn usage(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let peak = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
-    let ticks: f64 = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| {
-            rest.split_whitespace()
-                .skip(11)
-                .take(2)
-                .filter_map(|t| t.parse::<f64>().ok())
-                .sum()
-        })
-        .unwrap_or(0.0);
-    let hz = String::from_utf8_lossy(
-        &Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .trim()
-    .parse::<f64>()
-    .unwrap_or(100.0);
-    (peak, ticks / hz)
-}
-
 async fn status(socket: &Path) -> Option<serde_json::Value> {
     let (_, body) = client::request(socket, "GET", "/status", Duration::from_secs(2))
         .await
@@ -362,32 +325,6 @@ fn stage<'a>(s: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
         .as_array()
         .and_then(|a| a.iter().find(|x| x["name"] == name))
         .map_or(&serde_json::Value::Null, |x| &x["counters"])
-}
-
-/// Part 2 (a): one consumer group reads every record of `topic`, storing each offset, and
-/// commits synchronously at the end. Seconds from creating the consumer and from the first
-/// record to the commit.
-async fn baseline(topic: &str, records: u64) -> (f64, f64) {
-    let t0 = Instant::now();
-    let consumer: StreamConsumer = anomalyd::kafka::consumer_config(&kafka(), &unique("consume"))
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let mut first = None;
-    let mut n = 0;
-    while n < records {
-        let m = consumer.recv().await.unwrap();
-        first.get_or_insert_with(Instant::now);
-        consumer
-            .store_offset(m.topic(), m.partition(), m.offset())
-            .unwrap();
-        n += 1;
-    }
-    consumer.commit_consumer_state(CommitMode::Sync).unwrap();
-    (
-        t0.elapsed().as_secs_f64(),
-        first.unwrap().elapsed().as_secs_f64(),
-    )
 }
 
 /// One round of part 2 (b).
@@ -493,15 +430,6 @@ async fn anomalyd_round(
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
-}
-
 async fn throughput(dir: &Path, models: &Path, stream: &Path) {
     let rounds = env_or("BENCH_ROUNDS", 3usize);
     let input = unique("purchases");
@@ -517,7 +445,8 @@ async fn throughput(dir: &Path, models: &Path, stream: &Path) {
     let (mut base, mut ours, mut cpus, mut peaks) = (vec![], vec![], vec![], vec![]);
     let n = STREAM_LINES as f64;
     for round in 0..rounds {
-        let (b_start, b_first) = baseline(&input, STREAM_LINES).await;
+        let b = consume_only(&kafka(), &unique("consume"), &input, STREAM_LINES).await;
+        let (b_start, b_first) = (b.from_start, b.from_first);
         println!(
             "round {round}: consume-only {:.0} lines/s from the first record ({b_first:.2} s), {:.0} from start ({b_start:.2} s)",
             n / b_first,

@@ -12,6 +12,8 @@
 //!
 //! A UTF-8 byte-order mark before the text is ignored, as RFC 8259 §8.1 allows a parser to.
 
+mod scan;
+
 use std::borrow::Cow;
 use std::fmt;
 
@@ -59,8 +61,13 @@ impl<'a> Record<'a> {
         let s = std::str::from_utf8(bytes)?;
         let text = s.trim_matches(is_json_whitespace);
         let members = if text.starts_with('{') {
-            // Parse `s`, not `text`, so an error's line and column are the record's own.
-            Some(serde_json::from_str::<Members<'a>>(s)?.0)
+            // The scanner decides only what serde_json would accept, the same way; anything
+            // else is serde_json's to judge. Parse `s`, not `text`, so an error's line and
+            // column are the record's own.
+            match scan::object_members(s) {
+                Some(members) => Some(members),
+                None => Some(serde_json::from_str::<Members<'a>>(s)?.0),
+            }
         } else {
             serde_json::from_str::<&'a RawValue>(s)?;
             None
@@ -186,6 +193,59 @@ pub fn for_each_element<'a>(
     let mut de = serde_json::Deserializer::from_str(text);
     de.deserialize_seq(Each(f))?;
     de.end()
+}
+
+/// [`for_each_element`] for a checked JSON array (as [`Record::get`] gives) whose text is only
+/// numbers, brackets, commas and whitespace, such as `[[0.1, 0.2]]`: the elements are then
+/// found by counting brackets, without a parser. `None` (and `f` never called) when `text`
+/// holds anything else; then use [`for_each_element`].
+pub fn for_each_numeric_element<'a>(
+    text: &'a str,
+    mut f: impl FnMut(usize, &'a str) -> bool,
+) -> Option<()> {
+    let b = text.as_bytes();
+    let numeric = |c: &u8| {
+        matches!(
+            c,
+            b'0'..=b'9'
+                | b'-'
+                | b'+'
+                | b'.'
+                | b'e'
+                | b'E'
+                | b'['
+                | b']'
+                | b','
+                | b' '
+                | b'\t'
+                | b'\n'
+                | b'\r'
+        )
+    };
+    if b.first() != Some(&b'[') || b.last() != Some(&b']') || !b.iter().all(numeric) {
+        return None;
+    }
+    let inner = &text[1..text.len() - 1];
+    if inner.trim_matches(is_json_whitespace).is_empty() {
+        return Some(());
+    }
+    let (mut depth, mut start, mut index) = (0usize, 0, 0);
+    for (at, c) in inner.bytes().enumerate() {
+        match c {
+            b'[' => depth += 1,
+            b']' => depth -= 1,
+            b',' if depth == 0 => {
+                if !f(index, inner[start..at].trim_matches(is_json_whitespace)) {
+                    return Some(());
+                }
+                index += 1;
+                start = at + 1;
+            }
+            _ => {}
+        }
+    }
+    f(index, inner[start..].trim_matches(is_json_whitespace));
+    Some(())
 }
 
 /// A top-level object's members, for serde.
@@ -475,6 +535,96 @@ mod tests {
     fn strings_are_unescaped() {
         assert_eq!(string(r#""a\"b\u00e9""#).as_deref(), Some("a\"bé"));
         assert_eq!(string("12"), None);
+    }
+
+    #[test]
+    fn random_numeric_arrays_split_as_serde_json_splits_them() {
+        use rand::rngs::StdRng;
+        use rand::{RngExt, SeedableRng};
+        fn grow(rng: &mut StdRng, depth: usize, out: &mut String) {
+            if depth > 3 || rng.random_bool(0.6) {
+                out.push_str(
+                    ["0", "-1.5", "1e400", "2E-3", "12345678901234567890"][rng.random_range(0..5)],
+                );
+                return;
+            }
+            out.push('[');
+            for k in 0..rng.random_range(0..4) {
+                if k > 0 {
+                    out.push_str([",", " , ", ",\n"][rng.random_range(0..3)]);
+                }
+                grow(rng, depth + 1, out);
+            }
+            out.push(']');
+        }
+        let mut rng = StdRng::seed_from_u64(16);
+        let mut arrays = 0;
+        for _ in 0..5_000 {
+            let mut text = String::new();
+            grow(&mut rng, 0, &mut text);
+            if !text.starts_with('[') {
+                continue;
+            }
+            arrays += 1;
+            let (mut fast, mut slow) = (Vec::new(), Vec::new());
+            for_each_numeric_element(&text, |i, v| {
+                fast.push((i, v));
+                true
+            })
+            .expect("numeric");
+            for_each_element(&text, |i, v| {
+                slow.push((i, v));
+                true
+            })
+            .unwrap();
+            assert_eq!(fast, slow, "{text}");
+        }
+        assert!(arrays > 1_000, "{arrays}");
+    }
+
+    #[test]
+    fn numeric_elements_are_those_serde_json_finds() {
+        let cases = [
+            "[[0.1, 0.2]]",
+            "[1,2,3]",
+            "[ ]",
+            "[]",
+            "[[]]",
+            "[ 1e400 , -0.5E-3,\n[1,[2, 3]] ,[] ]",
+            "[[1, 2], [3]]",
+        ];
+        for text in cases {
+            let (mut fast, mut slow) = (Vec::new(), Vec::new());
+            for_each_numeric_element(text, |i, v| {
+                fast.push((i, v));
+                true
+            })
+            .expect("numeric");
+            for_each_element(text, |i, v| {
+                slow.push((i, v));
+                true
+            })
+            .unwrap();
+            assert_eq!(fast, slow, "{text}");
+            // Stopping early stops both at the same element.
+            let (mut fast, mut slow) = (Vec::new(), Vec::new());
+            for_each_numeric_element(text, |i, v| {
+                fast.push(v);
+                i < 1
+            });
+            for_each_element(text, |i, v| {
+                slow.push(v);
+                i < 1
+            })
+            .unwrap();
+            assert_eq!(fast, slow, "{text}");
+        }
+        for other in [r#"["1"]"#, "[true]", "[null]", r#"[{"a": 1}]"#, "1", "{}"] {
+            assert!(
+                for_each_numeric_element(other, |_, _| panic!("called")).is_none(),
+                "{other}"
+            );
+        }
     }
 
     #[test]

@@ -166,20 +166,36 @@ impl FeatureExtractor {
             found += 1;
             true
         };
-        record::for_each_element(value, |i, item| {
+        // Numbers only (the usual case): split by counting brackets, no parser.
+        if record::for_each_numeric_element(value, |i, item| {
             if item.starts_with('[') {
                 // The generator's schema nests one point: [[x, y]].
                 let mut go_on = true;
-                let inner = record::for_each_element(item, |j, v| {
+                record::for_each_numeric_element(item, |j, v| {
                     go_on = take(v, &|| format!("{field}[{i}][{j}]"));
                     go_on
                 });
-                inner.is_ok() && go_on
+                go_on
             } else {
                 take(item, &|| format!("{field}[{i}]"))
             }
         })
-        .map_err(|_| not_array())?;
+        .is_none()
+        {
+            record::for_each_element(value, |i, item| {
+                if item.starts_with('[') {
+                    let mut go_on = true;
+                    let inner = record::for_each_element(item, |j, v| {
+                        go_on = take(v, &|| format!("{field}[{i}][{j}]"));
+                        go_on
+                    });
+                    inner.is_ok() && go_on
+                } else {
+                    take(item, &|| format!("{field}[{i}]"))
+                }
+            })
+            .map_err(|_| not_array())?;
+        }
         match problem {
             Some(r) => Err(r),
             None => Ok(found),
