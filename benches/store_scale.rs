@@ -312,11 +312,17 @@ async fn ingest(dir: &Path) {
             }
             let config = store_config(dir, &topic, round);
             // A store that outlives a round (a configured file, a server) is emptied first,
-            // so that every round writes every row.
-            store::open(&config)
-                .unwrap()
-                .delete_before(i64::MAX)
-                .unwrap();
+            // so that every round writes every row. On a blocking thread, as the store task
+            // does: the PostgreSQL client blocks on a runtime of its own.
+            let empty = config.clone();
+            tokio::task::spawn_blocking(move || {
+                store::open(&empty)
+                    .unwrap()
+                    .delete_before(i64::MAX)
+                    .unwrap();
+            })
+            .await
+            .unwrap();
             reset_peak_rss();
             if let Some(secs) = store_round(&kafka, &config, n as u64).await {
                 let rss = peak_rss_mib().unwrap_or(f64::NAN);
