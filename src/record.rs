@@ -155,11 +155,14 @@ fn step<'a>(text: &'a str, token: &str) -> Option<&'a str> {
 }
 
 /// The members of the object `text` (checked JSON), or `None` when it is not an object.
+/// As [`Record::parse`]: the scanner when it is sure, else serde_json (a nested object read
+/// by each pointer into it, so this is on the pointer features' path).
 pub fn members(text: &str) -> Option<Vec<Member<'_>>> {
     if !text.starts_with('{') {
         return None;
     }
-    serde_json::from_str::<Members<'_>>(text).ok().map(|m| m.0)
+    scan::object_members(text)
+        .or_else(|| serde_json::from_str::<Members<'_>>(text).ok().map(|m| m.0))
 }
 
 /// Calls `f(index, element_text)` for each element of the array `text`, in order, until it
