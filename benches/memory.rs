@@ -213,10 +213,16 @@ async fn run(dir: &Path, model: &Path, input: &str, records: u64, variant: &Vari
     let child = start(&cfg, &dir.join(format!("{name}.log")), variant.env);
     let mut started = None;
     let give_up = Instant::now() + Duration::from_secs(300);
+    // The resident set (MiB) when each further tenth of the records has been scored: whether
+    // the peak comes at the start (prefetch) or grows with the records read.
+    let mut trace = Vec::new();
     loop {
         let n = records_scored(&socket).await.unwrap_or(0);
         if n > 0 {
             started.get_or_insert_with(Instant::now);
+        }
+        if n * 10 >= records * (trace.len() as u64 + 1) {
+            trace.push(format!("{}%: {:.0}", n * 100 / records, rss(child.id())));
         }
         if n >= records {
             break;
@@ -230,7 +236,19 @@ async fn run(dir: &Path, model: &Path, input: &str, records: u64, variant: &Vari
     let secs = started.unwrap().elapsed().as_secs_f64();
     let (peak, _) = usage(child.id());
     stop(child);
+    println!("  resident MiB by records scored: {}", trace.join(", "));
     (records as f64 / secs, peak)
+}
+
+/// A process's current resident set (VmRSS), MiB.
+fn rss(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
 }
 
 /// librdkafka's value of a consumer setting in the daemon's configuration with `variant`.
