@@ -123,6 +123,16 @@ const VARIANTS: &[Variant] = &[
         env: &[("MALLOC_ARENA_MAX", "2")],
     },
     Variant {
+        name: "MALLOC_ARENA_MAX=1",
+        properties: &[],
+        env: &[("MALLOC_ARENA_MAX", "1")],
+    },
+    Variant {
+        name: "MALLOC_TRIM_THRESHOLD_=65536",
+        properties: &[],
+        env: &[("MALLOC_TRIM_THRESHOLD_", "65536")],
+    },
+    Variant {
         name: "queued.max.messages.kbytes=2048",
         properties: &[("queued.max.messages.kbytes", 2048)],
         env: &[],
