@@ -33,7 +33,8 @@
 //! Run with `scripts/bench-store` (it starts a throw-away broker and sets
 //! `KAFKA_TEST_BROKERS`). Figures are in docs/benchmarks.md.
 
-mod support;
+#[path = "common/mod.rs"]
+mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -52,12 +53,12 @@ use anomalyd::sinks::store::row::{At, Row, format_ms};
 use anomalyd::sinks::store::{self, StoreConfig, StoreMetrics};
 use anomalyd::source::generator::sensors;
 use clap::Parser;
+use common::{create_topics, env_or, median, peak_rss_mib, quantile, reset_peak_rss, unique};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use support::{create_topics, env_or, median, peak_rss_mib, quantile, reset_peak_rss, unique};
 use tokio_util::sync::CancellationToken;
 
 const SCRIPT: &str = "scripts/bench-store";
@@ -270,7 +271,7 @@ async fn store_round(kafka: &KafkaConfig, config: &StoreConfig, records: u64) ->
 }
 
 async fn ingest(dir: &Path) {
-    let kafka = support::kafka(SCRIPT);
+    let kafka = common::kafka(SCRIPT);
     let n = env_or("BENCH_ANOMALIES", 100_000usize);
     let rounds = env_or("BENCH_ROUNDS", 3usize);
     let topic = unique("anomalies");
