@@ -11,42 +11,15 @@
 use std::hint::black_box;
 
 use anomalyd::sinks::store::Store;
-use anomalyd::sinks::store::row::{At, Row};
+#[path = "common/mod.rs"]
+mod common;
+
 use anomalyd::sinks::store::sqlite::SqliteStore;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 const BATCH: usize = 5000;
 
-fn record(i: usize) -> String {
-    format!(
-        r#"{{"sensor_id":"s-{}","temperature":{}.5,"pressure":101.2,"timestamp":"2026-03-01T10:00:{:02}+01:00","anomalyd":{{"detector":"sensors","score":1.0,"decision":-1.0,"model":{{"id":"3fa2c1","kind":"rules"}},"source":{{"topic":"sensor-data","partition":{},"offset":{i}}},"detected_at":"2026-03-01T09:00:05.123Z","explanation":[{{"rule":"hot"}}],"layout":"inline"}}}}"#,
-        i % 100,
-        40 + i % 10,
-        i % 60,
-        i % 3
-    )
-}
-
-fn rows(records: &[String], first_offset: usize) -> Vec<Row> {
-    records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            Row::parse(
-                At {
-                    topic: "sensor-anomalies",
-                    partition: 0,
-                    offset: (first_offset + i) as i64,
-                    timestamp_ms: 1_772_355_600_000,
-                },
-                Some(b"s-1"),
-                r.as_bytes(),
-                Some("/timestamp"),
-            )
-            .expect("a row")
-        })
-        .collect()
-}
+use common::{record, rows};
 
 fn bench(c: &mut Criterion) {
     let records: Vec<String> = (0..BATCH).map(record).collect();

@@ -10,6 +10,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anomalyd::config::{KafkaConfig, PropertyValue};
+use anomalyd::sinks::store::row::{At, Row};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -185,4 +186,37 @@ pub fn peak_rss_mib() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
+}
+
+/// Sensor anomaly record number `i`, as the rules detector writes them (the store benches).
+pub fn record(i: usize) -> String {
+    format!(
+        r#"{{"sensor_id":"s-{}","temperature":{}.5,"pressure":101.2,"timestamp":"2026-03-01T10:00:{:02}+01:00","anomalyd":{{"detector":"sensors","score":1.0,"decision":-1.0,"model":{{"id":"3fa2c1","kind":"rules"}},"source":{{"topic":"sensor-data","partition":{},"offset":{i}}},"detected_at":"2026-03-01T09:00:05.123Z","explanation":[{{"rule":"hot"}}],"layout":"inline"}}}}"#,
+        i % 100,
+        40 + i % 10,
+        i % 60,
+        i % 3
+    )
+}
+
+/// `records` as store rows at offsets from `first_offset` of one anomalies partition.
+pub fn rows(records: &[String], first_offset: usize) -> Vec<Row> {
+    records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            Row::parse(
+                At {
+                    topic: "sensor-anomalies",
+                    partition: 0,
+                    offset: (first_offset + i) as i64,
+                    timestamp_ms: 1_772_355_600_000,
+                },
+                Some(b"s-1"),
+                r.as_bytes(),
+                Some("/timestamp"),
+            )
+            .expect("a row")
+        })
+        .collect()
 }
