@@ -14,53 +14,27 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use anomalyd::config::{Config, KafkaConfig, PropertyValue};
 use anomalyd::control::client;
 use anomalyd::offline::train::{TrainOptions, train};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{consume_only, stop, usage};
+use common::{consume_only, stop, unique, usage};
 
 fn kafka() -> KafkaConfig {
-    let mut k = KafkaConfig {
-        brokers: std::env::var("KAFKA_TEST_BROKERS")
-            .expect("KAFKA_TEST_BROKERS: run scripts/bench-memory"),
-        ..KafkaConfig::default()
-    };
-    k.properties
-        .insert("fetch.wait.max.ms".into(), PropertyValue::Int(10));
-    k
-}
-
-fn unique(prefix: &str) -> String {
-    let n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{}", n % 1_000_000_000_000)
+    common::kafka("scripts/bench-memory")
 }
 
 async fn create_topics(names: &[&str], partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> =
-        anomalyd::kafka::client_config(&kafka()).create().unwrap();
-    let topics: Vec<NewTopic> = names
+    let topics: Vec<(String, i32)> = names
         .iter()
-        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+        .map(|n| ((*n).to_owned(), partitions))
         .collect();
-    for r in admin
-        .create_topics(&topics, &AdminOptions::new())
-        .await
-        .unwrap()
-    {
-        r.unwrap();
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    common::create_topics(&kafka(), &topics).await;
 }
 
 /// Writes `n` generator records, each with a `pad` field of `pad` bytes when `pad > 0`, to

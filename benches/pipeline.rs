@@ -26,18 +26,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anomalyd::config::{Config, KafkaConfig, PropertyValue};
+use anomalyd::config::{Config, KafkaConfig};
 use anomalyd::control::client;
 use anomalyd::offline::train::{TrainOptions, train};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{consume_only, median, quantile, stop, usage};
+use common::{consume_only, median, quantile, stop, unique, usage};
 
 const RECORDS: u64 = 200_000;
 /// The backlog of part 4: smaller than `RECORDS` so that three rounds of the single-detector
@@ -53,49 +51,12 @@ const LATENCY_SECONDS: u64 = 20;
 const WARM_UP_SECONDS: u64 = 3;
 
 fn kafka() -> KafkaConfig {
-    let mut k = KafkaConfig {
-        brokers: std::env::var("KAFKA_TEST_BROKERS")
-            .expect("KAFKA_TEST_BROKERS: run scripts/bench-pipeline"),
-        ..KafkaConfig::default()
-    };
-    k.properties
-        .insert("fetch.wait.max.ms".into(), PropertyValue::Int(10));
-    // BENCH_KAFKA="linger.ms=1,fetch.wait.max.ms=5" tunes every client, the daemon's too.
-    for pair in std::env::var("BENCH_KAFKA").unwrap_or_default().split(',') {
-        if let Some((key, value)) = pair.split_once('=') {
-            let value = value.trim().parse().map_or_else(
-                |_| PropertyValue::String(value.trim().into()),
-                PropertyValue::Int,
-            );
-            k.properties.insert(key.trim().into(), value);
-        }
-    }
-    k
-}
-
-fn unique(prefix: &str) -> String {
-    let n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{}", n % 1_000_000_000_000)
+    common::kafka("scripts/bench-pipeline")
 }
 
 async fn create_topics(names: &[&str]) {
-    let admin: AdminClient<DefaultClientContext> =
-        anomalyd::kafka::client_config(&kafka()).create().unwrap();
-    let topics: Vec<NewTopic> = names
-        .iter()
-        .map(|n| NewTopic::new(n, 3, TopicReplication::Fixed(1)))
-        .collect();
-    for r in admin
-        .create_topics(&topics, &AdminOptions::new())
-        .await
-        .unwrap()
-    {
-        r.unwrap();
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let topics: Vec<(String, i32)> = names.iter().map(|n| ((*n).to_owned(), 3)).collect();
+    common::create_topics(&kafka(), &topics).await;
 }
 
 /// Writes `n` generator records to `topic` in the producer's batches (librdkafka's defaults,

@@ -26,7 +26,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anomalyd::config::{KafkaConfig, PropertyValue};
 use anomalyd::control::client;
@@ -37,7 +37,7 @@ use rdkafka::message::Message;
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{consume_only, median, quantile, stop, usage};
+use common::{consume_only, env_or, median, quantile, stop, unique, usage};
 
 /// Lines of `online_retail_stream.csv` (no header).
 const STREAM_LINES: u64 = 271_534;
@@ -47,43 +47,7 @@ const GAP_MS: f64 = 40_000.0;
 const ROUND_LIMIT: Duration = Duration::from_secs(300);
 
 fn kafka() -> KafkaConfig {
-    let mut k = KafkaConfig {
-        brokers: std::env::var("KAFKA_TEST_BROKERS")
-            .expect("KAFKA_TEST_BROKERS: run scripts/bench-purchases"),
-        ..KafkaConfig::default()
-    };
-    // examples/purchases.toml's one client property.
-    k.properties
-        .insert("fetch.wait.max.ms".into(), PropertyValue::Int(10));
-    // BENCH_KAFKA="linger.ms=50,..." tunes every client, the daemon's too.
-    for pair in std::env::var("BENCH_KAFKA").unwrap_or_default().split(',') {
-        if let Some((key, value)) = pair.split_once('=') {
-            let value = value.trim().parse().map_or_else(
-                |_| PropertyValue::String(value.trim().into()),
-                PropertyValue::Int,
-            );
-            k.properties.insert(key.trim().into(), value);
-        }
-    }
-    k
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name}: not a valid number: {v}"))
-        })
-        .unwrap_or(default)
-}
-
-fn unique(prefix: &str) -> String {
-    let n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{}", n % 1_000_000_000_000)
+    common::kafka("scripts/bench-purchases")
 }
 
 /// The retail data folder and its two files; exits 66 naming the first one missing.
