@@ -97,16 +97,28 @@ fn build(kafka: &KafkaConfig, role: Role, defaults: &[(&str, &str)]) -> ClientCo
 /// A consumer in `group` that never commits on its own: the caller stores offsets only once a
 /// record is fully handled, and librdkafka's auto-commit then commits only stored offsets.
 pub fn consumer_config(kafka: &KafkaConfig, group: &str) -> ClientConfig {
-    // librdkafka prefetches up to 100,000 records per partition and fetches up to 50 MB at a
-    // time by default: hundreds of MB on a backlog. A batch is at most a few thousand records,
-    // so far less keeps the workers fed and the daemon small.
+    // Memory (docs/operations.md "Memory"): librdkafka prefetches up to 100,000 records per
+    // partition and fetches up to 50 MB at a time by default, hundreds of MB on a backlog. What
+    // it holds is the records of a fetch response, each about 400 bytes of librdkafka's own
+    // beside its value, and a response's byte limit counts compressed bytes: one lz4 fetch of
+    // JSON expands about five times. A 384 KiB response keeps a 200,000-record lz4 backlog on 3
+    // partitions under 32 MiB (2 MiB gave 59); a batch is at most a few thousand records, so
+    // the queues below keep the workers fed.
+    let fetch_max = fetch_max_bytes(kafka);
+    // A user's own fetch.max.bytes below that stays allowed.
+    let message_max = match kafka.properties.get("fetch.max.bytes") {
+        Some(v) => v.to_string(),
+        None => fetch_max.clone(),
+    };
     let mut cfg = build(
         kafka,
         Role::Consumer,
         &[
             ("queued.min.messages", "5000"),
-            ("queued.max.messages.kbytes", "8192"),
-            ("fetch.max.bytes", "2097152"),
+            ("queued.max.messages.kbytes", "2048"),
+            ("fetch.max.bytes", &fetch_max),
+            // librdkafka refuses a fetch.max.bytes below message.max.bytes (1,000,000).
+            ("message.max.bytes", &message_max),
             // A new group starts at the oldest record: nothing already in the topic is skipped.
             ("auto.offset.reset", "earliest"),
             // Liveness (README "Crashes and the consumer group", docs/operations.md): a member
@@ -131,6 +143,19 @@ pub fn consumer_config(kafka: &KafkaConfig, group: &str) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("enable.auto.commit", "true");
     cfg
+}
+
+/// anomalyd's default `fetch.max.bytes` (bytes, as librdkafka reads it): 393,216 (384 KiB),
+/// or the user's `message.max.bytes` when that is larger, since librdkafka refuses a consumer
+/// whose `fetch.max.bytes` is below its `message.max.bytes`.
+fn fetch_max_bytes(kafka: &KafkaConfig) -> String {
+    const DEFAULT: u64 = 393_216;
+    let message_max = kafka
+        .properties
+        .get("message.max.bytes")
+        .and_then(|v| v.to_string().parse::<u64>().ok())
+        .unwrap_or(0);
+    DEFAULT.max(message_max).to_string()
 }
 
 /// The consumer setting `name` (a duration in milliseconds) in effect: the user's property,
@@ -240,5 +265,39 @@ mod tests {
             "users may choose"
         );
         assert_eq!(client_config(&kafka).get("linger.ms"), Some("2"));
+    }
+
+    /// librdkafka accepts the fetch limits whichever of them the user sets (it refuses a
+    /// `fetch.max.bytes` below `message.max.bytes`), and anomalyd's 384 KiB holds otherwise.
+    #[test]
+    fn fetch_limits_are_accepted_whatever_the_user_sets() {
+        use rdkafka::consumer::BaseConsumer;
+        // (the user's properties, fetch.max.bytes, message.max.bytes)
+        type Case = (&'static [(&'static str, i64)], &'static str, &'static str);
+        let cases: [Case; 4] = [
+            (&[], "393216", "393216"),
+            (&[("message.max.bytes", 2_000_000)], "2000000", "2000000"),
+            (&[("fetch.max.bytes", 100_000)], "100000", "100000"),
+            (
+                &[
+                    ("fetch.max.bytes", 4_000_000),
+                    ("message.max.bytes", 1_000_000),
+                ],
+                "4000000",
+                "1000000",
+            ),
+        ];
+        for (props, fetch, message) in cases {
+            let mut kafka = KafkaConfig::default();
+            for (k, v) in props {
+                kafka.properties.insert((*k).into(), PropertyValue::Int(*v));
+            }
+            let c = consumer_config(&kafka, "g");
+            assert_eq!(c.get("fetch.max.bytes"), Some(fetch), "{props:?}");
+            assert_eq!(c.get("message.max.bytes"), Some(message), "{props:?}");
+            if let Err(e) = c.create::<BaseConsumer>() {
+                panic!("{props:?}: librdkafka refused the consumer: {e}");
+            }
+        }
     }
 }
