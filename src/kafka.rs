@@ -179,7 +179,12 @@ pub fn consumer_duration(kafka: &KafkaConfig, name: &str) -> Duration {
 /// An idempotent producer that waits for every in-sync replica: no duplicates from retries and
 /// no acknowledged record lost with a leader.
 pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
-    let mut cfg = build(kafka, Role::Producer, &[]);
+    // An idempotent producer keeps at most 5 requests in flight per partition, and librdkafka
+    // 2.12's broker thread spins while a partition's batch has waited its linger but that
+    // limit is reached: with librdkafka's 5 ms and a broker that acknowledges in 20 to 100 ms
+    // (tansu), reading a 200,000-record backlog cost 1.8 to 4.6 CPU seconds, 0.6 to 0.7 with
+    // 20 ms (docs/benchmarks.md, "CPU and memory per record"). Anomalies wait up to 15 ms more.
+    let mut cfg = build(kafka, Role::Producer, &[("linger.ms", "20")]);
     cfg.set("enable.idempotence", "true").set("acks", "all");
     cfg
 }
