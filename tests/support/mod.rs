@@ -26,7 +26,10 @@ pub fn brokers() -> String {
     })
 }
 
-/// `[kafka]` settings for the test broker, tuned for tansu's long fetch waits.
+/// `[kafka]` settings for the test broker, tuned for tansu 0.6.0: it holds every fetch for the
+/// full `fetch.wait.max.ms`, and it never delivers a record larger than `fetch.max.bytes`
+/// (Kafka delivers one whatever the limit; docs/operations.md, "Memory"), so the tests' records
+/// of up to 1.2 MB need more than anomalyd's 384 KiB.
 pub fn kafka_config() -> KafkaConfig {
     let mut kafka = KafkaConfig {
         brokers: brokers(),
@@ -35,6 +38,10 @@ pub fn kafka_config() -> KafkaConfig {
     kafka.properties.insert(
         "fetch.wait.max.ms".into(),
         anomalyd::config::PropertyValue::Int(10),
+    );
+    kafka.properties.insert(
+        "fetch.max.bytes".into(),
+        anomalyd::config::PropertyValue::Int(2_097_152),
     );
     kafka
 }
