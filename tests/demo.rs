@@ -356,7 +356,8 @@ fn purchases_demo_shows_each_output_and_a_consistent_summary() {
             "missing: {}",
             no_data.join("online_retail_train.csv").display()
         )) && live.contains("doi:10.24432/C5BW33")
-            && live.contains("tests/data/retail/stream_slice.csv from line 1, pace max"),
+            && live.contains("demo: replaying from line 1, pace max:")
+            && live.contains("/tests/data/retail/stream_slice.csv\n"),
         "{live}"
     );
     assert_narrow(&live);
