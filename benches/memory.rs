@@ -20,13 +20,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use anomalyd::config::{Config, KafkaConfig, PropertyValue};
-use anomalyd::control::client;
 use anomalyd::offline::train::{TrainOptions, train};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{consume_only, stop, unique, usage};
+use common::{Writer, consume_only, records_scored, stop, unique, usage};
 
 fn kafka() -> KafkaConfig {
     common::kafka("scripts/bench-memory")
@@ -51,15 +50,15 @@ enum Pad {
 }
 
 /// Writes `n` generator records (with a `pad` field of 2,000 bytes unless `Pad::None`) to
-/// `topic`, lz4-compressed in the producer's batches (librdkafka's defaults). Returns the mean
-/// record size in bytes (key and value, uncompressed) and the records' lz4 compression ratio
+/// `topic`, lz4-compressed in the producer's batches (anomalyd's producer settings). Returns
+/// the mean record size in bytes (key and value, uncompressed) and the records' lz4 compression ratio
 /// (uncompressed / compressed, over blocks of 1 MiB as a batch or a fetch holds them).
 async fn produce(topic: &str, n: u64, pad: Pad) -> (f64, f64) {
     let producer: FutureProducer = anomalyd::kafka::producer_config(&kafka())
         .set("compression.type", "lz4")
         .create()
         .unwrap();
-    let mut pending = Vec::new();
+    let mut writer = Writer::new(producer);
     let mut bytes = 0u64;
     let mut block = Vec::new();
     let mut compressed = 0u64;
@@ -91,22 +90,10 @@ async fn produce(topic: &str, n: u64, pad: Pad) -> (f64, f64) {
             compressed += lz4_flex::block::compress(&block).len() as u64;
             block.clear();
         }
-        loop {
-            match producer.send_result(FutureRecord::to(topic).key(&key).payload(&payload)) {
-                Ok(f) => break pending.push(f),
-                Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
-            }
-        }
-        if pending.len() >= 20_000 {
-            for p in pending.drain(..) {
-                p.await.unwrap().unwrap();
-            }
-        }
+        writer.send(topic, key.as_bytes(), payload.as_bytes()).await;
     }
     compressed += lz4_flex::block::compress(&block).len() as u64;
-    for p in pending {
-        p.await.unwrap().unwrap();
-    }
+    writer.finish().await;
     (bytes as f64 / n as f64, bytes as f64 / compressed as f64)
 }
 
@@ -185,14 +172,6 @@ fn start(config: &Path, log: &Path, env: &[(&str, &str)]) -> Child {
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .unwrap()
-}
-
-async fn records_scored(socket: &Path) -> Option<u64> {
-    let (_, body) = client::request(socket, "GET", "/status", Duration::from_secs(2))
-        .await
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-    v["counters"]["records_in"].as_u64()
 }
 
 /// Reads `records` records of `input` with one daemon: records/s from its first record scored

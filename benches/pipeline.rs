@@ -35,7 +35,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{consume_only, median, quantile, stop, unique, usage};
+use common::{Writer, consume_only, median, quantile, records_scored, stop, unique, usage};
 
 const RECORDS: u64 = 200_000;
 /// The backlog of part 4: smaller than `RECORDS` so that three rounds of the single-detector
@@ -59,33 +59,22 @@ async fn create_topics(names: &[&str]) {
     common::create_topics(&kafka(), &topics).await;
 }
 
-/// Writes `n` generator records to `topic` in the producer's batches (librdkafka's defaults,
-/// `linger.ms` 5), compressed with `codec` (`none`, `lz4`, ...).
+/// Writes `n` generator records to `topic` in the producer's batches (anomalyd's producer
+/// settings, `linger.ms` 20), compressed with `codec` (`none`, `lz4`, ...).
 async fn produce(topic: &str, n: u64, codec: &str) {
     let producer: FutureProducer = anomalyd::kafka::producer_config(&kafka())
         .set("compression.type", codec)
         .create()
         .unwrap();
-    let mut pending = Vec::new();
+    let mut writer = Writer::new(producer);
     for id in 0..n {
         let payload =
             anomalyd::source::generator::record(42, id, 0.2, SystemTime::now()).to_string();
-        let key = id.to_string();
-        loop {
-            match producer.send_result(FutureRecord::to(topic).key(&key).payload(&payload)) {
-                Ok(f) => break pending.push(f),
-                Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
-            }
-        }
-        if pending.len() >= 20_000 {
-            for p in pending.drain(..) {
-                p.await.unwrap().unwrap();
-            }
-        }
+        writer
+            .send(topic, id.to_string().as_bytes(), payload.as_bytes())
+            .await;
     }
-    for p in pending {
-        p.await.unwrap().unwrap();
-    }
+    writer.finish().await;
 }
 
 /// The reference: consume every record and produce it unchanged, acknowledged, with offsets
@@ -227,14 +216,6 @@ fn bucket_quantile(before: &[(f64, u64)], after: &[(f64, u64)], q: f64) -> f64 {
     diff.iter()
         .find(|d| d.1 >= rank)
         .map_or(f64::NAN, |d| d.0 * 1e3)
-}
-
-async fn records_scored(socket: &Path) -> Option<u64> {
-    let (_, body) = client::request(socket, "GET", "/status", Duration::from_secs(2))
-        .await
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-    v["counters"]["records_in"].as_u64()
 }
 
 /// Seconds from the first record scored to the last, the daemon's peak RSS (MiB), and its CPU

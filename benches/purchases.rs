@@ -30,8 +30,6 @@ use std::time::{Duration, Instant};
 
 use anomalyd::config::{KafkaConfig, PropertyValue};
 use anomalyd::control::client;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 
@@ -71,20 +69,7 @@ fn data() -> (PathBuf, PathBuf) {
 }
 
 async fn create_topics(topics: &[(String, i32)]) {
-    let admin: AdminClient<DefaultClientContext> =
-        anomalyd::kafka::client_config(&kafka()).create().unwrap();
-    let new: Vec<NewTopic> = topics
-        .iter()
-        .map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1)))
-        .collect();
-    for r in admin
-        .create_topics(&new, &AdminOptions::new())
-        .await
-        .unwrap()
-    {
-        r.unwrap();
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    common::create_topics(&kafka(), topics).await;
 }
 
 fn bin() -> &'static str {

@@ -53,11 +53,13 @@ use anomalyd::sinks::store::row::{At, Row, format_ms};
 use anomalyd::sinks::store::{self, StoreConfig, StoreMetrics};
 use anomalyd::source::generator::sensors;
 use clap::Parser;
-use common::{create_topics, env_or, median, peak_rss_mib, quantile, reset_peak_rss, unique};
+use common::{
+    Writer, create_topics, env_or, median, peak_rss_mib, quantile, reset_peak_rss, unique,
+};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
@@ -131,23 +133,11 @@ fn anomalies(n: usize, start: SystemTime) -> Vec<(String, Vec<u8>)> {
 
 async fn produce(kafka: &KafkaConfig, topic: &str, records: &[(String, Vec<u8>)]) {
     let producer: FutureProducer = anomalyd::kafka::producer_config(kafka).create().unwrap();
-    let mut pending = Vec::new();
+    let mut writer = Writer::new(producer);
     for (key, payload) in records {
-        loop {
-            match producer.send_result(FutureRecord::to(topic).key(key).payload(payload)) {
-                Ok(f) => break pending.push(f),
-                Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
-            }
-        }
-        if pending.len() >= 20_000 {
-            for p in pending.drain(..) {
-                p.await.unwrap().unwrap();
-            }
-        }
+        writer.send(topic, key.as_bytes(), payload).await;
     }
-    for p in pending {
-        p.await.unwrap().unwrap();
-    }
+    writer.finish().await;
 }
 
 /// A commit's result: "no offset stored" only says an earlier commit (or the auto-commit)

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)] // each bench uses its own subset
 
+use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,6 +17,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
 /// Peak resident set (VmHWM, MiB) and CPU seconds (user + system) of a live process.
 pub fn usage(pid: u32) -> (f64, f64) {
@@ -144,6 +146,58 @@ pub async fn consume_only(
     })
     .await
     .unwrap()
+}
+
+/// Writes a backlog as fast as the producer's queue takes it: a send the full queue refuses is
+/// tried again a millisecond later, and the acknowledgements are awaited 20,000 at a time.
+pub struct Writer {
+    producer: FutureProducer,
+    pending: Vec<DeliveryFuture>,
+}
+
+impl Writer {
+    pub fn new(producer: FutureProducer) -> Self {
+        Self {
+            producer,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Queues one record; panics if an acknowledgement awaited here reports an error.
+    pub async fn send(&mut self, topic: &str, key: &[u8], payload: &[u8]) {
+        loop {
+            match self
+                .producer
+                .send_result(FutureRecord::to(topic).key(key).payload(payload))
+            {
+                Ok(f) => break self.pending.push(f),
+                Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+            }
+        }
+        if self.pending.len() >= 20_000 {
+            for p in self.pending.drain(..) {
+                p.await.unwrap().unwrap();
+            }
+        }
+    }
+
+    /// Waits for every record sent to be acknowledged.
+    pub async fn finish(self) {
+        for p in self.pending {
+            p.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// The daemon's count of records scored (`records_in` in `/status` on its control socket),
+/// `None` while it does not answer.
+pub async fn records_scored(socket: &Path) -> Option<u64> {
+    let (_, body) =
+        anomalyd::control::client::request(socket, "GET", "/status", Duration::from_secs(2))
+            .await
+            .ok()?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v["counters"]["records_in"].as_u64()
 }
 
 /// The median (the upper one of an even count).
