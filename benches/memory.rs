@@ -3,9 +3,10 @@
 //! settings, one setting changed at a time; each run's peak resident set (VmHWM), its
 //! records/s against a consume-only baseline of the same backlog and run, and the bound the
 //! formula of docs/operations.md ("Memory") gives from the settings, the record size, the
-//! backlog's lz4 compression ratio and the idle daemon's resident set (`base`, measured first
-//! in the same run). A measured peak above the bound is flagged `OVER` and makes the bench
-//! exit 1 at the end.
+//! backlog's lz4 compression ratio and the daemon's resident set at a steady 2,000 records/s
+//! (`base`, measured first in the same run, with the records written by the bench as an
+//! application would; once more with the daemon's own generator writing them). A measured
+//! peak above the bound is flagged `OVER` and makes the bench exit 1 at the end.
 //!
 //! Backlogs: 200,000 generator records on 3 partitions and on 1, and 50,000 records padded to
 //! about 2 KiB on 3 partitions, once with random hexadecimal text (lz4 leaves it as it is) and
@@ -276,30 +277,69 @@ async fn idle(dir: &Path, model: &Path) -> f64 {
     peak
 }
 
-/// The daemon with its own generator writing 2,000 records/s to a 3-partition topic for 20 s:
-/// its peak RSS in MiB once every record is scored.
-async fn steady(dir: &Path, model: &Path) -> f64 {
-    const RATE: f64 = 2000.0;
+/// Where the steady case's records come from.
+#[derive(Clone, Copy, PartialEq)]
+enum Feed {
+    /// The bench, in its own process, as an application would write them: the daemon runs the
+    /// transactions detector alone, as in every backlog run.
+    Producer,
+    /// The daemon's own generator (`[generator]`), whose producer client is then in the
+    /// daemon's process too.
+    Generator,
+}
+
+/// The daemon with the transactions detector while 2,000 generator records/s (20 % drawn as
+/// outliers) are written to its 3-partition input topic for 20 s, from `feed`: its peak RSS in
+/// MiB once every record is scored.
+async fn steady(dir: &Path, model: &Path, feed: Feed) -> f64 {
+    const RATE: u64 = 2000;
+    const COUNT: u64 = RATE * 20;
     let input = unique("mem-steady");
     let output = format!("{input}-out");
     create_topics(&[&input, &output, &format!("{output}.dlq")], 3).await;
     let name = unique("steady");
     let cfg = config(dir, model, &input, &DEFAULTS, &name);
-    let mut c: Config = toml::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
-    c.generator.enabled = true;
-    c.generator.topic = input.clone();
-    c.generator.rate = RATE;
-    c.generator.count = RATE as u64 * 20;
-    std::fs::write(&cfg, toml::to_string(&c).unwrap()).unwrap();
+    if feed == Feed::Generator {
+        let mut c: Config = toml::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+        c.generator.enabled = true;
+        c.generator.topic = input.clone();
+        c.generator.rate = RATE as f64;
+        c.generator.count = COUNT;
+        std::fs::write(&cfg, toml::to_string(&c).unwrap()).unwrap();
+    }
     let child = start(&cfg, &dir.join(format!("{name}.log")), &[]);
     let socket = dir.join(format!("{name}.sock"));
+    let writer = (feed == Feed::Producer).then(|| {
+        let topic = input.clone();
+        tokio::spawn(async move {
+            let producer: FutureProducer =
+                anomalyd::kafka::producer_config(&kafka()).create().unwrap();
+            let mut writer = Writer::new(producer);
+            // 20 records every 10 ms; a late tick is caught up, as a paced producer would.
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            for id in 0..COUNT {
+                if id % (RATE / 100) == 0 {
+                    tick.tick().await;
+                }
+                let record = anomalyd::source::generator::record(42, id, 0.2, SystemTime::now());
+                let key = id.to_string();
+                writer
+                    .send(&topic, key.as_bytes(), record.to_string().as_bytes())
+                    .await;
+            }
+            writer.finish().await;
+        })
+    });
     let give_up = Instant::now() + Duration::from_secs(120);
-    while records_scored(&socket).await.unwrap_or(0) < c.generator.count {
+    while records_scored(&socket).await.unwrap_or(0) < COUNT {
         assert!(
             Instant::now() < give_up,
             "steady: not every record scored in 120 s"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if let Some(w) = writer {
+        w.await.unwrap();
     }
     let (peak, _) = usage(child.id());
     stop(child);
@@ -349,12 +389,22 @@ async fn main() {
     let mut over = Vec::new();
     let idle = idle(dir.path(), &model).await;
     println!("[idle, 3 partitions] peak RSS {idle:.1} MiB");
-    // The formula's `base`: the daemon once it has scored records at a low rate (every code
-    // path of scoring and producing touched, queues near empty), with its generator's client
-    // beside it, which a daemon without a generator does not have: an overstatement.
-    let base = steady(dir.path(), &model).await;
+    // The formula's `base`: the daemon as the backlog runs have it (the detector alone) once
+    // it has scored records at a low rate: every code path of scoring and producing touched,
+    // queues near empty. Issue 16's target for it is 16 MiB.
+    // Three rounds: which start-up code stays resident varies by a few hundred KiB.
+    let mut rounds = Vec::new();
+    for _ in 0..3 {
+        rounds.push(steady(dir.path(), &model, Feed::Producer).await);
+    }
+    rounds.sort_by(f64::total_cmp);
+    let base = rounds[1];
     println!(
-        "[steady 2,000 records/s, 3 partitions, the daemon's generator] peak RSS {base:.1} MiB (the formula's `base`)"
+        "[steady 2,000 records/s, 3 partitions, written by another process] peak RSS {base:.1} MiB, median of {rounds:.1?} (the formula's `base`; target 16)"
+    );
+    let with_generator = steady(dir.path(), &model, Feed::Generator).await;
+    println!(
+        "[steady 2,000 records/s, 3 partitions, the daemon's own generator] peak RSS {with_generator:.1} MiB"
     );
     // BENCH_MEMORY_BACKLOGS=N: the first N backlogs only.
     let backlogs = std::env::var("BENCH_MEMORY_BACKLOGS")

@@ -74,10 +74,17 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
     build(kafka, Role::Any, &[])
 }
 
-/// `defaults` first, so the user's properties can change them, then brokers.
+/// Defaults for every client. `enable.metrics.push` (KIP-714, on in librdkafka since 2.5)
+/// keeps six to eight HDR histograms per broker connection whether or not the cluster ever
+/// asks for the metrics: about 300 KiB a client, a third of an idle daemon's heap (massif,
+/// docs/operations.md "Memory"). anomalyd reports its own metrics; a user who wants the
+/// client's pushed sets it back to `true` in `[kafka.properties]`.
+const COMMON: &[(&str, &str)] = &[("enable.metrics.push", "false")];
+
+/// [`COMMON`] and `defaults` first, so the user's properties can change them, then brokers.
 fn build(kafka: &KafkaConfig, role: Role, defaults: &[(&str, &str)]) -> ClientConfig {
     let mut cfg = ClientConfig::new();
-    for (k, v) in defaults {
+    for (k, v) in COMMON.iter().chain(defaults) {
         cfg.set(*k, *v);
     }
     let foreign: &[&str] = match role {
@@ -193,6 +200,25 @@ pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
 mod tests {
     use super::*;
     use crate::config::PropertyValue;
+
+    #[test]
+    fn client_metrics_push_is_off_unless_the_user_turns_it_on() {
+        let mut kafka = KafkaConfig::default();
+        for cfg in [
+            consumer_config(&kafka, "g"),
+            producer_config(&kafka),
+            client_config(&kafka),
+        ] {
+            assert_eq!(cfg.get("enable.metrics.push"), Some("false"));
+        }
+        kafka
+            .properties
+            .insert("enable.metrics.push".into(), PropertyValue::Bool(true));
+        assert_eq!(
+            producer_config(&kafka).get("enable.metrics.push"),
+            Some("true")
+        );
+    }
 
     #[test]
     fn managed_settings_win_over_properties() {
