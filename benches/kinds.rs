@@ -46,7 +46,9 @@ use anomalyd::config::stages::TimeMode;
 use anomalyd::detect::features::FeatureExtractor;
 use anomalyd::detect::kmeans::ThresholdRule;
 use anomalyd::detect::model::LoadedModel;
-use anomalyd::detect::scorer::{Batch, Needs, RulesScorer, Scored, Scorer, Unscorable};
+use anomalyd::detect::scorer::{
+    Batch, Needs, RulesScorer, Scored, Scorer, Unscorable, score_partition_batch,
+};
 use anomalyd::detect::streaks::Streaks;
 use anomalyd::offline::train::{TrainInput, TrainOptions, train};
 use anomalyd::offline::train_kmeans::{ClusterKind, ClusterTrainOptions, train_clusters};
@@ -367,31 +369,16 @@ fn detector_pass(
             records.push(r);
         }
         let mut scored: Vec<Result<Scored, Unscorable>> = vec![Ok(Scored::default()); chunk.len()];
-        if streaks.is_none() {
-            *streaks = scorer.partition_state();
-        }
-        let mut explanations = Vec::new();
         let refs: Vec<_> = records.iter().collect();
         let input = Batch {
             rows: &rows,
             records: &refs,
         };
-        match streaks.as_mut() {
-            None => scorer.score_batch(&input, &mut scored),
-            Some(state) => {
-                let keys: Vec<Option<&[u8]>> = chunk_keys.iter().map(|k| k.as_deref()).collect();
-                let offsets: Vec<i64> = (0..chunk.len() as i64).map(|i| first + i).collect();
-                explanations = vec![Vec::new(); chunk.len()];
-                scorer.score_keyed(
-                    &input,
-                    &keys,
-                    &offsets,
-                    state,
-                    &mut scored,
-                    &mut explanations,
-                );
-            }
-        }
+        let keyed = || {
+            let keys = chunk_keys.iter().map(|k| k.as_deref()).collect();
+            (keys, (0..chunk.len() as i64).map(|i| first + i).collect())
+        };
+        let mut explanations = score_partition_batch(scorer, &input, streaks, keyed, &mut scored);
         let now = SystemTime::now();
         for (k, record) in records.iter().enumerate() {
             let Ok(Scored { score, decision }) = scored[k] else {
@@ -411,15 +398,15 @@ fn detector_pass(
                 partition: 0,
                 offset: first + k as i64,
             };
-            let build = if anomaly {
-                Additions::new
-            } else {
-                Additions::not_anomalous
-            };
-            let mut additions = build(record, &detection, "bench", scorer, from, now);
-            if anomaly && let Some(why) = explanations.get_mut(k) {
-                additions.explanation = std::mem::take(why);
-            }
+            let mut additions = Additions::judged(
+                record,
+                &detection,
+                "bench",
+                scorer,
+                from,
+                now,
+                explanations.get_mut(k),
+            );
             if keep.is_some() {
                 // As with `scored_topic`: every record, its verdict marked.
                 additions.anomaly = Some(anomaly);

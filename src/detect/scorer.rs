@@ -139,6 +139,40 @@ pub trait Scorer: Send + Sync + fmt::Debug {
     }
 }
 
+/// Scores one batch of a partition as its worker does (`detect::worker`, and the benches that
+/// measure it): [`Scorer::score_batch`] for a scorer that judges each record alone, or, once
+/// the partition has a state (`state`, made on its first batch by
+/// [`Scorer::partition_state`]), [`Scorer::score_keyed`] with each record's Kafka key and
+/// offset, which `keyed` gives (called only then). Returns one entry per record for a keyed
+/// scorer, the `explanation` of each anomalous record (which replaces [`Scorer::explain`]'s),
+/// and an empty vector otherwise.
+///
+/// # Panics
+/// As [`Scorer::score_batch`] and [`Scorer::score_keyed`].
+pub fn score_partition_batch<'k>(
+    scorer: &dyn Scorer,
+    batch: &Batch<'_, '_>,
+    state: &mut Option<Streaks>,
+    keyed: impl FnOnce() -> (Vec<Option<&'k [u8]>>, Vec<i64>),
+    out: &mut [Result<Scored, Unscorable>],
+) -> Vec<Vec<Value>> {
+    if state.is_none() {
+        *state = scorer.partition_state();
+    }
+    match state.as_mut() {
+        None => {
+            scorer.score_batch(batch, out);
+            Vec::new()
+        }
+        Some(state) => {
+            let (keys, offsets) = keyed();
+            let mut explanations = vec![Vec::new(); out.len()];
+            scorer.score_keyed(batch, &keys, &offsets, state, out, &mut explanations);
+            explanations
+        }
+    }
+}
+
 /// Every model kind a model file holds: Isolation Forest, k-means, bisecting k-means.
 impl Scorer for LoadedModel {
     fn identity(&self) -> ScorerIdentity {
@@ -671,5 +705,47 @@ mod tests {
         assert_eq!(out[5].as_ref().unwrap().score, 1.0);
         // s1's streak is open: its last two matching readings are still needed.
         assert_eq!(state.safe_offset(17), 14);
+    }
+
+    #[test]
+    fn a_partition_batch_is_keyed_only_for_a_scorer_with_state_which_it_keeps() {
+        let rules = [("hot".to_owned(), "temperature > 40.0".to_owned())];
+        let text = br#"{"temperature": 41}"#;
+        let record = Record::parse(Some(text.as_slice())).unwrap();
+        let refs = [&record, &record];
+        let batch = Batch {
+            rows: &[],
+            records: &refs,
+        };
+        let mut out = vec![Ok(Scored::default()); 2];
+
+        let plain = RulesScorer::compile(&rules).unwrap();
+        let mut state = None;
+        let why = score_partition_batch(
+            &plain,
+            &batch,
+            &mut state,
+            || unreachable!("no keys without state"),
+            &mut out,
+        );
+        assert!(why.is_empty() && state.is_none());
+        assert_eq!(out[0].as_ref().unwrap().decision, -1.0);
+
+        let keyed = RulesScorer::compile(&rules).unwrap().with_for(vec![3]);
+        let key: &[u8] = b"s1";
+        let mut state = None;
+        let mut next = 10;
+        let mut decisions = Vec::new();
+        for _ in 0..2 {
+            let keys = || (vec![Some(key); 2], vec![next, next + 1]);
+            let why = score_partition_batch(&keyed, &batch, &mut state, keys, &mut out);
+            next += 2;
+            assert_eq!(why.len(), 2);
+            decisions.extend(out.iter().map(|o| o.as_ref().unwrap().decision));
+        }
+        // The state made on the first batch carries the streak into the second: the third
+        // reading fires.
+        assert_eq!(decisions, [1.0, 1.0, -1.0, -1.0]);
+        assert!(state.is_some());
     }
 }

@@ -40,7 +40,7 @@ use tokio::sync::watch;
 
 use super::csv_record::{CsvFormat, CsvReader};
 use super::features::{FeatureExtractor, Rejection};
-use super::scorer::{Batch, Needs, Scored, ScorerSource};
+use super::scorer::{Batch, Needs, Scored, ScorerSource, score_partition_batch};
 use super::split::SplitConfig;
 use super::streaks::Streaks;
 use crate::config::FeatureSpec;
@@ -423,34 +423,20 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
             }
         }
         let mut scored = vec![Ok(Scored::default()); scorable.len()];
-        if streaks.is_none() {
-            *streaks = scorer.partition_state();
-        }
-        let mut explanations = Vec::new();
-        {
+        let mut explanations = {
             let records: Vec<_> = scorable.iter().map(|(_, r)| r).collect();
             let input = Batch {
                 rows: &rows,
                 records: &records,
             };
-            match streaks.as_mut() {
-                None => scorer.score_batch(&input, &mut scored),
-                Some(state) => {
-                    let keys: Vec<_> = scorable.iter().map(|(i, _)| batch[*i].key()).collect();
-                    let offsets: Vec<_> =
-                        scorable.iter().map(|(i, _)| batch[*i].offset()).collect();
-                    explanations = vec![Vec::new(); scorable.len()];
-                    scorer.score_keyed(
-                        &input,
-                        &keys,
-                        &offsets,
-                        state,
-                        &mut scored,
-                        &mut explanations,
-                    );
-                }
-            }
-        }
+            let keyed = || {
+                scorable
+                    .iter()
+                    .map(|(i, _)| (batch[*i].key(), batch[*i].offset()))
+                    .unzip()
+            };
+            score_partition_batch(&*scorer, &input, streaks, keyed, &mut scored)
+        };
         let elapsed = started.elapsed();
         for m in [&env.metrics, &env.total] {
             m.score_latency.observe_duration(elapsed);
@@ -478,27 +464,20 @@ impl<C: ConsumerContext + 'static> PartitionWorker<'_, C> {
                 decision,
                 features: &rows[k * nf..(k + 1) * nf],
             };
-            let build = if anomaly {
-                Additions::new
-            } else {
-                Additions::not_anomalous
-            };
-            let mut additions = build(
+            // Rules with `for` say per fired rule the count that fired it.
+            let mut additions = Additions::judged(
                 &record,
                 &detection,
                 &env.detector,
                 &*scorer,
                 self.source(m),
                 now,
+                explanations.get_mut(k),
             );
             if env.csv.is_some() {
                 additions.layout = Layout::Csv;
             }
             additions.variant = env.split.as_ref().map(|s| s.variant.as_str());
-            // Rules with `for` say per fired rule the count that fired it.
-            if anomaly && let Some(why) = explanations.get_mut(k) {
-                additions.explanation = std::mem::take(why);
-            }
             if anomaly {
                 let mut payload = Vec::new();
                 let at = write_anomaly(&mut payload, &record, &additions);

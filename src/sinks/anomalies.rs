@@ -121,6 +121,31 @@ impl<'a> Additions<'a> {
         additions
     }
 
+    /// What anomalyd adds to a record its detector has judged: [`Additions::new`] for an
+    /// anomaly (`detection.decision < 0.0`), whose `explanation` is `fired` when the scorer
+    /// gave one (rules with `for`: [`crate::detect::scorer::score_partition_batch`]; taken,
+    /// leaving it empty), and [`Additions::not_anomalous`] otherwise.
+    pub fn judged(
+        source: &Record<'_>,
+        detection: &Detection<'_>,
+        detector: &'a str,
+        scorer: &dyn Scorer,
+        from: SourceRef<'a>,
+        detected_at: SystemTime,
+        fired: Option<&mut Vec<Value>>,
+    ) -> Self {
+        // As the worker decides (a NaN decision is not an anomaly).
+        let anomaly = detection.decision < 0.0;
+        if !anomaly {
+            return Self::not_anomalous(source, detection, detector, scorer, from, detected_at);
+        }
+        let mut additions = Self::new(source, detection, detector, scorer, from, detected_at);
+        if let Some(fired) = fired {
+            additions.explanation = std::mem::take(fired);
+        }
+        additions
+    }
+
     /// What anomalyd adds to `source` on the scored topic when `detection` is not an
     /// anomaly: `anomaly: false` and an empty `explanation` (explaining costs a walk of every
     /// tree, and there is nothing to explain).
@@ -385,6 +410,48 @@ mod tests {
         assert!(v["anomalyd"]["explanation"].is_array());
         let back = Record::parse(Some(&out)).unwrap();
         assert_eq!(source_text(&back).as_deref(), Some(src));
+    }
+
+    #[test]
+    fn judged_explains_anomalies_only_and_a_scorers_own_explanation_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = demo_model(dir.path());
+        let record = Record::parse(Some(br#"{"data": [[3.5, -3.5]]}"#.as_slice())).unwrap();
+        let from = SourceRef {
+            topic: "t",
+            partition: 0,
+            offset: 1,
+        };
+        let judge = |decision: f64, fired: Option<&mut Vec<Value>>| {
+            let detection = Detection {
+                score: -0.7,
+                decision,
+                features: &[3.5, -3.5],
+            };
+            Additions::judged(
+                &record,
+                &detection,
+                "tx",
+                &model,
+                from,
+                SystemTime::now(),
+                fired,
+            )
+        };
+        let anomaly = judge(-0.2, None);
+        assert_eq!(anomaly.anomaly, None);
+        assert!(!anomaly.explanation.is_empty(), "the forest explains it");
+        let mut fired = vec![json!({"rule": "hot", "count": 3})];
+        let keyed = judge(-0.2, Some(&mut fired));
+        assert_eq!(keyed.explanation, vec![json!({"rule": "hot", "count": 3})]);
+        assert!(fired.is_empty(), "taken, not copied");
+        for decision in [0.0, 0.3, f64::NAN] {
+            let mut fired = vec![json!("unused")];
+            let not = judge(decision, Some(&mut fired));
+            assert_eq!(not.anomaly, Some(false), "{decision}");
+            assert!(not.explanation.is_empty(), "{decision}");
+            assert_eq!(fired.len(), 1, "{decision}: left alone");
+        }
     }
 
     #[test]
