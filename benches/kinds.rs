@@ -4,9 +4,10 @@
 //!
 //! - **detectors** (`forest`, `kmeans`, `bisecting`, `rules`, `rules_for`): batches of 500 as
 //!   `detect::worker` scores them: `Record::parse`, features when the scorer needs them,
-//!   `Scorer::score_batch` (or `score_keyed` with the partition's `Streaks` for rules with
-//!   `for`), and for each anomaly its `Additions` (explanation included) spliced into the
-//!   output record by `write_anomaly`. Inputs: the forest gets the generator's records (20 %
+//!   the worker's own scoring step, `scorer::score_partition_batch` (`Scorer::score_batch`, or
+//!   `score_keyed` with the partition's `Streaks` for rules with `for`), and for each anomaly
+//!   its `Additions::judged` (explanation included) spliced into the output record by
+//!   `write_anomaly`. Inputs: the forest gets the generator's records (20 %
 //!   outliers, synthetic model, seed 42), as `benches/hotpath.rs`; the rules get the sensors
 //!   generator's readings (100 sensors, 1 % faults), keyed by `sensor_id`, with the shipped
 //!   rules `temperature > 40.0` and `pressure > 120.0` (`rules_for`: `for = 3` on both); k-means
