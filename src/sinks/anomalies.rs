@@ -134,14 +134,16 @@ impl<'a> Additions<'a> {
         detected_at: SystemTime,
         fired: Option<&mut Vec<Value>>,
     ) -> Self {
+        let mut additions =
+            Self::not_anomalous(source, detection, detector, scorer, from, detected_at);
         // As the worker decides (a NaN decision is not an anomaly).
-        let anomaly = detection.decision < 0.0;
-        if !anomaly {
-            return Self::not_anomalous(source, detection, detector, scorer, from, detected_at);
-        }
-        let mut additions = Self::new(source, detection, detector, scorer, from, detected_at);
-        if let Some(fired) = fired {
-            additions.explanation = std::mem::take(fired);
+        if detection.decision < 0.0 {
+            additions.anomaly = None;
+            additions.explanation = match fired {
+                // Explained as it was scored: [`Scorer::explain`] would be thrown away.
+                Some(fired) => std::mem::take(fired),
+                None => scorer.explain(detection.features, source),
+            };
         }
         additions
     }
