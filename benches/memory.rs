@@ -17,7 +17,6 @@
 //! Figures are in docs/benchmarks.md ("Memory bounded by configuration").
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use anomalyd::config::{Config, KafkaConfig, PropertyValue};
@@ -26,7 +25,7 @@ use rdkafka::producer::FutureProducer;
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{Writer, consume_only, records_scored, stop, unique, usage};
+use common::{Writer, consume_only, records_scored, start_daemon, stop, unique, usage};
 
 fn kafka() -> KafkaConfig {
     common::kafka("scripts/bench-memory")
@@ -52,8 +51,9 @@ enum Pad {
 
 /// Writes `n` generator records (with a `pad` field of 2,000 bytes unless `Pad::None`) to
 /// `topic`, lz4-compressed in the producer's batches (anomalyd's producer settings). Returns
-/// the mean record size in bytes (key and value, uncompressed) and the records' lz4 compression ratio
-/// (uncompressed / compressed, over blocks of 1 MiB as a batch or a fetch holds them).
+/// the mean record size in bytes (key and value, uncompressed) and the records' lz4
+/// compression ratio (uncompressed / compressed, over blocks of 1 MiB as a batch or a fetch
+/// holds them).
 async fn produce(topic: &str, n: u64, pad: Pad) -> (f64, f64) {
     let producer: FutureProducer = anomalyd::kafka::producer_config(&kafka())
         .set("compression.type", "lz4")
@@ -98,18 +98,15 @@ async fn produce(topic: &str, n: u64, pad: Pad) -> (f64, f64) {
     (bytes as f64 / n as f64, bytes as f64 / compressed as f64)
 }
 
-/// One variant: consumer properties over anomalyd's defaults, and environment variables of
-/// the daemon.
+/// One variant: consumer properties over anomalyd's defaults.
 struct Variant {
     name: &'static str,
     properties: &'static [(&'static str, i64)],
-    env: &'static [(&'static str, &'static str)],
 }
 
 const DEFAULTS: Variant = Variant {
     name: "defaults",
     properties: &[],
-    env: &[],
 };
 
 /// One setting changed at a time from the defaults: the two former defaults (before/after in
@@ -122,17 +119,14 @@ const VARIANTS: &[Variant] = &[
             ("fetch.max.bytes", 2_097_152),
             ("message.max.bytes", 2_097_152),
         ],
-        env: &[],
     },
     Variant {
         name: "queued.max.messages.kbytes=8192 (before)",
         properties: &[("queued.max.messages.kbytes", 8192)],
-        env: &[],
     },
     Variant {
         name: "fetch.max.bytes=262144",
         properties: &[("fetch.max.bytes", 262_144), ("message.max.bytes", 262_144)],
-        env: &[],
     },
 ];
 
@@ -164,38 +158,13 @@ fn config(dir: &Path, model: &Path, input: &str, variant: &Variant, name: &str) 
     path
 }
 
-/// Starts `anomalyd run` with the executable's pages out of the page cache, read from disk as
-/// after a reboot: how a file's pages came into the cache changes how many the kernel maps
-/// around each fault, and so the resident set (straight after the linker wrote it, the steady
-/// daemon was about 1 MiB lower, 2026-11-30). GNU dd's `iflag=nocache count=0` drops a whole
-/// file's cached pages.
-fn start(config: &Path, log: &Path, env: &[(&str, &str)]) -> Child {
-    let exe = env!("CARGO_BIN_EXE_anomalyd");
-    let dropped = Command::new("dd")
-        .arg(format!("if={exe}"))
-        .args(["iflag=nocache", "count=0", "status=none"])
-        .status();
-    assert!(
-        dropped.is_ok_and(|s| s.success()),
-        "dd could not drop {exe} from the page cache"
-    );
-    Command::new(exe)
-        .args(["run", "--config"])
-        .arg(config)
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
-}
-
 /// Reads `records` records of `input` with one daemon: records/s from its first record scored
 /// to its last, and its peak RSS in MiB.
 async fn run(dir: &Path, model: &Path, input: &str, records: u64, variant: &Variant) -> (f64, f64) {
     let name = unique("run");
     let cfg = config(dir, model, input, variant, &name);
     let socket = dir.join(format!("{name}.sock"));
-    let child = start(&cfg, &dir.join(format!("{name}.log")), variant.env);
+    let child = start_daemon(&cfg, &dir.join(format!("{name}.log")));
     let mut started = None;
     let give_up = Instant::now() + Duration::from_secs(300);
     // The resident set (MiB) when each further tenth of the records has been scored: whether
@@ -278,7 +247,7 @@ async fn idle(dir: &Path, model: &Path) -> f64 {
     create_topics(&[&input, &output, &format!("{output}.dlq")], 3).await;
     let name = unique("idle");
     let cfg = config(dir, model, &input, &DEFAULTS, &name);
-    let child = start(&cfg, &dir.join(format!("{name}.log")), &[]);
+    let child = start_daemon(&cfg, &dir.join(format!("{name}.log")));
     let socket = dir.join(format!("{name}.sock"));
     let give_up = Instant::now() + Duration::from_secs(60);
     while records_scored(&socket).await.is_none() {
@@ -321,7 +290,7 @@ async fn steady(dir: &Path, model: &Path, feed: Feed) -> f64 {
         c.generator.count = COUNT;
         std::fs::write(&cfg, toml::to_string(&c).unwrap()).unwrap();
     }
-    let child = start(&cfg, &dir.join(format!("{name}.log")), &[]);
+    let child = start_daemon(&cfg, &dir.join(format!("{name}.log")));
     let socket = dir.join(format!("{name}.sock"));
     let writer = (feed == Feed::Producer).then(|| {
         let topic = input.clone();

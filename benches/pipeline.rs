@@ -23,7 +23,6 @@
 //! `KAFKA_TEST_BROKERS`). Figures are in docs/benchmarks.md.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anomalyd::config::{Config, KafkaConfig};
@@ -35,7 +34,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{Writer, consume_only, median, quantile, records_scored, stop, unique, usage};
+use common::{
+    Writer, consume_only, median, quantile, records_scored, start_daemon, stop, unique, usage,
+};
 
 const RECORDS: u64 = 200_000;
 /// The backlog of part 4: smaller than `RECORDS` so that three rounds of the single-detector
@@ -159,16 +160,6 @@ fn config(dir: &Path, model: &Path, input: &str, output: &str, name: &str) -> Pa
     path
 }
 
-fn start(config: &Path, log: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_anomalyd"))
-        .args(["run", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
-}
-
 /// Peak and current resident set of a process, in MiB.
 fn memory(pid: u32) -> (f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -227,7 +218,7 @@ async fn anomalyd(dir: &Path, model: &Path, input: &str, round: &str) -> (f64, f
     create_topics(&[&output, &format!("{output}.dlq")]).await;
     let cfg = config(dir, model, input, &output, &format!("round{round}"));
     let socket = dir.join(format!("round{round}.sock"));
-    let child = start(&cfg, &dir.join(format!("round{round}.log")));
+    let child = start_daemon(&cfg, &dir.join(format!("round{round}.log")));
     let mut started = None;
     loop {
         let n = records_scored(&socket).await.unwrap_or(0);
@@ -411,7 +402,7 @@ async fn detector_records(socket: &Path) -> Option<Vec<(String, u64)>> {
 async fn detectors_run(cfg: &Path, dir: &Path, name: &str) -> Vec<(String, f64)> {
     let socket = dir.join(format!("{name}.sock"));
     let log = dir.join(format!("{name}.log"));
-    let child = start(cfg, &log);
+    let child = start_daemon(cfg, &log);
     let mut first: std::collections::BTreeMap<String, Instant> = Default::default();
     let mut last: std::collections::BTreeMap<String, Instant> = Default::default();
     let mut counts = Vec::new();
@@ -606,7 +597,7 @@ async fn latency(dir: &Path, model: &Path, peaks: &[f64]) {
     c.generator.rate = RATE;
     c.generator.count = (RATE as u64) * LATENCY_SECONDS;
     std::fs::write(&cfg, toml::to_string(&c).unwrap()).unwrap();
-    let child = start(&cfg, &dir.join("latency.log"));
+    let child = start_daemon(&cfg, &dir.join("latency.log"));
     let socket = dir.join("latency.sock");
     // The generator starts at once, the consumer only once it has joined its group: records
     // from before that wait for the join. Steady state starts WARM_UP_SECONDS after ready.

@@ -148,6 +148,30 @@ pub async fn consume_only(
     .unwrap()
 }
 
+/// Starts `anomalyd run --config CONFIG`, its stderr to `log`, from an
+/// executable read from disk as after a reboot: how a file's pages came into the page cache
+/// changes how many the kernel maps around each fault, and so the resident set (straight after
+/// the linker wrote it, the steady daemon was about 1 MiB lower, 2026-11-30). GNU dd's
+/// `iflag=nocache count=0` drops a whole file's cached pages first.
+pub fn start_daemon(config: &Path, log: &Path) -> Child {
+    let exe = env!("CARGO_BIN_EXE_anomalyd");
+    let dropped = Command::new("dd")
+        .arg(format!("if={exe}"))
+        .args(["iflag=nocache", "count=0", "status=none"])
+        .status();
+    assert!(
+        dropped.is_ok_and(|s| s.success()),
+        "dd could not drop {exe} from the page cache"
+    );
+    Command::new(exe)
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
 /// Writes a backlog as fast as the producer's queue takes it: a send the full queue refuses is
 /// tried again a millisecond later, and the acknowledgements are awaited 20,000 at a time.
 pub struct Writer {
