@@ -27,8 +27,8 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    let linux_gnu = env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "linux")
-        && env::var("CARGO_CFG_TARGET_ENV").is_ok_and(|e| e == "gnu");
+    let linux = env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "linux");
+    let linux_gnu = linux && env::var("CARGO_CFG_TARGET_ENV").is_ok_and(|e| e == "gnu");
     let native = env::var("HOST").ok() == env::var("TARGET").ok();
     if linux_gnu && native && glibc_at_least(2, 36) {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
@@ -36,7 +36,6 @@ fn main() {
 
     println!("cargo:rerun-if-changed=link/hot-text.ld");
     println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
-    let linux = env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "linux");
     let release = env::var("PROFILE").is_ok_and(|p| p == "release");
     let hot_text =
         Path::new(&env::var("CARGO_MANIFEST_DIR").unwrap_or_default()).join("link/hot-text.ld");
