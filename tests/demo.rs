@@ -366,17 +366,22 @@ fn purchases_demo_shows_each_output_and_a_consistent_summary() {
         .rev()
         .find(|l| l.starts_with("lines "))
         .unwrap();
-    for part in [
-        "open ",
-        "invoices ",
-        "invalid ",
-        "late ",
-        "kmeans ",
-        "bisecting ",
-        "both ",
-        "windows ",
+    // The watcher shortens "invoices" and "windows" when the full line would be wider than
+    // the screen, which the window count alone can make it (4,550 windows closed at max pace).
+    for parts in [
+        &["open "][..],
+        &["invoices ", "inv "],
+        &["invalid "],
+        &["late "],
+        &["kmeans "],
+        &["bisecting "],
+        &["both "],
+        &["windows ", "win "],
     ] {
-        assert!(status.contains(part), "{part:?} not in {status:?}");
+        assert!(
+            parts.iter().any(|p| status.contains(p)),
+            "none of {parts:?} in {status:?}"
+        );
     }
     let lines: Vec<&str> = live.lines().collect();
     for (i, line) in lines
